@@ -1,0 +1,3 @@
+from vitc.cli import main
+
+main()

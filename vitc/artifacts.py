@@ -1,0 +1,158 @@
+"""One-file model artifacts: safetensors weights with the JSON spec in the safetensors metadata.
+
+Loading never unpickles anything: safetensors stores raw tensors, the spec is JSON. An artifact has
+a ``kind``: ``model`` (a plain, possibly materialized, timm ViT), ``uvc`` (a UVC-compressed model with
+masks and gates, evaluated as masked) or ``dynamicvit`` (a ViT with trained token predictors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitc import __version__
+from vitc.errors import UsageError
+from vitc.fileio import atomic_path
+from vitc.models.spec import ViTSpec, build
+
+META_SPEC = "vitc.spec"
+META_KIND = "vitc.kind"
+META_EXTRA = "vitc.meta"
+META_VERSION = "vitc.version"
+
+# Loaders for compressed kinds live with their method; looked up lazily so importing vitc stays cheap.
+_KIND_LOADERS = {
+    "uvc": "vitc.compress.uvc:model_from_artifact",
+    "dynamicvit": "vitc.compress.dynamicvit:model_from_artifact",
+}
+
+
+@dataclass
+class Artifact:
+    path: Path
+    spec: ViTSpec
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_artifact(
+    path: str | os.PathLike[str],
+    spec: ViTSpec,
+    tensors: dict[str, torch.Tensor],
+    kind: str = "model",
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``tensors`` (e.g. a ``state_dict``) and the spec to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {
+        META_SPEC: spec.to_json(),
+        META_KIND: kind,
+        META_EXTRA: json.dumps(meta or {}, sort_keys=True),
+        META_VERSION: __version__,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=metadata)
+    return path
+
+
+def save_model(path: str | os.PathLike[str], model: nn.Module, spec: ViTSpec, meta: dict[str, Any] | None = None) -> Path:
+    return save_artifact(path, spec, model.state_dict(), kind="model", meta=meta)
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[ViTSpec, str, dict[str, Any]]:
+    """Spec, kind and extra metadata of an artifact, without reading its tensors."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as e:  # safetensors raises several types for truncated/corrupt headers
+        raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
+    return _parse_metadata(path, metadata)
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            spec, kind, meta = _parse_metadata(path, metadata)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
+    return Artifact(path=path, spec=spec, kind=kind, tensors=tensors, meta=meta)
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Artifact]:
+    """Build the model an artifact describes and load its weights (eval mode)."""
+    art = load_artifact(path)
+    if art.kind == "model":
+        model = build(art.spec)
+        load_state_dict_strict(model, art.tensors, str(art.path))
+    elif art.kind in _KIND_LOADERS:
+        import importlib
+
+        module_name, fn_name = _KIND_LOADERS[art.kind].split(":")
+        model = getattr(importlib.import_module(module_name), fn_name)(art)
+    else:
+        raise UsageError(f"{art.path}: unknown artifact kind {art.kind!r}")
+    model.eval()
+    return model, art
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights; any missing, unexpected or mis-shaped tensor is a one-line ``UsageError``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if mismatched:
+        k, got, want = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise UsageError(f"{source} does not match the model: {k} has shape {list(got)}, model expects {list(want)}{more}")
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1})" if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(f"unexpected {unexpected[0]}" + (f" (+{len(unexpected) - 1})" if len(unexpected) > 1 else ""))
+        raise UsageError(f"{source} does not match the model: {', '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    return path
+
+
+def _parse_metadata(path: Path, metadata: dict[str, str]) -> tuple[ViTSpec, str, dict[str, Any]]:
+    if META_SPEC not in metadata:
+        raise UsageError(f"{path} is a safetensors file without a vitc spec (not a vitc artifact)")
+    spec = ViTSpec.from_json(metadata[META_SPEC])
+    try:
+        meta = json.loads(metadata.get(META_EXTRA, "{}"))
+    except json.JSONDecodeError:
+        raise UsageError(f"{path}: corrupt vitc metadata") from None
+    return spec, metadata.get(META_KIND, "model"), meta
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,50 @@
+"""``vitc train``: supervised training of a ViT on a data source, written as a vitc artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vitc.artifacts import save_model
+from vitc.compress.trainer import Objective, TrainConfig, fit
+from vitc.data import parse_data
+from vitc.distributed import shutdown
+from vitc.fileio import write_json
+from vitc.models.registry import resolve_model
+
+MODEL_NAME = "model.safetensors"
+
+
+def train_classifier(
+    model_name: str, data: str, out: str | Path, *, pretrained: bool = False, checkpoint: str | Path | None = None,
+    resume: bool = False, **config: Any,
+) -> dict[str, Any] | None:
+    """Train and write ``OUT/model.safetensors``; returns a summary on rank 0 (None on other ranks)."""
+    import os
+
+    out = Path(out)
+    cfg = TrainConfig(**config)
+    cfg.validate()
+    source = parse_data(data)
+    model, spec = resolve_model(model_name, pretrained=pretrained, checkpoint=checkpoint,
+                                num_classes=None if model_name.endswith(".safetensors") else source.num_classes())
+    train_set = source.dataset(spec, "train", train_transforms=True)
+    val_set = source.dataset(spec, "val")
+    t0 = time.perf_counter()
+    model, history = fit(model, Objective(cfg.label_smoothing), train_set, val_set, cfg, out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        shutdown()
+        return None
+    final = history[-1] if history else {}
+    artifact = save_model(out / MODEL_NAME, model.cpu(), spec, meta={"trained_on": str(source), "epochs": cfg.epochs})
+    result = {
+        "artifact": str(artifact),
+        "val_top1": final.get("val_top1", float("nan")),
+        "val_top5": final.get("val_top5", float("nan")),
+        "epochs": cfg.epochs,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(out / "metrics.json", {"method": "train", "epochs": history, "final": result})
+    shutdown()
+    return result
