@@ -1,0 +1,1 @@
+"""Compression methods (UVC, DynamicViT) on top of one shared training loop (``trainer``)."""
