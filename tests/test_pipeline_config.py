@@ -1,0 +1,64 @@
+"""The `vitc run` YAML is validated before any work, with the bad key named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitc.errors import UsageError
+from vitc.pipeline_config import config_from_dict, load_config
+
+BASE = {"model": "vit-nano", "data": "digits"}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({**BASE, "uvc": {"budget": [0.5]}}, "unknown key 'uvc.budget' (did you mean 'uvc.budgets'?)"),
+        ({**BASE, "exprot": {}}, "unknown key 'exprot' (did you mean 'export'?)"),
+        ({"data": "digits"}, "missing required key 'model'"),
+        ({**BASE, "uvc": {"budgets": [1.5]}}, "'uvc.budgets[0]' must be in (0, 1]"),
+        ({**BASE, "dynamicvit": {"keep_ratio": 0}}, "'dynamicvit.keep_ratio' must be in (0, 1]"),
+        ({**BASE, "bench": {"backends": ["tvm"]}}, "'bench.backends[0]' must be one of torch, onnxruntime, tensorrt"),
+        ({**BASE, "bench": {"batch_sizes": [32, 0]}}, "'bench.batch_sizes' must be a non-empty list of positive integers"),
+        ({**BASE, "export": {"opset": 13}}, "'export.opset' must be 17..20"),
+        ({**BASE, "baseline": {"epochs": "ten"}}, "'baseline.epochs' must be an integer"),
+        ({**BASE, "data": "mnist"}, "unknown data source 'mnist'"),
+    ],
+)
+def test_bad_yaml_names_the_key(raw, message):
+    with pytest.raises(UsageError) as e:
+        config_from_dict(raw)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_example_yaml_is_valid(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "deit_small_imagenet.yaml"
+    text = example.read_text().replace("imagefolder:/data/imagenet", "digits")  # the path does not exist here
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    cfg = load_config(p)
+    assert cfg.uvc is not None and cfg.uvc.budgets == [0.5] and cfg.uvc.finetune_epochs == 120
+    assert cfg.dynamicvit is not None and cfg.dynamicvit.keep_ratio == 0.7
+    assert cfg.distributed.nproc_per_node == 8
+
+
+def test_cli_rejects_misspelled_key_before_any_work(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: vit-nano\ndata: digits\nbaseline:\n  epoch: 3\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "vitc", "run", str(p), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {p}: unknown key 'baseline.epoch' (did you mean 'baseline.epochs'?)"
+    assert not out.exists()
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("model: [unclosed\n")
+    with pytest.raises(UsageError, match="invalid YAML"):
+        load_config(p)

@@ -1,0 +1,46 @@
+"""Report rows → markdown table, speedups over dense at the same backend/precision, a readable PNG."""
+
+from __future__ import annotations
+
+import json
+
+from vitc.report import add_speedups, markdown_table, write_report
+
+
+def _rows():
+    common = {"params": 1_000_000, "macs": 2_000_000, "top1_backend": "onnxruntime fp32", "verify": "PASS"}
+    return [
+        {**common, "variant": "dense", "method": "dense", "format": "onnx fp32", "backend": "onnxruntime",
+         "precision": "fp32", "macs_ratio": 1.0, "top1": 97.0, "throughput": {"1": 100.0, "32": 1000.0}},
+        {**common, "variant": "uvc-0.50", "method": "uvc", "format": "onnx fp32", "backend": "onnxruntime",
+         "precision": "fp32", "macs_ratio": 0.5, "top1": 96.0, "throughput": {"1": 150.0, "32": 1800.0}},
+        {**common, "variant": "uvc-0.50", "method": "uvc", "format": "onnx int8", "backend": "onnxruntime",
+         "precision": "int8", "macs_ratio": 0.5, "top1": 95.5, "throughput": {"32": 2500.0}},
+    ]
+
+
+def test_speedup_is_over_dense_with_same_backend_and_precision():
+    rows = _rows()
+    add_speedups(rows)
+    assert rows[0]["speedup"] == {"1": 1.0, "32": 1.0}
+    assert rows[1]["speedup"] == {"1": 1.5, "32": 1.8}
+    assert rows[2]["speedup"] == {}  # no dense int8 row to compare against
+
+
+def test_markdown_table_has_every_row_and_batch_column():
+    rows = _rows()
+    add_speedups(rows)
+    table = markdown_table(rows).splitlines()
+    assert "img/s @1" in table[0] and "img/s @32" in table[0] and "speedup @32" in table[0]
+    assert len(table) == 2 + len(rows)
+    assert "| uvc-0.50 | onnx fp32 |" in table[3] and "1.80x" in table[3]
+
+
+def test_write_report_writes_all_three_files(tmp_path):
+    files = write_report(tmp_path, _rows(), {"model": "vit-nano", "data": "digits"}, {"torch": "x"})
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["rows"]) == 3
+    assert (tmp_path / "report.md").read_text().startswith("# vitc report: vit-nano on digits")
+    png = (tmp_path / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert set(files) == {"json", "markdown", "plot"}
