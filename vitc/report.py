@@ -91,16 +91,19 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
         batch = "32" if "32" in batches else (batches[-1] if batches else None)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     colors = {"dense": "black", "uvc": "tab:blue", "dynamicvit": "tab:orange"}
-    markers = {"torch": "s", "onnxruntime": "o", "tensorrt": "^"}
+    # one marker per deployed format, one colour per method
+    markers = {("torch", "fp32"): "P", ("torch", "fp16"): "X", ("torch", "bf16"): "X",
+               ("onnxruntime", "fp32"): "o", ("onnxruntime", "fp16"): "s", ("onnxruntime", "int8"): "D",
+               ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">"}
     plotted = set()
     for r in rows:
         ips = (r.get("throughput") or {}).get(batch) if batch else None
         if ips is None or r.get("top1") is None:
             continue
         method, backend = r.get("method", "?"), r.get("backend", "?")
-        is_dense = method == "dense"
+        is_dense = method == "dense" and r.get("precision") == "fp32"
         label = f"{method} · {backend} {r.get('precision', '')}".strip()
-        ax.scatter(ips, r["top1"], s=160 if is_dense else 60, marker="*" if is_dense else markers.get(backend, "o"),
+        ax.scatter(ips, r["top1"], s=160 if is_dense else 60, marker="*" if is_dense else markers.get((backend, r.get("precision", "")), "o"),
                    color=colors.get(method, "tab:gray"), edgecolor="black", linewidth=0.6, zorder=3,
                    label=label if label not in plotted else None)
         plotted.add(label)

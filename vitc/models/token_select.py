@@ -17,12 +17,10 @@ def keep_counts(num_patches: int, keep_ratio: float, num_stages: int) -> list[in
     """Patch tokens kept after each stage: ``floor(N * rho**s)``, cumulative over the original N.
 
     For N=196: rho=0.7 gives [137, 96, 67]; rho=0.5 gives [98, 49, 24]. The small epsilon makes
-    the floor robust to float error (0.7**2 * 196 = 96.04 must not become 95.99...).
+    the floor robust to float error (100 * 0.7**2 = 48.999... must give 49, as the paper's
+    floor(N rho^s) does). A count can be 0 for few patches or a small ratio; callers refuse that.
     """
-    counts = []
-    for s in range(1, num_stages + 1):
-        counts.append(max(1, math.floor(num_patches * keep_ratio**s + 1e-9)))
-    return counts
+    return [math.floor(num_patches * keep_ratio**s + 1e-9) for s in range(1, num_stages + 1)]
 
 
 def default_stages(depth: int) -> list[int]:
@@ -33,7 +31,9 @@ def default_stages(depth: int) -> list[int]:
 class PredictorLG(nn.Module):
     """Local + masked-global features → MLP → log-softmax over (keep, drop).
 
-    For C=384 (DeiT-S) it has 241,250 parameters.
+    For C=384 (DeiT-S) it has 241,250 parameters. Linear layers start from timm's ViT init
+    (truncated normal, std 0.02, zero bias), as the official model's ``_init_weights`` does, so
+    p(keep) starts near 0.5.
     """
 
     def __init__(self, embed_dim: int) -> None:
@@ -48,25 +48,48 @@ class PredictorLG(nn.Module):
             nn.Linear(embed_dim // 4, 2),
             nn.LogSoftmax(dim=-1),
         )
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
 
     def forward(self, tokens: torch.Tensor, policy: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, N, C) patch tokens; policy (B, N, 1) in {0,1} or None (all kept) → (B, N, 2)."""
+        """tokens (B, N, C) patch tokens; policy (B, N, 1) in {0,1} or None (all kept) → (B, N, 2).
+
+        The global half is the policy-weighted mean of the tokens still kept. The official code
+        divides by ``policy.sum()`` unguarded, which is NaN when an image has dropped every token
+        (possible with few patches); the denominator is clamped so that case gives 0 instead.
+        """
         x = self.in_conv(tokens)
         half = x.shape[-1] // 2
         local_x, global_x = x[..., :half], x[..., half:]
         if policy is None:
             global_x = global_x.mean(dim=1, keepdim=True)
         else:
-            global_x = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True)
+            policy = policy.to(global_x.dtype)
+            global_x = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True).clamp_min(1e-6)
         x = torch.cat([local_x, global_x.expand_as(local_x)], dim=-1)
         return self.out_conv(x)
+
+
+def keep_topk(x: torch.Tensor, scores: torch.Tensor, num_keep: int, num_prefix: int) -> torch.Tensor:
+    """Prefix tokens, then the ``num_keep`` patch tokens with the highest ``scores`` (B, N_patch).
+
+    ``topk`` with a Python-int K exports as ONNX TopK with a constant K, and the gather keeps
+    every token dimension static. Kept tokens are in descending-score order, not spatial order
+    (as the official code; re-sorting would export as another, shape-dependent TopK).
+    """
+    prefix, tokens = x[:, :num_prefix], x[:, num_prefix:]
+    idx = scores.topk(num_keep, dim=1, sorted=True).indices
+    kept = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+    return torch.cat([prefix, kept], dim=1)
 
 
 class TokenSelect(nn.Module):
     """Keep the ``num_keep`` highest-scoring patch tokens (static K: exports as ONNX TopK + Gather).
 
-    Kept tokens stay in descending-score order (as the official code does); the prefix tokens are
-    always kept and stay first.
+    The prefix tokens are always kept and stay first. At inference the predictor's global feature
+    is the plain mean over the tokens that reached it (every one of them is kept so far).
     """
 
     def __init__(self, embed_dim: int, num_keep: int, num_prefix: int = 1) -> None:
@@ -83,7 +106,5 @@ class TokenSelect(nn.Module):
         return self.predictor(patch_tokens)[..., 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prefix, tokens = x[:, : self.num_prefix], x[:, self.num_prefix :]
-        idx = self.keep_scores(tokens).topk(self.num_keep, dim=1, sorted=True).indices
-        kept = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        return torch.cat([prefix, kept], dim=1)
+        scores = self.keep_scores(x[:, self.num_prefix :])
+        return keep_topk(x, scores, self.num_keep, self.num_prefix)
