@@ -76,9 +76,10 @@ class StageCache:
 
 
 def trt_available() -> bool:
-    import importlib.util
+    # not find_spec("tensorrt"): tensorrt-stubs installs a bare `tensorrt/` namespace that always "exists"
+    from vitc.engines.trt_common import tensorrt_version
 
-    return importlib.util.find_spec("tensorrt") is not None
+    return tensorrt_version() is not None
 
 
 def _torchrun(cfg: PipelineConfig, args: list[str]) -> None:

@@ -22,7 +22,9 @@ class TorchRunner(Runner):
                  compile: bool = False, cuda_graph: bool = False) -> None:
         if precision not in _DTYPES:
             raise UsageError(f"torch precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        from vitc.distributed import pick_device
+
+        dev = pick_device(device)  # a bad or unavailable --device is a one-line UsageError
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but no CUDA device is available")
         if precision == "fp16" and dev.type == "cpu":
@@ -49,16 +51,22 @@ class TorchRunner(Runner):
     @torch.inference_mode()
     def _infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         x = torch.as_tensor(batch).to(self.torch_device, self.dtype, non_blocking=True)
-        if self.cuda_graph:
-            out = self._graph_run(x)
-        else:
-            out = self._fn(x)
-        return out.float().cpu().numpy()
+        return self.run_staged(x).float().cpu().numpy()
 
-    def run_device(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward a tensor already on the device (no host transfers) — used by the benchmark."""
+    def stage(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The batch as a tensor on the runner's device in its compute dtype."""
+        self._check_shape(batch)
+        x = torch.as_tensor(batch).to(self.torch_device, self.dtype)
+        self.synchronize()
+        return x
+
+    def run_staged(self, staged: Any) -> torch.Tensor:
+        """Forward a staged tensor (no host transfers); the output stays on the device."""
         with torch.inference_mode():
-            return self._graph_run(x) if self.cuda_graph else self._fn(x)
+            return self._graph_run(staged) if self.cuda_graph else self._fn(staged)
+
+    def cuda_stream(self) -> torch.cuda.Stream | None:
+        return torch.cuda.current_stream(self.torch_device) if self.torch_device.type == "cuda" else None
 
     def _graph_run(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -84,7 +92,9 @@ class TorchRunner(Runner):
             torch.cuda.synchronize(self.torch_device)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "torch": torch.__version__, "compile": self._fn is not self.model, "cuda_graph": self.cuda_graph}
+        threads = {"threads": torch.get_num_threads()} if self.torch_device.type == "cpu" else {}
+        return {**super().describe(), "torch": torch.__version__, "compile": self._fn is not self.model, "cuda_graph": self.cuda_graph,
+                **threads}
 
 
 def _infer_input_shape(model: nn.Module) -> tuple[int, int, int]:

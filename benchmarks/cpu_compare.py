@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""CPU speedup of a UVC-materialized DeiT-S (budget 0.5) over the dense DeiT-S at batch 32, measured
+with the ``vitc bench --compare`` protocol (alternating A/B runs, median-based ratio), next to the
+analytic MACs ratio.
+
+    python benchmarks/cpu_compare.py --uvc runs/uvc/compressed.safetensors     # a real UVC result
+    python benchmarks/cpu_compare.py                                            # hand-built stand-in
+
+Without ``--uvc`` the compressed architecture is **hand-built**, not searched: DeiT-S with one block
+skipped and heads/MLP widths shrinking with depth (MLP widths multiples of 8), scaled until its MACs
+are ``--budget`` of the dense model's. Throughput depends on these shapes, not on weights, so it
+stands in for a UVC result of the same MACs ratio until one is available (a UVC search of DeiT-S
+does not fit a 2-core CPU); the output says which one was measured.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from gpu_throughput import dense_artifact, uvc_architecture  # same folder
+
+if TYPE_CHECKING:
+    from vitc.models.spec import ViTSpec
+
+
+def hand_built_uvc_like(spec: "ViTSpec", budget: float) -> "ViTSpec":
+    """A spec shaped like a UVC result at ``budget`` (MACs fraction): see the module docstring."""
+    from vitc.errors import UsageError
+    from vitc.models.flops import model_macs
+    from vitc.models.spec import BlockSpec
+
+    depth, dense = spec.depth, model_macs(spec)
+    skip = round(0.8 * (depth - 1))  # one late block skipped, as UVC's gates tend to do
+    keep = [i for i in range(depth) if i != skip]
+
+    def shaped(c: float) -> "ViTSpec":
+        blocks = []
+        for i in keep:
+            taper = 1.0 - 0.6 * i / (depth - 1)
+            b = spec.blocks[i]
+            heads = max(1, round(b.heads * taper))
+            mlp = max(8, int(round(b.mlp_hidden * taper * c / 8)) * 8)
+            blocks.append(BlockSpec(heads, b.head_dim, min(mlp, b.mlp_hidden)))
+        return spec.replace(name=f"{spec.name}-handbuilt-uvc{budget:g}", blocks=blocks)
+
+    lo, hi = 0.02, 1.6
+    if model_macs(shaped(lo)) / dense > budget:
+        raise UsageError(f"--budget {budget} is below what the hand-built shape can reach")
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if model_macs(shaped(mid)) / dense < budget else (lo, mid)
+    return shaped(lo)
+
+
+@click.command()
+@click.option("--model", default="deit_small_patch16_224", show_default=True, help="Dense model: timm name, vitc config or artifact.")
+@click.option("--uvc", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="UVC artifact (compressed or materialized) [default: a hand-built stand-in at --budget].")
+@click.option("--budget", type=float, default=0.5, show_default=True, help="MACs budget of the hand-built stand-in.")
+@click.option("--batch", "batches", default="32", show_default=True, help="Batch sizes (images).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cpu_compare"), show_default=True)
+@click.option("--warmup-ms", type=float, default=500.0, show_default=True)
+@click.option("--min-iters", type=int, default=10, show_default=True)
+@click.option("--min-seconds", type=float, default=20.0, show_default=True)
+def main(model: str, uvc: Path | None, budget: float, batches: str, out: Path, warmup_ms: float, min_iters: int,
+         min_seconds: float) -> None:
+    """Dense vs UVC (budget 0.5) speedup on CPU through `vitc bench --compare`."""
+    from vitc.artifacts import read_header, save_model
+    from vitc.cli.bench import format_compare
+    from vitc.cli.common import parse_int_list
+    from vitc.engines.bench import compare_targets
+    from vitc.errors import VitcError
+    from vitc.fileio import write_json
+    from vitc.models.spec import build
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        dense = dense_artifact(model, out)
+        if uvc is not None:
+            compressed = uvc_architecture(dense, out, given=uvc, budget=budget, synthetic=0, epochs=0, batch_size=0, device="cpu")
+            source = f"UVC artifact {uvc}"
+        else:
+            spec = hand_built_uvc_like(read_header(dense)[0], budget)
+            compressed = save_model(out / "uvc-handbuilt.safetensors", build(spec), spec, meta={"method": "hand-built"})
+            source = f"HAND-BUILT DeiT-S-shaped stand-in at MACs budget {budget:g} (not a UVC search result)"
+        report = compare_targets(str(dense), str(compressed), device="cpu", batch_sizes=parse_int_list(batches, "--batch"),
+                                 warmup_ms=warmup_ms, min_iters=min_iters, min_seconds=min_seconds)
+    except VitcError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    report["compressed_source"] = source
+    write_json(out / "cpu_compare.json", report)
+    click.echo(f"B = {source}")
+    click.echo(format_compare(report))
+    click.echo(f"wrote {out / 'cpu_compare.json'}")
+
+
+if __name__ == "__main__":
+    main()
