@@ -1,12 +1,15 @@
 """One-file model artifacts: safetensors weights with the JSON spec in the safetensors metadata.
 
-Loading never unpickles anything: safetensors stores raw tensors, the spec is JSON. An artifact has
+Loading never unpickles anything: safetensors stores raw tensors, the spec is JSON. A SHA-256
+digest over the metadata and every tensor (name, dtype, shape, bytes) is stored in the metadata too,
+so a truncated or corrupted file is refused with one line instead of loading wrong weights. An artifact has
 a ``kind``: ``model`` (a plain, possibly materialized, timm ViT), ``uvc`` (a UVC-compressed model with
 masks and gates, evaluated as masked) or ``dynamicvit`` (a ViT with trained token predictors).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ META_SPEC = "vitc.spec"
 META_KIND = "vitc.kind"
 META_EXTRA = "vitc.meta"
 META_VERSION = "vitc.version"
+META_DIGEST = "vitc.sha256"
 
 # Loaders for compressed kinds live with their method; looked up lazily so importing vitc stays cheap.
 _KIND_LOADERS = {
@@ -59,6 +63,7 @@ def save_artifact(
         META_EXTRA: json.dumps(meta or {}, sort_keys=True),
         META_VERSION: __version__,
     }
+    metadata[META_DIGEST] = content_digest(metadata, clean)
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=metadata)
@@ -69,33 +74,58 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, spec: ViTSpec, me
     return save_artifact(path, spec, model.state_dict(), kind="model", meta=meta)
 
 
-def read_header(path: str | os.PathLike[str]) -> tuple[ViTSpec, str, dict[str, Any]]:
-    """Spec, kind and extra metadata of an artifact, without reading its tensors."""
-    from safetensors import safe_open
+def read_header(path: str | os.PathLike[str], verify: bool = True) -> tuple[ViTSpec, str, dict[str, Any]]:
+    """Spec, kind and extra metadata of an artifact.
 
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-    except Exception as e:  # safetensors raises several types for truncated/corrupt headers
-        raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
+    With ``verify`` (the default) the content digest is checked, which reads every tensor once;
+    ``verify=False`` reads only the header.
+    """
+    path, metadata, _ = _read(path, tensors=verify)
     return _parse_metadata(path, metadata)
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read and verify an artifact; any truncated, corrupt or foreign file is a one-line ``UsageError``."""
+    path, metadata, tensors = _read(path, tensors=True)
+    spec, kind, meta = _parse_metadata(path, metadata)
+    return Artifact(path=path, spec=spec, kind=kind, tensors=tensors, meta=meta)
+
+
+def content_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the metadata (except the digest itself) and each tensor's name, dtype, shape, bytes."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != META_DIGEST:
+            h.update(json.dumps([key, metadata[key]]).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata (and tensors, digest-checked, when ``tensors``) of a vitc safetensors file."""
     from safetensors import safe_open
 
     path = _existing(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            spec, kind, meta = _parse_metadata(path, metadata)
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            if META_SPEC not in metadata:
+                raise UsageError(f"{path} is a safetensors file without a vitc spec (not a vitc artifact)")
+            loaded = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
     except UsageError:
         raise
-    except Exception as e:
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
         raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
-    return Artifact(path=path, spec=spec, kind=kind, tensors=tensors, meta=meta)
+    if tensors:
+        expected = metadata.get(META_DIGEST)
+        if expected is None:
+            raise UsageError(f"{path} has no {META_DIGEST} content digest (corrupt, or not written by vitc.artifacts)")
+        if content_digest(metadata, loaded) != expected:
+            raise UsageError(f"{path} is corrupt: its content does not match its {META_DIGEST} digest")
+    return path, metadata, loaded
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Artifact]:
@@ -143,13 +173,16 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 
 
 def _parse_metadata(path: Path, metadata: dict[str, str]) -> tuple[ViTSpec, str, dict[str, Any]]:
-    if META_SPEC not in metadata:
-        raise UsageError(f"{path} is a safetensors file without a vitc spec (not a vitc artifact)")
-    spec = ViTSpec.from_json(metadata[META_SPEC])
+    try:
+        spec = ViTSpec.from_json(metadata[META_SPEC])
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
     try:
         meta = json.loads(metadata.get(META_EXTRA, "{}"))
     except json.JSONDecodeError:
-        raise UsageError(f"{path}: corrupt vitc metadata") from None
+        meta = None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: corrupt vitc metadata ({META_EXTRA} is not a JSON object)")
     return spec, metadata.get(META_KIND, "model"), meta
 
 

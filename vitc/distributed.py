@@ -57,8 +57,26 @@ def shutdown() -> None:
 
 
 def pick_device(name: str | None = None) -> torch.device:
+    """``auto`` → this rank's GPU if CUDA is available, else CPU; ``cuda`` → ``cuda:LOCAL_RANK``.
+
+    An unknown or unavailable device is a one-line ``UsageError``.
+    """
+    from vitc.errors import UsageError
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device: unknown device {name!r} (expected cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    return device

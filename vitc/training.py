@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from vitc.artifacts import save_model
-from vitc.compress.trainer import Objective, TrainConfig, fit
+from vitc.compress.trainer import METRICS_NAME, Objective, TrainConfig, fit, seed_everything
 from vitc.data import parse_data
 from vitc.distributed import shutdown
 from vitc.fileio import write_json
-from vitc.models.registry import resolve_model
+from vitc.models.registry import is_artifact_path, resolve_model
 
 MODEL_NAME = "model.safetensors"
 
@@ -27,24 +27,26 @@ def train_classifier(
     cfg = TrainConfig(**config)
     cfg.validate()
     source = parse_data(data)
+    seed_everything(cfg.seed)  # the initial weights of a new model come from --seed too
     model, spec = resolve_model(model_name, pretrained=pretrained, checkpoint=checkpoint,
-                                num_classes=None if model_name.endswith(".safetensors") else source.num_classes())
+                                num_classes=None if is_artifact_path(model_name) else source.num_classes())
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     t0 = time.perf_counter()
-    model, history = fit(model, Objective(cfg.label_smoothing), train_set, val_set, cfg, out, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
+    try:
+        model, history = fit(model, Objective(cfg.label_smoothing), train_set, val_set, cfg, out, resume=resume)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return None
+        final = history[-1] if history else {}
+        artifact = save_model(out / MODEL_NAME, model.cpu(), spec, meta={"trained_on": str(source), "epochs": cfg.epochs})
+        result = {
+            "artifact": str(artifact),
+            "val_top1": final.get("val_top1"),  # None (JSON null) when no epoch ran
+            "val_top5": final.get("val_top5"),
+            "epochs": cfg.epochs,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(out / METRICS_NAME, {"method": "train", "epochs": history, "final": result})
+        return result
+    finally:
         shutdown()
-        return None
-    final = history[-1] if history else {}
-    artifact = save_model(out / MODEL_NAME, model.cpu(), spec, meta={"trained_on": str(source), "epochs": cfg.epochs})
-    result = {
-        "artifact": str(artifact),
-        "val_top1": final.get("val_top1", float("nan")),
-        "val_top5": final.get("val_top5", float("nan")),
-        "epochs": cfg.epochs,
-        "seconds": time.perf_counter() - t0,
-    }
-    write_json(out / "metrics.json", {"method": "train", "epochs": history, "final": result})
-    shutdown()
-    return result

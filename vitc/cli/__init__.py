@@ -8,7 +8,7 @@ torch. A :class:`vitc.errors.VitcError` becomes ``error: <one line>`` on stderr 
 from __future__ import annotations
 
 import importlib
-import sys
+import os
 from typing import Any
 
 import click
@@ -30,18 +30,42 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_subcommands:
             module_name, attr = self.lazy_subcommands[cmd_name].split(":")
-            return getattr(importlib.import_module(module_name), attr)
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as e:  # not written yet, or an optional dependency is missing
+                return _unavailable(cmd_name, str(e) or type(e).__name__)
+            return getattr(module, attr)
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except VitcError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {rank_prefix()}{e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
+            click.echo(f"error: {rank_prefix()}interrupted", err=True)
             ctx.exit(130)
+
+
+def rank_prefix() -> str:
+    """``"rank N: "`` under torchrun with more than one process, so a failing rank is named."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"rank {os.environ.get('RANK', '?')}: "
+    return ""
+
+
+def _unavailable(name: str, reason: str) -> click.Command:
+    """Polygraphy's MissingTool: the command is listed, and using it is a one-line error (exit 1)."""
+
+    def fail(args: tuple[str, ...]) -> None:
+        raise VitcError(f"vitc {name} is unavailable: {reason}")
+
+    return click.Command(
+        name, callback=fail, help=f"(unavailable: {reason})", add_help_option=False,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 COMMANDS = {
@@ -76,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -32,19 +32,22 @@ def data_option(required: bool = True, name: str = "--data") -> Callable[[F], F]
 
 def train_options(f: F) -> F:
     """Optimisation options shared by ``train`` and the ``compress`` methods."""
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Random seed (initial weights, data order, augmentation, dropout).")(f)
     f = click.option("--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact resume tests).")(f)
     f = click.option("--max-grad-norm", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Clip the global gradient norm.")(f)
+                     help="Clip the global L2 gradient norm to this value (default: no clipping).")(f)
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(f)
-    f = click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")(f)
+    f = click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (written after every epoch).")(f)
     return f
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str] | None = None) -> None:
-    """Print ``result`` as one JSON object, or as human-readable text."""
+    """Print ``result`` as one strict JSON object (NaN/Inf as null), or as human-readable text."""
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=_jsonable))
+        from vitc.fileio import json_safe
+
+        click.echo(json.dumps(json_safe(result), indent=2, default=_jsonable, allow_nan=False))
     else:
         click.echo(human(result) if human else "\n".join(f"{k}: {v}" for k, v in result.items()))
 

@@ -8,8 +8,8 @@ from vitc.cli.common import data_option, emit, json_option, model_options
 @click.command("eval")
 @click.argument("target")
 @data_option()
-@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True, help="Data split to score.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto", show_default=True,
               help="auto: torch for artifacts/names, onnxruntime for .onnx, tensorrt for .engine.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")

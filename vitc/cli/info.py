@@ -20,7 +20,7 @@ def info(model: str, img_size: int | None, as_json: bool) -> None:
     """
     from vitc.artifacts import read_header
     from vitc.errors import UsageError
-    from vitc.models.registry import is_artifact_path, resolve_model
+    from vitc.models.registry import is_artifact_path, resolve_spec
     from vitc.models.summary import summarize
 
     if is_artifact_path(model):
@@ -28,7 +28,7 @@ def info(model: str, img_size: int | None, as_json: bool) -> None:
             raise UsageError("--img-size does not apply to an artifact (its input size is fixed)")
         spec, kind, _ = read_header(model)
     else:
-        _, spec = resolve_model(model, img_size=img_size)
+        spec = resolve_spec(model, img_size=img_size)
         kind = "model"
     result = summarize(spec)
     result["kind"] = kind

@@ -12,12 +12,15 @@ from vitc.cli.common import data_option, emit, json_option, model_options, train
 @data_option()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @model_options
-@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Global batch (split across torchrun ranks).")
+@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True, help="Passes over the training split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Global batch in images (split evenly across torchrun ranks).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True)
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=2.0, show_default=True)
-@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="AdamW decoupled weight decay (not applied to biases, norms, tokens, position embeddings).")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Linear learning-rate warm-up, in epochs (fractions allowed).")
+@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
+              help="Label smoothing of the cross-entropy, in [0, 1).")
 @train_options
 @json_option
 def train(model_name: str, data: str, out: Path, pretrained: bool, checkpoint: Path | None, epochs: int, batch_size: int,
@@ -36,4 +39,9 @@ def train(model_name: str, data: str, out: Path, pretrained: bool, checkpoint: P
         deterministic=deterministic, max_grad_norm=max_grad_norm, device=device, resume=resume,
     )
     if result is not None:
-        emit(result, as_json, lambda r: f"wrote {r['artifact']}  val top-1 {r['val_top1']:.2f}%  ({r['seconds']:.1f}s)")
+        emit(result, as_json, _human)
+
+
+def _human(r: dict) -> str:
+    top1 = "n/a" if r["val_top1"] is None else f"{r['val_top1']:.2f}%"
+    return f"wrote {r['artifact']}  val top-1 {top1}  ({r['seconds']:.1f}s)"

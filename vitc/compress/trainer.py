@@ -6,9 +6,15 @@ a NaN/Inf guard that names the epoch, step and loss term, and a resumable checkp
 
 A method plugs in through an :class:`Objective`: its parameter groups, its loss, what it does after
 each optimizer step (UVC's primal–dual updates) and at epoch boundaries, and its own state for
-resume. Resuming is exact: every epoch re-seeds the RNGs from (seed, epoch, rank) and the data order
-from (seed, epoch), so a run killed mid-epoch and resumed from the last checkpoint reproduces the
-uninterrupted run.
+resume. Resuming is exact: every epoch re-seeds the RNGs (Python, NumPy, torch) from
+(seed, epoch, rank) and the data order from (seed, epoch); the learning rate is a function of the
+global step, and the checkpoint holds the model, the AdamW moments and step counts, the AMP scaler
+and the objective's state. A run killed mid-epoch and resumed from the last checkpoint therefore
+reproduces the uninterrupted run (bit for bit on CPU with ``deterministic``).
+
+Under torchrun every rank gets an equal number of whole batches (the epoch's permutation is cut to a
+multiple of the global batch), so DDP never waits on a rank that ran out of data, and the global
+batch at each step holds the same images as in a one-process run.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ class TrainConfig:
             raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise UsageError(f"--max-grad-norm must be > 0, got {self.max_grad_norm}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+        if self.min_lr < 0 or self.weight_decay < 0:
+            raise UsageError("--min-lr and --weight-decay must be >= 0")
 
 
 @dataclass
@@ -153,8 +163,19 @@ def cosine_lr(step: int, total: int, warmup: int, base: float, minimum: float) -
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs (timm augmentations draw from all three)."""
+    import numpy as np
+
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of ``rank``'s RNGs in ``epoch``: distinct across the ranks of an epoch and across the
+    epochs of a rank. (With more than 7 ranks two (epoch, rank) pairs can share one; they draw
+    different data shards, and the formula is kept so that runs stay reproducible across versions.)"""
+    return seed * 1000 + epoch * 7 + rank
 
 
 def fit(
@@ -168,16 +189,26 @@ def fit(
     description: str = "train",
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train ``model`` in place; checkpoint to ``out_dir`` every epoch; return (model, history)."""
-    from vitc.data.sources import make_loader
-
     cfg.validate()
-    out_dir = Path(out_dir)
     device = pick_device(cfg.device)
     dist_info = init_distributed(device)
     if cfg.batch_size % dist_info.world:
         raise UsageError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world} processes")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(model, objective, train_set, val_set, cfg, Path(out_dir), resume, description, device, dist_info)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dataset,
+         val_set: torch.utils.data.Dataset | None, cfg: TrainConfig, out_dir: Path, resume: bool, description: str,
+         device: torch.device, dist_info: DistInfo) -> tuple[nn.Module, list[dict[str, Any]]]:
+    from vitc.artifacts import load_state_dict_strict
+    from vitc.data.sources import make_loader
+
     per_rank = cfg.batch_size // dist_info.world
     if len(train_set) < cfg.batch_size:  # type: ignore[arg-type]
         raise UsageError(f"the training split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")  # type: ignore[arg-type]
@@ -205,14 +236,20 @@ def fit(
         if not ckpt_path.is_file():
             raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_state_dict_strict(unwrap(model), state["model"], str(ckpt_path))
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{ckpt_path}: optimizer state does not match this run ({e})") from None
         if use_amp and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         objective.load_state_dict(state.get("objective", {}))
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
-        log(f"resuming {description} from {ckpt_path} after epoch {start_epoch}/{cfg.epochs}")
+        changed = _changed_settings(state.get("config", {}), cfg)
+        log(f"resuming {description} from {ckpt_path} after epoch {start_epoch}/{cfg.epochs}"
+            + (f" (settings changed since the checkpoint: {changed}; the run will differ from an uninterrupted one)"
+               if changed else ""))
 
     train_model: nn.Module = model
     if dist_info.enabled:
@@ -222,7 +259,7 @@ def fit(
         )
 
     for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(cfg.seed * 1000 + epoch * 7 + dist_info.rank)
+        seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
         train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         objective.on_epoch_start(unwrap(train_model), epoch)
         train_model.train()
@@ -239,12 +276,15 @@ def fit(
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     loss, terms = objective.loss(train_model, images, targets, ctx)
-                _check_finite(loss, terms, epoch, i, ckpt_path)
+                _check_finite(loss, terms, epoch, i, ckpt_path, device, dist_info)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.max_grad_norm is not None:
                     scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(train_model.parameters(), cfg.max_grad_norm)
+                    norm = nn.utils.clip_grad_norm_(train_model.parameters(), cfg.max_grad_norm)
+                    if not use_amp and not bool(torch.isfinite(norm)):  # AMP skips such steps by design
+                        raise CheckFailed(f"non-finite gradient norm at epoch {epoch + 1}, step {i + 1}: {float(norm)}"
+                                          + _last_good(ckpt_path))
                 scaler.step(optimizer)
                 scaler.update()
                 objective.after_step(unwrap(train_model), ctx)
@@ -283,24 +323,49 @@ def fit(
 def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    c1 = c5 = n = 0
+    counts = [0.0, 0.0, 0.0]  # top-1 hits, top-5 hits, images
     for images, targets in loader:
         logits = model(images.to(device))
         a, b = topk_correct(logits.float(), targets.to(device))
-        c1, c5, n = c1 + a, c5 + b, n + len(targets)
-    c1, c5, n = all_reduce_sum([c1, c5, n], device)
+        counts = [counts[0] + a, counts[1] + b, counts[2] + len(targets)]
+    c1, c5, n = all_reduce_sum(counts, device)
     model.train(was_training)
     return {"val_top1": 100.0 * c1 / max(n, 1), "val_top5": 100.0 * c5 / max(n, 1)}
 
 
-def _check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int, ckpt: Path) -> None:
-    if bool(torch.isfinite(loss.detach()).all()):
+def _check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int, ckpt: Path,
+                  device: torch.device, dist_info: DistInfo) -> None:
+    """Stop every rank at the same step when any rank's loss is NaN/Inf; name the epoch, step and term.
+
+    Raised before ``backward``, so the weights and the last checkpoint stay those of the last good step.
+    """
+    finite = bool(torch.isfinite(loss.detach()).all())
+    if dist_info.enabled:  # one flag per rank, so every rank stops and names the rank that failed
+        flags = [0.0] * dist_info.world
+        flags[dist_info.rank] = 0.0 if finite else 1.0
+        bad_ranks = [r for r, f in enumerate(all_reduce_sum(flags, device)) if f]
+    else:
+        bad_ranks = [] if finite else [0]
+    if not bad_ranks:
         return
+    where = f"at epoch {epoch + 1}, step {step + 1}"
+    if finite:
+        raise CheckFailed(f"non-finite loss on rank {bad_ranks[0]} {where}{_last_good(ckpt)}")
     bad = [k for k, v in terms.items() if not bool(torch.isfinite(torch.as_tensor(v).detach()).all())]
     term = bad[0] if bad else "loss"
-    value = float(terms[term].detach()) if bad else float(loss.detach())
-    kept = f"; last good checkpoint: {ckpt}" if ckpt.is_file() else ""
-    raise CheckFailed(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {term}={value}{kept}")
+    value = float(torch.as_tensor(terms[term]).detach().float().sum()) if bad else float(loss.detach().float().sum())
+    raise CheckFailed(f"non-finite loss {where}: {term}={value}{_last_good(ckpt)}")
+
+
+def _last_good(ckpt: Path) -> str:
+    return f"; last good checkpoint: {ckpt}" if ckpt.is_file() else "; no checkpoint was written"
+
+
+def _changed_settings(saved: dict[str, Any], cfg: TrainConfig) -> str:
+    """``epochs 3 -> 5, lr ...`` for settings that change the trajectory (device and AMP excluded)."""
+    now = dataclasses.asdict(cfg)
+    keys = [k for k in now if k not in ("device", "amp") and k in saved and saved[k] != now[k]]
+    return ", ".join(f"{k} {saved[k]} -> {now[k]}" for k in keys)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -313,6 +378,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     from vitc.models.registry import load_torch_file
 
     state = load_torch_file(path)
-    if "epoch" not in state or "model" not in state:
-        raise UsageError(f"{path} is not a vitc training checkpoint")
+    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("model"), dict) \
+            or not isinstance(state.get("optimizer"), dict):
+        raise UsageError(f"{path} is not a vitc training checkpoint (needs epoch, model and optimizer)")
     return state

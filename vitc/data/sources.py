@@ -44,7 +44,11 @@ class DataSource:
             return 10
         if self.kind == "synthetic":
             return spec.num_classes if spec is not None and spec.num_classes > 0 else 10
-        return len(_folder_classes(self._split_dir("train" if (self.path / "train").is_dir() else "val")))  # type: ignore[operator]
+        assert self.path is not None
+        splits = [s for s in SPLITS if (self.path / s).is_dir()]
+        if not splits:
+            raise UsageError(f"{self.path} has neither a train/ nor a val/ folder (expected ImageNet-style class folders)")
+        return len(_folder_classes(self.path / splits[0]))
 
     def dataset(self, spec: ViTSpec, split: str, train_transforms: bool = False) -> Dataset:
         if split not in SPLITS:
@@ -53,7 +57,8 @@ class DataSource:
             return DigitsDataset(spec, split, augment=train_transforms and split == "train")
         if self.kind == "synthetic":
             return SyntheticDataset(spec, self.size, seed=0 if split == "train" else 1, num_classes=self.num_classes(spec))
-        return _imagefolder(self._split_dir(split), spec, train_transforms and split == "train")
+        classes = _folder_classes(self._split_dir("train")) if (self.path / "train").is_dir() else None  # type: ignore[operator]
+        return _imagefolder(self._split_dir(split), spec, train_transforms and split == "train", classes)
 
     def _split_dir(self, split: str) -> Path:
         assert self.path is not None
@@ -79,8 +84,11 @@ def parse_data(text: str) -> DataSource:
                 raise UsageError(f"bad data spec {text!r}: N must be >= 1")
         return DataSource("synthetic", size=size)
     if text.startswith("imagefolder:"):
-        path = Path(os.path.expanduser(text.split(":", 1)[1]))
-        if not str(path) or not path.exists():
+        raw = text.split(":", 1)[1].strip()
+        if not raw:
+            raise UsageError("bad data spec 'imagefolder:': give the dataset folder, e.g. imagefolder:/data/imagenet")
+        path = Path(os.path.expanduser(raw))
+        if not path.exists():
             raise UsageError(f"data path {path} does not exist")
         if not path.is_dir():
             raise UsageError(f"data path {path} is not a folder")
@@ -166,41 +174,59 @@ def _folder_classes(root: Path) -> list[str]:
     return classes
 
 
-def _imagefolder(root: Path, spec: ViTSpec, train: bool) -> Dataset:
+def _imagefolder(root: Path, spec: ViTSpec, train: bool, classes: list[str] | None = None) -> Dataset:
+    """An ImageFolder over ``root`` whose labels index ``classes`` (the train split's), so that a val/
+    folder missing a class still labels the others as training did."""
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
-    _folder_classes(root)
+    own = _folder_classes(root)
+    classes = classes or own
+    unknown = sorted(set(own) - set(classes))
+    if unknown:
+        raise UsageError(f"{root} has class folders that train/ lacks: {', '.join(unknown[:5])}")
     transform = create_transform(
         input_size=spec.input_shape, is_training=train, mean=spec.mean, std=spec.std,
         interpolation=spec.interpolation, crop_pct=spec.crop_pct,
     )
     try:
-        return ImageFolder(str(root), transform=transform, is_valid_file=lambda p: p.lower().endswith(_IMG_EXT))
-    except FileNotFoundError:
-        raise UsageError(f"{root} has no images") from None
+        ds = ImageFolder(str(root), transform=transform, is_valid_file=lambda p: p.lower().endswith(_IMG_EXT))
+    except FileNotFoundError as e:
+        raise UsageError(f"{root} has a class folder without images ({str(e).split('.')[0]})") from None
+    if ds.classes != classes:
+        index = {c: i for i, c in enumerate(classes)}
+        ds.samples = [(p, index[ds.classes[t]]) for p, t in ds.samples]
+        ds.imgs, ds.targets = ds.samples, [t for _, t in ds.samples]
+        ds.classes, ds.class_to_idx = list(classes), index
+    return ds
 
 
 class ShardSampler(Sampler[int]):
-    """Rank ``rank``'s share of a (seeded, per-epoch) permutation; no padding, so counts stay exact."""
+    """Rank ``rank``'s share of a (seeded, per-epoch) permutation; no padding, so counts stay exact.
 
-    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1) -> None:
+    ``multiple`` > 1 cuts the permutation to a multiple of it before sharding. For training it is the
+    global batch: every rank then gets the same number of whole batches (DDP needs that), and step i's
+    global batch holds the same images at any world size.
+    """
+
+    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1, multiple: int = 1) -> None:
         self.n, self.shuffle, self.seed, self.rank, self.world, self.epoch = n, shuffle, seed, rank, world, 0
+        self.used = n - n % multiple
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _order(self) -> list[int]:
         if not self.shuffle:
-            return list(range(self.n))
+            return list(range(self.used))
         g = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+        return torch.randperm(self.n, generator=g).tolist()[: self.used]
 
     def __iter__(self):
         return iter(self._order()[self.rank :: self.world])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
+        return len(range(self.rank, self.used, self.world))
 
 
 def make_loader(
@@ -215,12 +241,18 @@ def make_loader(
     num_workers: int | None = None,
     worker_init: Callable[[int], None] | None = None,
 ) -> DataLoader:
-    """A loader over this rank's shard; ``loader.sampler.set_epoch(e)`` reshuffles deterministically."""
+    """A loader over this rank's shard; ``loader.sampler.set_epoch(e)`` reshuffles deterministically.
+
+    ``batch_size`` is per rank. With ``drop_last`` every rank gets ``len(dataset) // (batch_size * world)``
+    whole batches, and step i's batches across ranks are the images a one-process run with batch
+    ``batch_size * world`` sees at step i.
+    """
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
     if num_workers is None:
         num_workers = 0 if not hasattr(dataset, "samples") else min(8, os.cpu_count() or 1)
-    sampler = ShardSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)  # type: ignore[arg-type]
+    sampler = ShardSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world,  # type: ignore[arg-type]
+                           multiple=batch_size * world if drop_last else 1)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
         worker_init_fn=worker_init, persistent_workers=False,

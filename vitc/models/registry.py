@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,6 +64,20 @@ def resolve_model(
             raise UsageError(f"{name} takes {spec.img_size}px input; --img-size {img_size} does not apply to an artifact")
         return model, spec
 
+    model, spec = _from_name(name, pretrained, num_classes, img_size)
+    if checkpoint is not None:
+        load_checkpoint_weights(model, checkpoint)
+    model.eval()
+    return model, spec
+
+
+def resolve_spec(name: str, *, num_classes: int | None = None, img_size: int | None = None) -> ViTSpec:
+    """The spec of a small-config or timm name, without weights (the model is built on the meta device)."""
+    with torch.device("meta"):
+        return _from_name(name, False, num_classes, img_size)[1]
+
+
+def _from_name(name: str, pretrained: bool, num_classes: int | None, img_size: int | None) -> tuple[nn.Module, ViTSpec]:
     if name in SMALL_CONFIGS:
         if pretrained:
             raise UsageError(f"{name} is a vitc test config with no pretrained weights")
@@ -71,28 +86,23 @@ def resolve_model(
             spec = spec.replace(num_classes=num_classes)
         if img_size is not None:
             spec = spec.replace(img_size=img_size)
-        model = build(spec, init_weights=True)
-    else:
-        import timm
+        return build(spec, init_weights=True), spec
+    import timm
 
-        if not timm.is_model(name):
-            known = ", ".join(SMALL_CONFIGS)
-            raise UsageError(f"unknown model {name!r}: not a timm model name, a vitc config ({known}) or an existing file")
-        kwargs: dict[str, object] = {}
-        if num_classes is not None:
-            kwargs["num_classes"] = num_classes
-        if img_size is not None:
-            kwargs["img_size"] = img_size
-        try:
-            model = timm.create_model(name, pretrained=pretrained, **kwargs)
-        except (RuntimeError, OSError, ValueError) as e:
-            what = "download pretrained weights for" if pretrained else "create"
-            raise UsageError(f"could not {what} {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        spec = spec_from_model(model, name)
-    if checkpoint is not None:
-        load_checkpoint_weights(model, checkpoint)
-    model.eval()
-    return model, spec
+    if not timm.is_model(name):
+        known = ", ".join(SMALL_CONFIGS)
+        raise UsageError(f"unknown model {name!r}: not a timm model name, a vitc config ({known}) or an existing file")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:
+        what = "download pretrained weights for" if pretrained else "create"
+        raise UsageError(f"could not {what} {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return model, spec_from_model(model, name)
 
 
 def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -118,17 +128,29 @@ def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike[str]) -> N
 def load_torch_file(path: str | os.PathLike[str]) -> dict:
     """``torch.load(weights_only=True)``: a pickle that would run code is refused with one line."""
     import pickle
+    import warnings
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise UsageError(f"{path} was refused: it is not a plain-weights checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise UsageError(f"{path} was refused: not a plain-weights checkpoint (pickled code or custom objects, "
+                         f"or a corrupt file; loading it could run code): {_unpickling_reason(e)}") from None
+    except Exception:  # the restricted unpickler and the zip reader raise many types on corrupt files
         raise UsageError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?)") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path} does not contain a state dict")
     return obj
+
+
+def _unpickling_reason(e: BaseException) -> str:
+    """The informative line of torch's weights-only refusal (it names the blocked global or opcode)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "unsupported" in ln.lower() and "weights_only" not in ln:
+            return ln[:160]
+    return "unsupported pickle content"
 
 
 def clean_state_dict(obj: dict) -> dict[str, torch.Tensor]:

@@ -110,6 +110,8 @@ class ViTSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ViTSpec":
+        if not isinstance(d, dict):
+            raise UsageError(f"malformed spec: expected a JSON object, got {type(d).__name__}")
         d = dict(d)
         fmt = d.pop("format", None)
         if fmt != SPEC_FORMAT:
@@ -122,7 +124,7 @@ class ViTSpec:
             blocks = [BlockSpec(**b) for b in d.pop("blocks")]
             d["mean"], d["std"] = tuple(d.get("mean", cls.mean)), tuple(d.get("std", cls.std))
             spec = cls(blocks=blocks, **d)
-        except (TypeError, KeyError) as e:
+        except (TypeError, KeyError) as e:  # missing/unknown block keys, non-list blocks or mean
             raise UsageError(f"malformed spec: {e}") from None
         spec.validate()
         return spec
@@ -138,6 +140,8 @@ class ViTSpec:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
+        """Raise ``UsageError`` on a spec no model can have (also guards specs read from files)."""
+        _check_types(self)
         if self.img_size % self.patch_size:
             raise UsageError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if not self.blocks:
@@ -158,6 +162,56 @@ class ViTSpec:
 
 _ACTS = {"gelu": partial(nn.GELU), "gelu_tanh": partial(nn.GELU, approximate="tanh")}
 
+_POSITIVE_INTS = ("img_size", "patch_size", "embed_dim", "in_chans")
+_BOOLS = ("class_token", "distilled", "no_embed_class", "fc_norm", "pre_norm", "final_norm", "qkv_bias",
+          "proj_bias", "layer_scale")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _check_types(spec: ViTSpec) -> None:
+    """Field types and ranges, so a hand-edited or corrupt spec fails here, not deep inside timm."""
+    if not isinstance(spec.name, str):
+        raise UsageError("spec name must be a string")
+    for key in _POSITIVE_INTS:
+        if not _is_int(getattr(spec, key)) or getattr(spec, key) < 1:
+            raise UsageError(f"spec {key} must be a positive integer, got {getattr(spec, key)!r}")
+    if not _is_int(spec.num_classes) or spec.num_classes < 0:
+        raise UsageError(f"spec num_classes must be an integer >= 0, got {spec.num_classes!r}")
+    if not _is_int(spec.reg_tokens) or spec.reg_tokens < 0:
+        raise UsageError(f"spec reg_tokens must be an integer >= 0, got {spec.reg_tokens!r}")
+    for key in _BOOLS:
+        if not isinstance(getattr(spec, key), bool):
+            raise UsageError(f"spec {key} must be true or false, got {getattr(spec, key)!r}")
+    if not _is_number(spec.norm_eps) or not spec.norm_eps > 0:
+        raise UsageError(f"spec norm_eps must be a positive number, got {spec.norm_eps!r}")
+    if not _is_number(spec.crop_pct) or not spec.crop_pct > 0:
+        raise UsageError(f"spec crop_pct must be a positive number, got {spec.crop_pct!r}")
+    for key in ("mean", "std"):
+        values = getattr(spec, key)
+        if len(values) != spec.in_chans or not all(_is_number(v) for v in values):
+            raise UsageError(f"spec {key} must be {spec.in_chans} numbers, got {list(values)!r}")
+    if not all(_is_number(v) and v > 0 for v in spec.std):
+        raise UsageError(f"spec std must be positive, got {list(spec.std)!r}")
+    if not isinstance(spec.interpolation, str) or not isinstance(spec.global_pool, str) or not isinstance(spec.act, str):
+        raise UsageError("spec interpolation, global_pool and act must be strings")
+    if not spec.class_token and spec.global_pool == "token":
+        raise UsageError("spec global_pool 'token' needs a class token")
+    for i, b in enumerate(spec.blocks):
+        if not isinstance(b, BlockSpec):
+            raise UsageError(f"block {i} is not a block spec")
+        for key in ("heads", "head_dim", "mlp_hidden"):
+            if not _is_int(getattr(b, key)):
+                raise UsageError(f"block {i}: {key} must be an integer, got {getattr(b, key)!r}")
+        if b.keep_tokens is not None and not _is_int(b.keep_tokens):
+            raise UsageError(f"block {i}: keep_tokens must be an integer, got {b.keep_tokens!r}")
+
 
 # ------------------------------------------------------------------------------------------------
 # timm model -> spec
@@ -175,7 +229,7 @@ _REFUSED_CLASSES = {
 
 def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
     """Describe a supported timm ViT; raise ``UsageError`` naming the first unsupported feature."""
-    from timm.layers import Mlp
+    from timm.layers import Mlp, PatchEmbed
     from timm.layers.attention import Attention
     from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -204,6 +258,10 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
     if model.global_pool not in ("token", "avg", ""):
         raise refuse(f"global_pool={model.global_pool!r}")
     pe = model.patch_embed
+    if type(pe) is not PatchEmbed:
+        raise refuse(f"patch embedding {type(pe).__name__} (hybrid CNN stems are not supported)")
+    if getattr(pe, "dynamic_img_pad", False):
+        raise refuse("dynamic image padding")
     if not isinstance(pe.norm, nn.Identity):
         raise refuse("normalised patch embedding")
     if not isinstance(pe.proj, nn.Conv2d) or pe.proj.bias is None:
@@ -219,7 +277,7 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
         nonlocal norm_eps
         if isinstance(mod, nn.Identity):
             return
-        if not isinstance(mod, nn.LayerNorm) or not mod.elementwise_affine:
+        if not isinstance(mod, nn.LayerNorm) or not mod.elementwise_affine or mod.bias is None:
             raise refuse(f"normalisation {type(mod).__name__} at {where}")
         if norm_eps is None:
             norm_eps = mod.eps
@@ -252,12 +310,18 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
             raise refuse(f"gated attention (block {i})")
         if type(mlp) is not Mlp:
             raise refuse(f"MLP type {type(mlp).__name__} (SwiGLU/GLU MLPs are not supported; block {i})")
+        if not isinstance(mlp.fc1, nn.Linear):
+            raise refuse(f"convolutional MLP (block {i})")
         if not isinstance(mlp.norm, nn.Identity):
             raise refuse(f"MLP inner norm (block {i})")
         if not isinstance(mlp.act, nn.GELU):
             raise refuse(f"activation {type(mlp.act).__name__} (block {i})")
         blk_act = "gelu_tanh" if mlp.act.approximate == "tanh" else "gelu"
         blk_ls = not isinstance(blk.ls1, nn.Identity)
+        if blk_ls == isinstance(blk.ls2, nn.Identity):
+            raise refuse(f"LayerScale on only one branch (block {i})")
+        if (mlp.fc1.bias is None) != (attn.proj.bias is None) or (mlp.fc2.bias is None) != (attn.proj.bias is None):
+            raise refuse(f"MLP biases that differ from the attention projection's (block {i})")
         if act is None:
             act, layer_scale = blk_act, blk_ls
             qkv_bias, proj_bias = attn.qkv.bias is not None, attn.proj.bias is not None
@@ -325,6 +389,10 @@ def build(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
 
     spec.validate()
     first = spec.blocks[0]
+    # timm needs embed_dim % num_heads == 0 for its default blocks; any block whose heads or head
+    # size differ from that default gets its own Attention below (a pruned first block included).
+    base_heads = first.heads if spec.embed_dim % first.heads == 0 else 1
+    default_attn = (base_heads, spec.embed_dim // base_heads)
     norm_layer = partial(LayerNorm, eps=spec.norm_eps)
     act_layer = _ACTS[spec.act]
     kwargs: dict[str, Any] = dict(
@@ -335,7 +403,7 @@ def build(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
         global_pool=spec.global_pool,
         embed_dim=spec.embed_dim,
         depth=spec.depth,
-        num_heads=first.heads,
+        num_heads=base_heads,
         mlp_ratio=first.mlp_hidden / spec.embed_dim,
         qkv_bias=spec.qkv_bias,
         proj_bias=spec.proj_bias,
@@ -358,20 +426,21 @@ def build(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
         model = VisionTransformer(**kwargs)
 
     modules: list[nn.Module] = []
-    for blk, bs in zip(model.blocks, spec.blocks):
-        default_head_dim = spec.embed_dim // first.heads if spec.embed_dim % first.heads == 0 else -1
-        if (bs.heads, bs.head_dim) != (first.heads, default_head_dim):
+    blocks: Any = model.blocks
+    for blk, bs in zip(blocks, spec.blocks):
+        if (bs.heads, bs.head_dim) != default_attn:
             blk.attn = Attention(
                 spec.embed_dim, num_heads=bs.heads, attn_head_dim=bs.head_dim,
                 qkv_bias=spec.qkv_bias, proj_bias=spec.proj_bias,
             )
         if bs.mlp_hidden != blk.mlp.fc1.out_features:
-            blk.mlp = Mlp(spec.embed_dim, hidden_features=bs.mlp_hidden, act_layer=act_layer)
+            blk.mlp = Mlp(spec.embed_dim, hidden_features=bs.mlp_hidden, act_layer=act_layer,  # type: ignore[arg-type]
+                          bias=spec.proj_bias)
         if bs.keep_tokens is not None:
             modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens))
         modules.append(blk)
     model.blocks = nn.Sequential(*modules)
-    model.pretrained_cfg = {
+    model.pretrained_cfg = {  # type: ignore[assignment]
         **getattr(model, "pretrained_cfg", {}),
         "architecture": spec.name,
         "mean": spec.mean,

@@ -9,7 +9,11 @@ from vitc.models.spec import ViTSpec, build, describe_blocks
 
 
 def count_params(spec: ViTSpec) -> int:
-    return sum(p.numel() for p in build(spec).parameters())
+    """Parameters of the model ``spec`` describes (built on the meta device: no memory, no init)."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build(spec).parameters())
 
 
 def summarize(spec: ViTSpec) -> dict[str, Any]:
