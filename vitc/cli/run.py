@@ -36,7 +36,8 @@ def run(pipeline: Path, out: Path | None, resume: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Output folder: one sub-folder per variant, plus report.md, report.json and pareto.png.")
 @click.option("--fast", is_flag=True, help="A few epochs per stage (< 3 min): checks the toolchain, not accuracy.")
 @click.option("--resume", is_flag=True, help="Skip stages already done in OUT.")
 @json_option

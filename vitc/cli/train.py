@@ -12,9 +12,9 @@ from vitc.cli.common import data_option, emit, json_option, model_options, train
 @data_option()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @model_options
-@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True, help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Global batch in images (split evenly across torchrun ranks).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--epochs", type=click.IntRange(min=0), default=60, show_default=True, help="Passes over the training split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch in images (split evenly across torchrun ranks).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help="Peak AdamW learning rate (from-scratch default; for fine-tuning pretrained weights use ~5e-4 x batch/512).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="AdamW decoupled weight decay (not applied to biases, norms, tokens, position embeddings).")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=2.0, show_default=True,

@@ -102,8 +102,15 @@ class TokenSelect(nn.Module):
         return f"num_keep={self.num_keep}, num_prefix={self.num_prefix}"
 
     def keep_scores(self, patch_tokens: torch.Tensor) -> torch.Tensor:
-        """log p(keep) per patch token, (B, N)."""
-        return self.predictor(patch_tokens)[..., 0]
+        """Ranking score per patch token, (B, N): log p(keep) − log p(drop).
+
+        It orders tokens exactly as log p(keep) does (the official code's key; both are monotone in
+        p(keep)), but log p(keep) saturates to 0.0 in float32 for confident keeps, which ties many
+        tokens at the K-th place — then PyTorch, ONNX Runtime and TensorRT break the tie differently
+        and keep different tokens. The log-odds keeps full resolution there.
+        """
+        log_probs = self.predictor(patch_tokens)
+        return log_probs[..., 0] - log_probs[..., 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = self.keep_scores(x[:, self.num_prefix :])
