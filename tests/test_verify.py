@@ -1,0 +1,138 @@
+"""`vitc verify`: ONNX Runtime vs PyTorch on the same random and real inputs, Polygraphy-style statistics,
+PASS/FAIL and exit codes, one-line errors for mismatched pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from test_export import exported
+from vitc.artifacts import save_model
+from vitc.cli import cli
+from vitc.errors import UsageError
+from vitc.export import verify_onnx
+from vitc.export.verify import compare_outputs, default_tolerances
+from vitc.models.registry import SMALL_CONFIGS
+from vitc.models.spec import build
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    return exported(tmp_path_factory, "dense")
+
+
+@pytest.fixture(scope="module")
+def dvt(tmp_path_factory):
+    return exported(tmp_path_factory, "dvt")
+
+
+# ------------------------------------------------------------------------------------------------
+# the comparison rules
+# ------------------------------------------------------------------------------------------------
+
+def test_elemwise_fails_only_where_both_tolerances_are_exceeded():
+    ref = np.array([[10.0, 0.001, -2.0]], dtype=np.float32)
+    # 10.0 -> 10.005: abs 5e-3 > atol but rel 5e-4 <= rtol: passes
+    out = ref + np.array([[0.005, 0.0, 0.0]], dtype=np.float32)
+    e = compare_outputs(out, ref, atol=1e-4, rtol=1e-3, stat="elemwise")
+    assert e.passed and e.max_abs == pytest.approx(0.005, rel=1e-3)
+    # 0.001 -> 0.0012: rel 0.2 > rtol and abs 2e-4 > atol: fails; the required tolerances are the maxima
+    out = ref + np.array([[0.0, 0.0002, 0.0]], dtype=np.float32)
+    e = compare_outputs(out, ref, atol=1e-4, rtol=1e-3, stat="elemwise")
+    assert not e.passed
+    assert e.required_atol == pytest.approx(2e-4, rel=1e-3) and e.required_rtol == pytest.approx(0.2, rel=1e-3)
+    assert compare_outputs(out, ref, atol=e.required_atol * 1.01, rtol=1e-3, stat="elemwise").passed
+
+
+def test_mean_and_max_statistics_and_top1_agreement():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(64, 10)).astype(np.float32)
+    out = ref + rng.normal(scale=1e-3, size=ref.shape).astype(np.float32)
+    out[0, 0] += 1.0  # one outlier
+    mean = compare_outputs(out, ref, atol=1e-2, rtol=1e-2, stat="mean")
+    assert mean.passed and mean.required_atol == pytest.approx(np.abs(out - ref).mean(), rel=1e-5)
+    assert not compare_outputs(out, ref, atol=1e-2, rtol=1e-2, stat="max").passed
+    assert mean.p99_abs < mean.max_abs and mean.median_abs < mean.mean_abs
+    flipped = ref.copy()
+    flipped[:8] = -flipped[:8]
+    e = compare_outputs(flipped, ref, atol=1e-2, rtol=1e-2, stat="cosine")
+    assert e.top1_agreement < 100.0 and e.cosine_min == pytest.approx(-1.0) and not e.passed
+
+
+def test_nan_always_fails():
+    ref = np.ones((2, 3), dtype=np.float32)
+    out = ref.copy()
+    out[1, 2] = np.nan
+    for stat in ("elemwise", "mean", "cosine"):
+        e = compare_outputs(out, ref, atol=1e9, rtol=1e9, stat=stat)
+        assert not e.passed and e.nonfinite == 1
+
+
+def test_default_tolerances_by_precision():
+    assert default_tolerances("fp32") == (1e-4, 1e-3, "elemwise")
+    assert default_tolerances("fp16") == (1e-2, 1e-2, "mean")
+    assert default_tolerances("int8")[2] == "cosine"
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX Runtime vs PyTorch
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["dense", "dvt"])
+@pytest.mark.parametrize("batch_size, batches", [(1, 40), (32, None)])
+def test_onnx_matches_pytorch_on_digits_at_batch_1_and_32(request, name, batch_size, batches):
+    model = request.getfixturevalue(name)
+    report = verify_onnx(model["onnx"], model["artifact"], data="digits", batch_size=batch_size, batches=batches, threads=1)
+    assert report and report.passed
+    assert report.images == (40 if batch_size == 1 else 360)  # the whole digits val split at batch 32
+    assert report.errors.max_abs <= 1e-4 and report.errors.top1_agreement == 100.0 and report.errors.nonfinite == 0
+    d = report.to_dict()
+    assert d["passed"] is True and d["stat"] == "elemwise" and d["data"] == "digits val" and d["batch_size"] == batch_size
+
+
+def test_random_inputs_report_and_text(dvt):
+    report = verify_onnx(dvt["onnx"], dvt["artifact"], batch_size=5, threads=1)
+    assert report and report.images == 4 * 5 and report.data == "random"
+    text = report.to_text()
+    for needle in ("Absolute Difference", "Relative Difference", "Cosine Similarity", "Top-1 Agreement",
+                   "Minimum Required Tolerance: elemwise error", "PASSED |"):
+        assert needle in text
+    assert report.onnx_backend["providers"] == ["CPUExecutionProvider"]
+
+
+def test_different_weights_fail_with_exit_1_and_json(dense, tmp_path):
+    torch.manual_seed(123)
+    spec = SMALL_CONFIGS["vit-nano"]
+    other = save_model(tmp_path / "other.safetensors", build(spec, init_weights=True), spec)
+    r = CliRunner().invoke(cli, ["verify", dense["onnx"], "--against", str(other), "--batches", "2", "--batch-size", "4", "--json"])
+    assert r.exit_code == 1, r.output
+    report = json.loads(r.stdout)
+    assert report["passed"] is False and report["required_atol"] > 1e-4 and report["images"] == 8
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("error: FAILED | ONNX Runtime (fp32) vs PyTorch")]
+
+
+def test_cli_verify_passes_with_exit_0(dense):
+    r = CliRunner().invoke(cli, ["verify", dense["onnx"], "--against", dense["artifact"], "--batches", "1", "--batch-size", "3"])
+    assert r.exit_code == 0, r.output
+    assert "PASSED | ONNX Runtime (fp32) vs PyTorch on 3 random images at batch 3" in r.stdout
+
+
+def test_mismatched_input_shapes_are_a_one_line_usage_error(dense, tmp_path):
+    torch.manual_seed(0)
+    spec = SMALL_CONFIGS["vit-micro"]  # 32 px, the ONNX takes 16 px
+    micro = save_model(tmp_path / "micro.safetensors", build(spec, init_weights=True), spec)
+    with pytest.raises(UsageError, match=r"takes input 3x16x16 but .*micro\.safetensors takes 3x32x32: they are not the same model"):
+        verify_onnx(dense["onnx"], str(micro))
+    r = CliRunner().invoke(cli, ["verify", dense["onnx"], "--against", str(micro)])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+
+
+def test_bad_options_are_usage_errors(dense):
+    with pytest.raises(UsageError, match="--stat must be one of"):
+        verify_onnx(dense["onnx"], dense["artifact"], stat="p50")
+    with pytest.raises(UsageError, match="unknown data source"):
+        verify_onnx(dense["onnx"], dense["artifact"], data="mnist")
