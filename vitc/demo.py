@@ -26,9 +26,11 @@ def demo_config(fast: bool = False) -> PipelineConfig:
                   "warmup_ms": 200, "min_iters": 10, "min_seconds": 1.0},
     }
     if fast:
-        raw["baseline"]["epochs"] = 8
-        raw["uvc"].update({"epochs": 3, "finetune_epochs": 2})
-        raw["dynamicvit"]["epochs"] = 2
+        raw["baseline"]["epochs"] = 12
+        # No fixed-gate warm-up and a steep z schedule so three search epochs reach the budget.
+        raw["uvc"].update({"epochs": 3, "finetune_epochs": 2,
+                           "options": {"gate_warmup_epochs": 0, "z_lr_schedule": [2000.0]}})
+        raw["dynamicvit"].update({"epochs": 2, "options": {"freeze_epochs": 1}})
         raw["export"]["calib_samples"] = 64
         raw["verify"]["batches"] = 1
         raw["bench"].update({"warmup_ms": 50, "min_iters": 5, "min_seconds": 0.2})
