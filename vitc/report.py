@@ -95,7 +95,8 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
     markers = {("torch", "fp32"): "P", ("torch", "fp16"): "X", ("torch", "bf16"): "X",
                ("onnxruntime", "fp32"): "o", ("onnxruntime", "fp16"): "s", ("onnxruntime", "int8"): "D",
                ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">"}
-    plotted = set()
+    plotted: set[str] = set()
+    annotated: set[str] = set()
     for r in rows:
         ips = (r.get("throughput") or {}).get(batch) if batch else None
         if ips is None or r.get("top1") is None:
@@ -107,7 +108,9 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
                    color=colors.get(method, "tab:gray"), edgecolor="black", linewidth=0.6, zorder=3,
                    label=label if label not in plotted else None)
         plotted.add(label)
-        ax.annotate(f"{r['variant']} {r['precision']}", (ips, r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if r["variant"] not in annotated:  # one label per variant; the legend tells the formats apart
+            annotated.add(r["variant"])
+            ax.annotate(r["variant"], (ips, r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xlabel(f"throughput at batch {batch} (images/s, higher is better)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs throughput (★ = dense baseline)")
