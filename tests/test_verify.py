@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from test_export import exported
+from test_export import dense, dvt, exported  # noqa: F401  (shared module-scoped fixtures)
 from vitc.artifacts import save_model
 from vitc.cli import cli
 from vitc.errors import UsageError
@@ -18,16 +18,6 @@ from vitc.export import verify_onnx
 from vitc.export.verify import compare_outputs, default_tolerances
 from vitc.models.registry import SMALL_CONFIGS
 from vitc.models.spec import build
-
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory):
-    return exported(tmp_path_factory, "dense")
-
-
-@pytest.fixture(scope="module")
-def dvt(tmp_path_factory):
-    return exported(tmp_path_factory, "dvt")
 
 
 # ------------------------------------------------------------------------------------------------

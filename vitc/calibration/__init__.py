@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vitc.lazy import lazy_getattr
 
 _LAZY = {
     "quantize_onnx": "vitc.calibration.quantize",
@@ -18,7 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vitc.calibration' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

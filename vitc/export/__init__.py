@@ -10,8 +10,7 @@ Names are imported on first use, so ``import vitc.export`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vitc.lazy import lazy_getattr
 
 _LAZY = {
     "export_onnx": "vitc.export.onnx_export",
@@ -29,7 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vitc.export' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
