@@ -12,7 +12,7 @@ Loss (official ``DistillDiffPruningLoss`` with ``--distill``; weights from the p
         + 2·Σ_s mean_b (mean_i D_s,b,i − ρ^s)² / S
 
 Teacher: a frozen copy of the dense input model. Optimisation: AdamW; the backbone learning rate
-is 0 for the first ``freeze_epochs`` epochs (official: 5 of 30; default here 10 of 60), then 0.01×
+is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then 0.01×
 the predictors' (official HEAD ``lr_scale``); the class/distillation/register tokens and the position embedding
 are never updated (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
 prefix tokens, we freeze them alike). Mixup/CutMix, RandAugment and EMA of the ImageNet recipe are
@@ -329,9 +329,9 @@ def compress_dynamicvit(
     ``TrainConfig`` fields ``weight_decay``, ``warmup_epochs`` (default 0, as the NeurIPS recipe),
     ``min_lr``, ``label_smoothing``, ``amp``. Returns a summary on rank 0, None on other ranks.
 
-    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 60 epochs, 10 frozen, batch 64, lr 5e-3)
-    keep the official schedule's shape; the learning rate is far above ImageNet's 5e-4·B/512
-    because a small model on a small data set sees ~1.3k steps in total, not ~37k.
+    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 30 epochs, 5 frozen, batch 64, lr 1e-3)
+    follow the official schedule; the learning rate is above ImageNet's 5e-4·B/512 because a small
+    model on a small data set sees ~660 steps in total, not ~37k.
     """
     from vitc.artifacts import read_header
     from vitc.data import parse_data

@@ -43,9 +43,11 @@ def softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor | None, eps: 
     """Attention probabilities over kept keys only, every query keeping a self-loop.
 
     logits (B, H, N, N) = QKᵀ·scale; policy (B, N, 1) or None (plain softmax). With
-    G_ij = 1 if i == j else p_j and E = exp(P - max_{j: G_ij=1} P)·G (fp32), returns
+    G_ij = 1 if i == j else p_j and E = exp(P - max_j P)·G (fp32), returns
     (E + eps/N) / (Σ_j E + eps) in the input dtype. Only keys (columns) are masked: a dropped token
     still attends to the kept ones and itself, but no kept token attends to it. Rows sum to 1.
+    This equals attention over the kept keys up to eps relative to Σ_j E, i.e. unless a dropped
+    key's logit exceeds every kept one in the row by more than ~10 (then eps flattens the row).
     """
     if policy is None:
         return logits.softmax(dim=-1)
@@ -53,16 +55,13 @@ def softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor | None, eps: 
     key_policy = policy.reshape(b, 1, 1, n).to(torch.float32)
     eye = torch.eye(n, dtype=torch.float32, device=logits.device).view(1, 1, n, n)
     gate = key_policy + (1.0 - key_policy) * eye
-    # fp32 "for stable training" (official comment). The shift is the max over the *kept* keys (and
-    # the self-loop); the official code takes it over all keys, so when a dropped key's logit exceeds
-    # every kept one by d, Σ_j E shrinks to ~exp(-d) and eps distorts the row by ~eps·exp(d) (2% at
-    # d = 10), breaking the train/inference equivalence the method relies on. The shift is a
-    # constant (detached): with the kept max, Σ_j E ≥ 1 and eps stays negligible; gradients are
-    # unchanged up to the eps terms. The clamp only guards exp against overflow (inf·0 = NaN) for a
-    # dropped key more than 80 above the kept max.
+    # fp32 "for stable training" (official comment), max over *all* keys, masked or not, as the
+    # official code. Besides stability this bounds the straight-through gradient of a gate: it is
+    # E_j / (Σ_k E_k + eps) with E_j <= 1, so at most 1/eps. (Shifting by the max over kept keys
+    # instead makes the forward exact for rows whose largest logit is a dropped key, but turns that
+    # gradient into exp(P_ij - max_kept) — 1e12 and more on a trained vit-micro — which swamps Adam.)
     p = logits.to(torch.float32)
-    shift = p.detach().masked_fill(gate < 0.5, float("-inf")).amax(dim=-1, keepdim=True)
-    e = (p - shift).clamp(max=80.0).exp() * gate
+    e = (p - p.amax(dim=-1, keepdim=True)).exp() * gate
     probs = (e + eps / n) / (e.sum(dim=-1, keepdim=True) + eps)
     return probs.to(logits.dtype)
 
