@@ -75,7 +75,7 @@ def run_magnitude(model: str, data: str, budget: float, work: Path, finetune_epo
         if meta.get("budget") == budget and meta.get("finetune_epochs") == finetune_epochs:
             return {"artifact": str(done), **{k: meta[k] for k in ("keep_fraction", "top1_before_finetune", "train_seconds")}}
     source = parse_data(data)
-    dense, spec = load_gateable(model, source.num_classes())
+    dense, spec = load_gateable(model, source.head_classes())
     t0 = time.perf_counter()
     masks, fraction, ratio = magnitude_masks(dense, spec, budget)
     teacher = frozen_teacher(dense)

@@ -70,6 +70,18 @@ def test_synthetic_is_deterministic() -> None:
     assert len(parse_data("synthetic").dataset(NANO, "val")) == 256
 
 
+def test_synthetic_data_keeps_the_models_own_head() -> None:
+    """A model built by name on synthetic data keeps its classes (a synthetic DeiT-S has 1000)."""
+    from vitc.models.registry import resolve_model
+
+    assert parse_data("digits").head_classes() == 10
+    assert parse_data("synthetic:8").head_classes() is None
+    _, spec = resolve_model("deit_tiny_patch16_224", num_classes=parse_data("synthetic:8").head_classes())
+    assert spec.num_classes == 1000
+    labels = parse_data("synthetic:64").dataset(spec, "train")
+    assert max(labels[i][1] for i in range(64)) >= 10  # labels span the model's 1000 classes
+
+
 def _png_folder(root: Path, layout: dict[str, dict[str, int]]) -> Path:
     from PIL import Image
 

@@ -29,7 +29,7 @@ def train_classifier(
     source = parse_data(data)
     seed_everything(cfg.seed)  # the initial weights of a new model come from --seed too
     model, spec = resolve_model(model_name, pretrained=pretrained, checkpoint=checkpoint,
-                                num_classes=None if is_artifact_path(model_name) else source.num_classes())
+                                num_classes=None if is_artifact_path(model_name) else source.head_classes())
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     t0 = time.perf_counter()

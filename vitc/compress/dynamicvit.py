@@ -361,7 +361,7 @@ def compress_dynamicvit(
     source = parse_data(data)
     seed_everything(seed)  # initial weights of a model created by name, and the predictors
     dense, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint,
-                                num_classes=None if is_file else source.num_classes())
+                                num_classes=None if is_file else source.head_classes())
     check_dense(spec, model)
     dcfg.stages = resolve_stages(spec, stages)
     stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work

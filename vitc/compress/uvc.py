@@ -105,7 +105,7 @@ def compress_uvc(
     tune_cfg.validate()
 
     source = parse_data(data)
-    dense, spec = load_gateable(model, source.num_classes(), pretrained=pretrained, checkpoint=checkpoint)
+    dense, spec = load_gateable(model, source.head_classes(), pretrained=pretrained, checkpoint=checkpoint)
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     out = Path(out)
@@ -183,7 +183,7 @@ def compress_uvc(
     return summary
 
 
-def load_gateable(name: str, num_classes: int, *, pretrained: bool = False,
+def load_gateable(name: str, num_classes: int | None, *, pretrained: bool = False,
                   checkpoint: str | os.PathLike[str] | None = None) -> tuple[nn.Module, ViTSpec]:
     """Resolve MODEL for UVC; refuse what UVC cannot gate with one line."""
     artifact = is_artifact_path(name)

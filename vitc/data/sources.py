@@ -50,6 +50,11 @@ class DataSource:
             raise UsageError(f"{self.path} has neither a train/ nor a val/ folder (expected ImageNet-style class folders)")
         return len(_folder_classes(self.path / splits[0]))
 
+    def head_classes(self) -> int | None:
+        """Classes to build a model *by name* with: the data's, or None (the model's own head) for
+        synthetic data, whose labels follow the model (a synthetic DeiT-S keeps its 1000 classes)."""
+        return None if self.kind == "synthetic" else self.num_classes()
+
     def dataset(self, spec: ViTSpec, split: str, train_transforms: bool = False) -> Dataset:
         if split not in SPLITS:
             raise UsageError(f"unknown split {split!r} (expected train or val)")
