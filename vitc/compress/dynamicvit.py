@@ -12,8 +12,9 @@ Loss (official ``DistillDiffPruningLoss`` with ``--distill``; weights from the p
         + 2·Σ_s mean_b (mean_i D_s,b,i − ρ^s)² / S
 
 Teacher: a frozen copy of the dense input model. Optimisation: AdamW; the backbone learning rate
-is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then 0.01×
-the predictors' (official HEAD ``lr_scale``); the class/distillation/register tokens and the position embedding
+is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then
+``backbone_lr_scale`` × the predictors' (official HEAD ``lr_scale`` 0.01; default 0.1, see
+:mod:`vitc.compress.dynamicvit_defaults`); the class/distillation/register tokens and the position embedding
 are never updated (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
 prefix tokens, we freeze them alike). Mixup/CutMix, RandAugment and EMA of the ImageNet recipe are
 not part of vitc's shared loop; CE uses label smoothing (0.1 by default, as the official recipe).
@@ -237,7 +238,7 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
 
 
 class DynamicViTObjective(Objective):
-    """CE + KL + token distillation + ratio loss; backbone frozen, then at 0.01× the predictor lr."""
+    """CE + KL + token distillation + ratio loss; backbone frozen, then at ``backbone_lr_scale``× the predictor lr."""
 
     name = "dynamicvit"
 
@@ -329,7 +330,7 @@ def compress_dynamicvit(
     ``TrainConfig`` fields ``weight_decay``, ``warmup_epochs`` (default 0, as the NeurIPS recipe),
     ``min_lr``, ``label_smoothing``, ``amp``. Returns a summary on rank 0, None on other ranks.
 
-    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 30 epochs, 5 frozen, batch 64, lr 1e-3)
+    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 30 epochs, 5 frozen, batch 64, lr 1e-3, backbone 0.1×)
     follow the official schedule; the learning rate is above ImageNet's 5e-4·B/512 because a small
     model on a small data set sees ~660 steps in total, not ~37k.
     """
