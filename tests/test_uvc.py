@@ -115,14 +115,14 @@ def test_distillation_loss_is_deits_soft_kd():
 # ---- the primal-dual step ----------------------------------------------------------------------------
 
 
-def _search_steps(budget: float, steps: int, prune_v: bool = False, count_lr: float = 0.2):
+def _search_steps(budget: float, steps: int, prune_v: bool = False, count_lr: float = 0.2, gate_interval: int = 2):
     """A few real stage-1 steps on vit-nano (random images): AdamW on the KD loss, then UVC's update.
     The gate logits are left out of AdamW here, so only UVC's gate optimiser moves them."""
     torch.manual_seed(0)
     vit, spec = resolve_model("vit-nano")
     net = UVCViT(vit)
     settings = UVCSettings(budget=budget, prune_v=prune_v, gate_warmup_epochs=0, count_lr=count_lr,
-                           z_lr_schedule=(10.0,), gate_interval=2)
+                           z_lr_schedule=(10.0,), gate_interval=gate_interval)
     search = UVCSearch(spec, build(spec, init_weights=True).eval(), settings, 0.1, epochs=5, seed=0)
     search.setup(net, torch.device("cpu"))
     opt = torch.optim.AdamW(default_param_groups(net, 0.05, skip={"gate_logits"}), lr=1e-3)
@@ -159,6 +159,15 @@ def test_gates_move_only_every_gate_interval():
     *_, moved = _search_steps(budget=0.3, steps=6)
     # interval 2: the official rule steps when (global_step + 1) % 2 == 0, global_step = step + 1
     assert moved == [True, False, True, False, True, False]
+
+
+def test_gate_interval_one_steps_the_gates_every_step():
+    # the official accumulation weight (global_step mod interval) would be 0 on every step here
+    net, *_, moved = _search_steps(budget=0.3, steps=3, gate_interval=1)
+    assert moved == [True, True, True]
+    start = torch.tensor([-1.0, 1.0]).expand_as(net.gate_logits)  # the logits' initial value
+    # weight decay alone (lr 0.1, 1e-4, momentum 0.9) would shrink them by < 6e-5 in three steps
+    assert (net.gate_logits.detach() - start).abs().max() > 1e-4
 
 
 def test_the_state_handed_to_stage_2_is_the_largest_R_within_budget():

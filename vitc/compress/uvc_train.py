@@ -351,7 +351,9 @@ class UVCSearch(_Distilled):
         usable = task is not None and bool(torch.isfinite(task).all())
         g_grad = (task.detach().clone() if usable else torch.zeros_like(theta)) + z * st.gate_weight * g_theta
         t = ctx.step + 1  # the official global_step (1-based) at this point
-        self.gate_grads.append(g_grad * (t % st.gate_interval))
+        # The official weight (global_step mod interval) is 0 on every step when the interval is 1,
+        # which would freeze the gates; there every step gets weight 1 (the intent: step each time).
+        self.gate_grads.append(g_grad * (t % st.gate_interval if st.gate_interval > 1 else 1))
         if (t + 1) % st.gate_interval == 0 and self.gate_opt is not None:
             model.gate_logits.grad = torch.stack(self.gate_grads).mean(0)
             self.gate_opt.step()
