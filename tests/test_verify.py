@@ -126,3 +126,63 @@ def test_bad_options_are_usage_errors(dense):
         verify_onnx(dense["onnx"], dense["artifact"], stat="p50")
     with pytest.raises(UsageError, match="unknown data source"):
         verify_onnx(dense["onnx"], dense["artifact"], data="mnist")
+
+
+# ------------------------------------------------------------------------------------------------
+# token-selection models: numerics on the same kept tokens, decisions reported
+# ------------------------------------------------------------------------------------------------
+
+
+def test_keep_masks_follow_indices_through_the_stages():
+    from vitc.export.selection import keep_masks_from_indices
+
+    # stage 1 keeps patches 5, 2, 0, 3 (in that order); stage 2 keeps list entries 1 and 3 = patches 2, 3
+    masks = keep_masks_from_indices([np.array([[5, 2, 0, 3]]), np.array([[1, 3]])], num_patches=6)
+    assert masks[0].tolist() == [[1, 0, 1, 1, 0, 1]]
+    assert masks[1].tolist() == [[0, 0, 1, 1, 0, 0]]
+
+
+def test_gathered_forward_reproduces_the_model_and_forces_kept_tokens(dvt):
+    from vitc.artifacts import load_artifact
+    from vitc.compress.dynamicvit import model_from_artifact
+    from vitc.compress.dynamicvit_forward import gathered_forward
+
+    model = model_from_artifact(load_artifact(dvt["artifact"]))
+    torch.manual_seed(0)
+    x = torch.randn(4, *SMALL_CONFIGS["vit-nano"].input_shape)
+    with torch.inference_mode():
+        logits, idx = gathered_forward(model, x)
+        assert (logits - model(x)).abs().max() <= 1e-6
+        same, _ = gathered_forward(model, x, idx)
+        assert torch.equal(same, logits)
+        # the last stage's tokens in another order: the same set (earlier stages' order feeds later indices)
+        shuffled, _ = gathered_forward(model, x, [*idx[:-1], idx[-1].flip(1)])
+        assert (shuffled - logits).abs().max() <= 1e-5
+        other = [idx[0].roll(1, dims=0), idx[1]]  # image b gets image b-1's stage-1 tokens
+        moved, _ = gathered_forward(model, x, other)
+        assert (moved - logits).abs().max() > 1e-3
+
+
+def test_selection_flips_are_reported_and_numerics_checked_on_the_same_tokens(dvt, tmp_path):
+    """Against an artifact with other predictor weights (same backbone) the kept tokens differ, yet the
+    ONNX's numbers match the fp32 model run on the ONNX's kept tokens: the flips are reported and
+    judged by top-1 agreement, the numerics by the usual tolerance."""
+    from vitc.artifacts import load_artifact
+
+    report = verify_onnx(dvt["onnx"], dvt["artifact"], batch_size=8, threads=1)
+    assert report.selection is not None and report.selection["images_flipped"] == 0 and report
+    assert "Token Selection" in report.to_text()
+
+    art = load_artifact(dvt["artifact"])
+    torch.manual_seed(7)
+    tensors = {k: (torch.randn_like(v) if ".predictor." in k and v.ndim == 2 else v) for k, v in art.tensors.items()}
+    model = build(art.spec)
+    model.load_state_dict(tensors)
+    other = save_model(tmp_path / "other-predictors.safetensors", model, art.spec, meta=art.meta)
+    report = verify_onnx(dvt["onnx"], str(other), batch_size=8, threads=1)
+    sel = report.selection
+    assert sel["images_flipped"] > 0
+    assert report.errors.max_abs <= 1e-4  # aligned: the backbone computes the same on the same tokens
+    assert sel["passed"] == (sel["top1_agreement_own_selection"] >= 99.0)
+    assert report.passed == sel["passed"]
+    assert report.to_dict()["selection"]["images_flipped"] == sel["images_flipped"]

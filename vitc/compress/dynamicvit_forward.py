@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitc.models.token_select import TokenSelect, keep_topk
+from vitc.models.token_select import TokenSelect, gather_tokens, keep_topk
 
 POLICY_EPS = 1e-6
 
@@ -157,6 +157,30 @@ def masked_forward(
             x, _ = block_forward(module, x, policy)
     x = model.norm(x)
     return MaskedOutput(head(model, x, keep if masks else None), x[:, num_prefix:], masks)
+
+
+def gathered_forward(model: Any, images: torch.Tensor,
+                     indices: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The inference forward (kept tokens gathered), also returning each stage's TopK indices.
+
+    Returns (logits, [idx_s (B, K_s)]), idx_s pointing into the token list stage s-1 kept (in its
+    descending-score order), exactly what the exported TopK outputs. ``indices`` forces the kept
+    tokens instead of ranking them: the fp32 model run on another backend's decisions.
+    """
+    x = embed(model, images)
+    chosen: list[torch.Tensor] = []
+    for module in model.blocks:
+        if isinstance(module, TokenSelect):
+            if indices is None:
+                scores = module.keep_scores(x[:, module.num_prefix :])
+                idx = scores.topk(module.num_keep, dim=1, sorted=True).indices
+            else:
+                idx = indices[len(chosen)].to(x.device)
+            x = gather_tokens(x, idx, module.num_prefix)
+            chosen.append(idx)
+        else:
+            x = module(x)
+    return model.forward_head(model.norm(x)), chosen
 
 
 def cls_attention_forward(model: Any, images: torch.Tensor, keep_before: dict[int, int]) -> torch.Tensor:

@@ -79,8 +79,12 @@ def keep_topk(x: torch.Tensor, scores: torch.Tensor, num_keep: int, num_prefix: 
     every token dimension static. Kept tokens are in descending-score order, not spatial order
     (as the official code; re-sorting would export as another, shape-dependent TopK).
     """
+    return gather_tokens(x, scores.topk(num_keep, dim=1, sorted=True).indices, num_prefix)
+
+
+def gather_tokens(x: torch.Tensor, idx: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """Prefix tokens, then the patch tokens at ``idx`` (B, K) (positions among x's patch tokens)."""
     prefix, tokens = x[:, :num_prefix], x[:, num_prefix:]
-    idx = scores.topk(num_keep, dim=1, sorted=True).indices
     kept = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
     return torch.cat([prefix, kept], dim=1)
 
