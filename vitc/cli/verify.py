@@ -37,8 +37,8 @@ def verify(onnx: Path, against: str, data: str, batches: int | None, batch_size:
 
     DynamicViT files: the TopK indices are read as extra outputs (Polygraphy's --onnx-outputs), so an
     image whose kept tokens differ from PyTorch's (a near-tie moved by rounding) is compared with the
-    fp32 model run on the ONNX's kept tokens; such images are counted, and the top-1 agreement with
-    PyTorch's own selection must reach 99%.
+    fp32 model run on the ONNX's kept tokens; such images are counted, and on real images (--data) the
+    top-1 agreement with PyTorch's own selection must reach 99%.
     """
     from vitc.export.verify import verify_onnx
 
