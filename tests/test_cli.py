@@ -125,7 +125,7 @@ def test_bad_input_is_one_line_and_the_right_exit_code(tmp_path: Path, damaged: 
     [["train", "--model", "vit-nano", "--data", "digits", "--out", "x", "--epochs", "-1"],
      ["train", "--model", "vit-nano", "--data", "digits", "--out", "x", "--lr", "0"],
      ["train", "--model", "vit-nano", "--data", "digits", "--out", "x", "--seed", "-3"],
-     ["train", "--model", "vit-nano", "--data", "digits", "--out", "x", "--max-grad-norm", "0"],
+     ["train", "--model", "vit-nano", "--data", "digits", "--out", "x", "--max-grad-norm", "-1"],
      ["eval", "vit-nano", "--data", "digits", "--backend", "coreml"],
      ["info"]],
 )

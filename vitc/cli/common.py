@@ -30,16 +30,29 @@ def data_option(required: bool = True, name: str = "--data") -> Callable[[F], F]
                         help="digits | synthetic[:N] | imagefolder:PATH (PATH/train, PATH/val class folders).")
 
 
-def train_options(f: F) -> F:
-    """Optimisation options shared by ``train`` and the ``compress`` methods."""
-    f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Random seed (initial weights, data order, augmentation, dropout).")(f)
-    f = click.option("--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact resume tests).")(f)
-    f = click.option("--max-grad-norm", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Clip the global L2 gradient norm to this value (default: no clipping).")(f)
-    f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(f)
-    f = click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (written after every epoch).")(f)
-    return f
+def train_options(f: F | None = None, *, max_grad_norm: float | None = None) -> Any:
+    """Optimisation options shared by ``train`` and the ``compress`` methods.
+
+    ``@train_options`` or ``@train_options(max_grad_norm=1.0)`` for a method that clips by default;
+    ``--max-grad-norm 0`` turns clipping off.
+    """
+
+    def no_clip_at_zero(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        return None if value == 0 else value
+
+    def add(g: F) -> F:
+        g = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                         help="Random seed (initial weights, data order, augmentation, dropout).")(g)
+        g = click.option("--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact resume tests).")(g)
+        g = click.option("--max-grad-norm", type=click.FloatRange(min=0), default=max_grad_norm, callback=no_clip_at_zero,
+                         show_default=max_grad_norm is not None,
+                         help="Clip the global L2 gradient norm to this value; 0 = no clipping"
+                              + ("." if max_grad_norm is not None else " (the default)."))(g)
+        g = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(g)
+        g = click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (written after every epoch).")(g)
+        return g
+
+    return add(f) if f is not None else add
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str] | None = None) -> None:

@@ -37,7 +37,7 @@ from vitc.compress import dynamicvit_defaults as D
               help="Linear learning-rate warm-up, in epochs (official NeurIPS recipe: none).")
 @click.option("--ratio-weight", type=click.FloatRange(min=0), default=D.RATIO_WEIGHT, show_default=True,
               help="Weight of the keep-ratio loss (paper: 2; DeiT-B recipe: 5).")
-@train_options
+@train_options(max_grad_norm=D.MAX_GRAD_NORM)
 @json_option
 def dynamicvit(model: str, data: str, out: Path, keep_ratio: float, stages: str | None, pretrained: bool,
                checkpoint: Path | None, epochs: int, freeze_epochs: int, backbone_lr_scale: float, batch_size: int,

@@ -15,7 +15,8 @@ Teacher: a frozen copy of the dense input model. Optimisation: AdamW; the backbo
 is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then
 ``backbone_lr_scale`` × the predictors' (official HEAD ``lr_scale`` 0.01; default 0.1, see
 :mod:`vitc.compress.dynamicvit_defaults`); the class/distillation/register tokens and the position embedding
-are never updated (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
+are never updated, and the global gradient norm is clipped to 1 (not official; see
+:mod:`vitc.compress.dynamicvit_defaults`) (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
 prefix tokens, we freeze them alike). Mixup/CutMix, RandAugment and EMA of the ImageNet recipe are
 not part of vitc's shared loop; CE uses label smoothing (0.1 by default, as the official recipe).
 """
@@ -316,7 +317,7 @@ def compress_dynamicvit(
     lr: float = D.LR,
     seed: int = 0,
     deterministic: bool = False,
-    max_grad_norm: float | None = None,
+    max_grad_norm: float | None = D.MAX_GRAD_NORM,
     device: str = "auto",
     resume: bool = False,
     **more: Any,
