@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from vitc import train_defaults as TRAIN
 from vitc.errors import UsageError
 
 
@@ -32,11 +33,11 @@ from vitc.errors import UsageError
 class BaselineCfg:
     """Train (or fine-tune) the starting model; ``epochs: 0`` uses it as given."""
 
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_epochs: float = 2.0
-    weight_decay: float = 0.05
+    epochs: int = TRAIN.EPOCHS
+    batch_size: int = TRAIN.BATCH_SIZE
+    lr: float = TRAIN.LR
+    warmup_epochs: float = TRAIN.WARMUP_EPOCHS
+    weight_decay: float = TRAIN.WEIGHT_DECAY
 
 
 @dataclass

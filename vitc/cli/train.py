@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from vitc import train_defaults as D
 from vitc.cli.common import data_option, emit, json_option, model_options, train_options
 
 
@@ -12,14 +13,15 @@ from vitc.cli.common import data_option, emit, json_option, model_options, train
 @data_option()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @model_options
-@click.option("--epochs", type=click.IntRange(min=0), default=60, show_default=True, help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch in images (split evenly across torchrun ranks).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help="Peak AdamW learning rate (from-scratch default; for fine-tuning pretrained weights use ~5e-4 x batch/512).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=0), default=D.EPOCHS, show_default=True, help="Passes over the training split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.BATCH_SIZE, show_default=True, help="Global batch in images (split evenly across torchrun ranks).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.LR, show_default=True, help="Peak AdamW learning rate (from-scratch default; for fine-tuning pretrained weights use ~5e-4 x batch/512).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=D.WEIGHT_DECAY, show_default=True,
               help="AdamW decoupled weight decay (not applied to biases, norms, tokens, position embeddings).")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Linear learning-rate warm-up, in epochs (fractions allowed).")
-@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=D.WARMUP_EPOCHS, show_default=True,
+              help="Linear learning-rate warm-up, in epochs (fractions allowed). From scratch, a short one can "
+                   "leave the model at chance for many epochs (see vitc/train_defaults.py).")
+@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=D.LABEL_SMOOTHING, show_default=True,
               help="Label smoothing of the cross-entropy, in [0, 1).")
 @train_options
 @json_option
