@@ -331,9 +331,9 @@ def compress_dynamicvit(
     ``TrainConfig`` fields ``weight_decay``, ``warmup_epochs`` (default 0, as the NeurIPS recipe),
     ``min_lr``, ``label_smoothing``, ``amp``. Returns a summary on rank 0, None on other ranks.
 
-    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 30 epochs, 5 frozen, batch 64, lr 1e-3, backbone 0.1×)
+    Defaults (:mod:`vitc.compress.dynamicvit_defaults`: 30 epochs, 5 frozen, batch 16, lr 2e-3, backbone 0.1×)
     follow the official schedule; the learning rate is above ImageNet's 5e-4·B/512 because a small
-    model on a small data set sees ~660 steps in total, not ~37k.
+    model on a small data set sees ~2,700 steps in total, not ~37k.
     """
     from vitc.artifacts import read_header
     from vitc.data import parse_data
