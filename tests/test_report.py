@@ -44,3 +44,25 @@ def test_write_report_writes_all_three_files(tmp_path):
     png = (tmp_path / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert set(files) == {"json", "markdown", "plot"}
+
+
+def test_point_labels_that_would_overlap_are_moved_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitc.report import separate_labels
+
+    fig, ax = plt.subplots()
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    labels = [ax.annotate(name, (50 + i, 50), textcoords="offset points", xytext=(6, 6))
+              for i, name in enumerate(["dynamicvit-keep0.90", "dense", "uvc-0.50"])]
+    renderer = fig.canvas.get_renderer()
+    assert labels[0].get_window_extent(renderer).overlaps(labels[1].get_window_extent(renderer))
+    separate_labels(fig, labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert labels[0].xyann == (6, 6)  # the first label keeps its place
+    plt.close(fig)

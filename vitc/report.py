@@ -79,6 +79,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def separate_labels(fig: Any, labels: list[Any], step_points: float = 10.0, tries: int = 8) -> None:
+    """Move each point label up (then down) in ``step_points`` steps until it overlaps no earlier one.
+
+    Variants with the same top-1 and similar throughput (e.g. the dense model and DynamicViT at
+    rho 0.9) otherwise print their names over each other.
+    """
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    for text in labels:
+        x0, y0 = text.xyann
+        for k in range(2 * tries + 1):
+            dy = step_points * ((k + 1) // 2) * (1 if k % 2 else -1) if k else 0.0
+            text.xyann = (x0, y0 + dy)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        else:
+            text.xyann = (x0, y0)  # no free spot nearby: keep the default place
+        placed.append(text.get_window_extent(renderer))
+
+
 def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
     """Top-1 (%) against images/s at ``batch`` (default 32, else the largest benched), dense marked."""
     import matplotlib
@@ -97,6 +118,7 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
                ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">"}
     plotted: set[str] = set()
     annotated: set[str] = set()
+    labels = []
     for r in rows:
         ips = (r.get("throughput") or {}).get(batch) if batch else None
         if ips is None or r.get("top1") is None:
@@ -110,7 +132,7 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
         plotted.add(label)
         if r["variant"] not in annotated:  # one label per variant; the legend tells the formats apart
             annotated.add(r["variant"])
-            ax.annotate(r["variant"], (ips, r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            labels.append(ax.annotate(r["variant"], (ips, r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8))
     ax.set_xlabel(f"throughput at batch {batch} (images/s, higher is better)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs throughput (★ = dense baseline)")
@@ -118,6 +140,7 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
     if plotted:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    separate_labels(fig, labels)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
