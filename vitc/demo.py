@@ -28,7 +28,8 @@ def demo_config(fast: bool = False) -> PipelineConfig:
                   "warmup_ms": 200, "min_iters": 10, "min_seconds": 0.5},
     }
     if fast:
-        raw["baseline"]["epochs"] = 12
+        # A smoke run: 12 epochs with a 2-epoch warm-up (the 5-epoch default would leave all 12 at chance).
+        raw["baseline"].update({"epochs": 12, "warmup_epochs": 2.0})
         # No fixed-gate warm-up and a steep z schedule so three search epochs reach the budget.
         raw["uvc"].update({"epochs": 3, "finetune_epochs": 2,
                            "options": {"gate_warmup_epochs": 0, "z_lr_schedule": [2000.0]}})
