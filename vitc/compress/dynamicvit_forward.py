@@ -171,11 +171,7 @@ def gathered_forward(model: Any, images: torch.Tensor,
     chosen: list[torch.Tensor] = []
     for module in model.blocks:
         if isinstance(module, TokenSelect):
-            if indices is None:
-                scores = module.keep_scores(x[:, module.num_prefix :])
-                idx = scores.topk(module.num_keep, dim=1, sorted=True).indices
-            else:
-                idx = indices[len(chosen)].to(x.device)
+            idx = module.keep_indices(x) if indices is None else indices[len(chosen)].to(x.device)
             x = gather_tokens(x, idx, module.num_prefix)
             chosen.append(idx)
         else:

@@ -246,13 +246,9 @@ def verify_onnx(
         inputs, total, label = _inputs(data, spec, batches, batch_size, seed)
         with progress(f"verify {label}", total) as bar:
             for x in inputs:
-                if check is None:
-                    outs.append(ort_runner(x))
-                    refs.append(ref_runner(x))
-                else:
-                    out_b, ref_b = check(x, ref_runner(x))
-                    outs.append(out_b)
-                    refs.append(ref_b)
+                out_b, ref_b = (ort_runner(x), ref_runner(x)) if check is None else check(x)
+                outs.append(out_b)
+                refs.append(ref_b)
                 bar.advance()
         if not outs:
             raise UsageError(f"no {label} images to verify with")
@@ -292,13 +288,17 @@ class SelectionCheck:
         if not stages:
             return None
         graph = load_onnx(onnx_path)
-        if len(topk_index_outputs(graph)) != stages:
-            raise UsageError(f"{onnx_path} has {len(topk_index_outputs(graph))} TopK nodes but the model selects "
+        topk_nodes = len(topk_index_outputs(graph))
+        if topk_nodes != stages:
+            raise UsageError(f"{onnx_path} has {topk_nodes} TopK nodes but the model selects "
                              f"tokens at {stages} stages: they are not the same model")
         return cls(SelectionProbe(graph, spec.num_patches, ort_runner.session.get_providers(), ort_runner.threads), model)
 
-    def __call__(self, x: np.ndarray, ref_own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ONNX logits, reference logits on the same kept tokens) for one batch x (B, C, H, W)."""
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ONNX logits, reference logits on the same kept tokens) for one batch x (B, C, H, W).
+
+        PyTorch's own logits and kept tokens come from one gathered forward (the model's own forward
+        with the TopK indices kept); only the flipped images run again, on the ONNX's tokens."""
         import torch
 
         from vitc.compress.dynamicvit_forward import gathered_forward
@@ -307,7 +307,8 @@ class SelectionCheck:
         out, onnx_indices = self.probe(x)
         images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         with torch.inference_mode():
-            _, own_indices = gathered_forward(self.model, images)
+            own_logits, own_indices = gathered_forward(self.model, images)
+            ref_own = own_logits.float().numpy()
             n = self.probe.num_patches
             own = keep_masks_from_indices([i.numpy() for i in own_indices], n)
             theirs = keep_masks_from_indices(onnx_indices, n)

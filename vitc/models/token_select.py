@@ -79,7 +79,12 @@ def keep_topk(x: torch.Tensor, scores: torch.Tensor, num_keep: int, num_prefix: 
     every token dimension static. Kept tokens are in descending-score order, not spatial order
     (as the official code; re-sorting would export as another, shape-dependent TopK).
     """
-    return gather_tokens(x, scores.topk(num_keep, dim=1, sorted=True).indices, num_prefix)
+    return gather_tokens(x, topk_indices(scores, num_keep), num_prefix)
+
+
+def topk_indices(scores: torch.Tensor, num_keep: int) -> torch.Tensor:
+    """(B, num_keep) indices of the highest ``scores`` (B, N), best first: the exported TopK."""
+    return scores.topk(num_keep, dim=1, sorted=True).indices
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor, num_prefix: int) -> torch.Tensor:
@@ -116,6 +121,9 @@ class TokenSelect(nn.Module):
         log_probs = self.predictor(patch_tokens)
         return log_probs[..., 0] - log_probs[..., 1]
 
+    def keep_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, num_keep) positions among x's patch tokens of the kept ones, best first (the ONNX TopK's indices)."""
+        return topk_indices(self.keep_scores(x[:, self.num_prefix :]), self.num_keep)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.keep_scores(x[:, self.num_prefix :])
-        return keep_topk(x, scores, self.num_keep, self.num_prefix)
+        return gather_tokens(x, self.keep_indices(x), self.num_prefix)
