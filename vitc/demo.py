@@ -19,7 +19,7 @@ def demo_config(fast: bool = False) -> PipelineConfig:
         "device": "cpu",
         # 50 baseline epochs and 30 UVC fine-tune epochs (the commands' defaults are 60 and 60) keep
         # the default demo under 20 minutes on 2 CPU cores; DynamicViT runs its defaults.
-        "baseline": {"epochs": 50, "batch_size": 32, "lr": 2e-3},
+        "baseline": {"epochs": 50},
         "uvc": {"budgets": [0.5], "finetune_epochs": 30},
         "dynamicvit": {"keep_ratio": 0.7, "materialize": [0.5, 0.7, 0.9]},
         "export": {"opset": 18, "fp16": True, "int8": True, "calib_samples": 512, "calib_method": "minmax"},
