@@ -7,7 +7,7 @@ PIP     = $(PY) -m pip
 # NVIDIA's index; the stubs themselves are plain .pyi files, so install them without dependencies.
 TRT_STUBS = tensorrt-stubs>=10.0
 
-.PHONY: demo test typecheck venv clean
+.PHONY: demo test lint typecheck venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,18 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/vitc demo
 
-# The stubs are copied with their few invalid signatures repaired (see vitc/engines/trt_stubs.py):
-# unrepaired, mypy cannot read them and would type `tensorrt` as Any, checking nothing.
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check vitc tests tools benchmarks
+
+# The stubs are copied with their few invalid signatures repaired (see tools/trt_stubs.py): unrepaired,
+# mypy cannot read them and would type `tensorrt` as Any, checking nothing. The whole package is checked.
 TRT_STUBS_DIR = $(VENV)/trt-stubs-repaired
-TRT_MODULES = vitc/engines/tensorrt_runner.py vitc/engines/trt_build.py vitc/engines/trt_common.py vitc/engines/trt_profile.py vitc/engines/trt_stubs.py
 
 typecheck: $(VENV)/.installed-dev
-	$(PY) -m vitc.engines.trt_stubs $(TRT_STUBS_DIR)
-	MYPYPATH=$(TRT_STUBS_DIR) $(PY) -m mypy --config-file pyproject.toml --follow-imports=silent $(TRT_MODULES)
+	$(PY) tools/trt_stubs.py $(TRT_STUBS_DIR)
+	MYPYPATH=$(TRT_STUBS_DIR) $(PY) -m mypy --config-file pyproject.toml vitc tools benchmarks
 
-test: $(VENV)/.installed-dev typecheck
+test: $(VENV)/.installed-dev lint typecheck
 	$(PY) -m pytest -q
 
 clean:

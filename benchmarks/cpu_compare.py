@@ -20,24 +20,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-
 from gpu_throughput import dense_artifact, uvc_architecture  # same folder
 
 if TYPE_CHECKING:
-    from vitc.models.spec import ViTSpec
+    from vitc.core.spec import ViTSpec
 
 
-def hand_built_uvc_like(spec: "ViTSpec", budget: float) -> "ViTSpec":
+def hand_built_uvc_like(spec: ViTSpec, budget: float) -> ViTSpec:
     """A spec shaped like a UVC result at ``budget`` (MACs fraction): see the module docstring."""
-    from vitc.errors import UsageError
-    from vitc.models.flops import model_macs
-    from vitc.models.spec import BlockSpec
+    from vitc.core.errors import UsageError
+    from vitc.core.flops import model_macs
+    from vitc.core.spec import BlockSpec
 
     depth, dense = spec.depth, model_macs(spec)
     skip = round(0.8 * (depth - 1))  # one late block skipped, as UVC's gates tend to do
     keep = [i for i in range(depth) if i != skip]
 
-    def shaped(c: float) -> "ViTSpec":
+    def shaped(c: float) -> ViTSpec:
         blocks = []
         for i in keep:
             taper = 1.0 - 0.6 * i / (depth - 1)
@@ -69,13 +68,13 @@ def hand_built_uvc_like(spec: "ViTSpec", budget: float) -> "ViTSpec":
 def main(model: str, uvc: Path | None, budget: float, batches: str, out: Path, warmup_ms: float, min_iters: int,
          min_seconds: float) -> None:
     """Dense vs UVC (budget 0.5) speedup on CPU through `vitc bench --compare`."""
-    from vitc.artifacts import read_header, save_model
+    from vitc.checks.bench import compare_targets
     from vitc.cli.bench import format_compare
-    from vitc.cli.common import parse_int_list
-    from vitc.engines.bench import compare_targets
-    from vitc.errors import VitcError
-    from vitc.fileio import write_json
-    from vitc.models.spec import build
+    from vitc.core.artifacts import read_header, save_model
+    from vitc.core.errors import VitcError
+    from vitc.core.fileio import write_json
+    from vitc.core.spec import build
+    from vitc.core.validation import parse_int_list
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 For each keep ratio rho the same static per-stage counts floor(N·rho^s) are kept before the same
 blocks by:
 
-* ``dynamicvit``: the trained predictors (``vitc.compress.dynamicvit.materialize_ratio``);
+* ``dynamicvit``: the trained predictors (``vitc.methods.dynamicvit.compress.materialize_ratio``);
 * ``cls_attention_dense``: the dense baseline, keeping the patch tokens with the highest class-token
   attention (head-averaged, in the block before the stage) — training-free;
 * ``cls_attention_finetuned``: the same rule on the DynamicViT-trained backbone (predictors unused),
@@ -21,23 +21,25 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import torch
 from torch import nn
 
-from vitc.artifacts import load_artifact, load_model
-from vitc.cli.common import parse_float_list
-from vitc.compress.dynamicvit import materialize_ratio, model_from_artifact, stage_blocks, stage_keep_counts
-from vitc.compress.dynamicvit_forward import cls_attention_forward
-from vitc.data import make_loader, parse_data
-from vitc.errors import UsageError
-from vitc.evaluation import evaluate
-from vitc.fileio import write_json
-from vitc.models.flops import model_macs
-from vitc.models.token_select import TokenSelect
+from vitc.checks.evaluate import evaluate
+from vitc.core.artifacts import load_artifact, load_model
+from vitc.core.data import make_loader, parse_data
+from vitc.core.errors import UsageError
+from vitc.core.fileio import write_json
+from vitc.core.flops import model_macs
+from vitc.core.token_select import TokenSelect
+from vitc.core.validation import parse_float_list
+from vitc.methods.dynamicvit.compress import materialize_ratio, model_from_artifact, stage_blocks, stage_keep_counts
+from vitc.methods.dynamicvit.forward import cls_attention_forward
 
 
 def without_selection(model: nn.Module) -> nn.Module:
@@ -77,10 +79,10 @@ def compare(dense_path: str, dynamicvit_path: str, data: str, keep_ratios: list[
             "keep_tokens": counts,
             "macs": model_macs(spec),
             "dynamicvit_top1": top1(model, loader, f"dynamicvit {rho:g}"),
-            "cls_attention_dense_top1": top1(lambda x: cls_attention_forward(dense, x, keep_before), loader,
+            "cls_attention_dense_top1": top1(partial(cls_attention_forward, dense, keep_before=keep_before), loader,
                                              f"cls-attention dense {rho:g}"),
-            "cls_attention_finetuned_top1": top1(lambda x: cls_attention_forward(finetuned, x, keep_before), loader,
-                                                 f"cls-attention finetuned {rho:g}"),
+            "cls_attention_finetuned_top1": top1(partial(cls_attention_forward, finetuned, keep_before=keep_before),
+                                                 loader, f"cls-attention finetuned {rho:g}"),
         })
     return {
         "benchmark": "dynamicvit_vs_cls_attention",

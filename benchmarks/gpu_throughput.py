@@ -7,8 +7,8 @@ to the analytic MACs ratio.
     python benchmarks/gpu_throughput.py --uvc runs/uvc/compressed.safetensors --dynamicvit runs/dvt/compressed.safetensors
 
 Architectures: unless ``--uvc``/``--dynamicvit`` name trained artifacts, they come from a short
-compress run on synthetic data (``vitc.compress.uvc.compress_uvc`` / ``compress_dynamicvit`` then
-``vitc.materialize.materialize``): throughput depends on the shapes (heads, MLP widths, blocks,
+compress run on synthetic data (``vitc.methods.uvc.compress.compress_uvc`` / ``compress_dynamicvit`` then
+``vitc.methods.materialize.materialize``): throughput depends on the shapes (heads, MLP widths, blocks,
 token counts), not on the weights, and the script says so in its output.
 
 Backends: torch (always; fp16 with CUDA graphs), onnxruntime (when its CUDA provider is installed,
@@ -32,8 +32,8 @@ NOTE_SYNTHETIC = ("architectures from a short compress run on synthetic data: th
 
 def dense_artifact(model: str, out: Path) -> Path:
     """The dense model as a vitc artifact (random init unless ``model`` is already an artifact)."""
-    from vitc.artifacts import save_model
-    from vitc.models.registry import is_artifact_path, resolve_model
+    from vitc.core.artifacts import save_model
+    from vitc.core.models import is_artifact_path, resolve_model
 
     if is_artifact_path(model):
         return Path(model)
@@ -44,15 +44,16 @@ def dense_artifact(model: str, out: Path) -> Path:
 def uvc_architecture(dense: Path, out: Path, *, given: Path | None, budget: float, synthetic: int, epochs: int,
                      batch_size: int, device: str) -> Path:
     """A materialized UVC model: from ``given`` (compressed or already materialized) or a short run."""
-    from vitc.artifacts import read_header
-    from vitc.errors import UsageError
-    from vitc.materialize import materialize
+    from vitc.core.artifacts import read_header
+    from vitc.core.errors import UsageError
+    from vitc.methods import materialize
 
     if given is None:
-        from vitc.compress.uvc import compress_uvc
+        from vitc.methods.uvc.compress import compress_uvc
+        from vitc.methods.uvc.settings import UVCSettings
 
-        summary = compress_uvc(str(dense), f"synthetic:{synthetic}", out / "uvc", budget=budget, epochs=epochs,
-                               finetune_epochs=0, batch_size=batch_size, device=device)
+        settings = UVCSettings(budget=budget, epochs=epochs, finetune_epochs=0, batch_size=batch_size, device=device)
+        summary = compress_uvc(str(dense), f"synthetic:{synthetic}", out / "uvc", settings)
         assert summary is not None  # single process
         given = Path(summary["artifact"])
     _, kind, _ = read_header(given)
@@ -66,15 +67,16 @@ def uvc_architecture(dense: Path, out: Path, *, given: Path | None, budget: floa
 def dynamicvit_architectures(dense: Path, out: Path, *, given: Path | None, keep_ratios: list[float], synthetic: int,
                              epochs: int, batch_size: int, device: str) -> list[tuple[float, Path]]:
     """Materialized DynamicViT models, one per keep ratio (token counts floor(N*rho^s) per stage)."""
-    from vitc.artifacts import read_header
-    from vitc.errors import UsageError
-    from vitc.materialize import materialize
+    from vitc.core.artifacts import read_header
+    from vitc.core.errors import UsageError
+    from vitc.methods import materialize
 
     if given is None:
-        from vitc.compress.dynamicvit import compress_dynamicvit
+        from vitc.methods.dynamicvit.compress import compress_dynamicvit
+        from vitc.methods.dynamicvit.settings import DynamicViTSettings
 
-        summary = compress_dynamicvit(str(dense), f"synthetic:{synthetic}", out / "dynamicvit", keep_ratio=keep_ratios[0],
-                                      epochs=epochs, batch_size=batch_size, device=device)
+        settings = DynamicViTSettings(keep_ratio=keep_ratios[0], epochs=epochs, batch_size=batch_size, device=device)
+        summary = compress_dynamicvit(str(dense), f"synthetic:{synthetic}", out / "dynamicvit", settings)
         assert summary is not None
         given = Path(summary["artifact"])
     _, kind, _ = read_header(given)
@@ -88,7 +90,7 @@ def available_backends(wanted: list[str], device: str) -> tuple[list[str], dict[
     """The wanted backends that can run here, and why each other one cannot."""
     import onnxruntime as ort
 
-    from vitc.engines.trt_common import tensorrt_version
+    from vitc.backends.tensorrt.common import tensorrt_version
 
     cuda = device.startswith("cuda")
     skipped: dict[str, str] = {}
@@ -109,26 +111,26 @@ def deployable(artifact: Path, backend: str, precision: str, batches: list[int],
     """What the backend loads: the artifact (torch), an ONNX (onnxruntime) or an engine (tensorrt)."""
     if backend == "torch":
         return str(artifact)
-    from vitc.export import export_onnx
+    from vitc.onnx.export import export_onnx
 
     onnx_path = out / "deploy" / f"{artifact.stem}.{precision}.onnx"
     if not onnx_path.exists():
-        export_onnx(str(artifact), onnx_path, fp16=precision == "fp16", verify=False)
+        export_onnx(str(artifact), onnx_path, fp16=precision == "fp16")
     if backend == "onnxruntime":
         return str(onnx_path)
-    from vitc.engines.trt_build import build_engine
+    from vitc.backends.tensorrt.build import build_engine
 
     engine = onnx_path.with_suffix(".engine")
     build_engine(onnx_path, engine, min_batch=min(batches), opt_batch=max(batches), max_batch=max(batches),
-                 timing_cache=out / "deploy" / "timing.cache")
+                 timing_cache=str(out / "deploy" / "timing.cache"))
     return str(engine)
 
 
 def run(variants: list[tuple[str, Path]], backends: list[str], *, device: str, precision: str, batches: list[int],
         settings: Any, cuda_graph: bool, out: Path) -> list[dict[str, Any]]:
     """Per backend: the dense model against each variant, alternately, per batch size."""
-    from vitc.engines.base import load_runner
-    from vitc.engines.bench import compare_report
+    from vitc.backends import load_runner
+    from vitc.checks.bench import compare_report
 
     (_, dense), rest = variants[0], variants[1:]
     reports = []
@@ -185,15 +187,16 @@ def main(model: str, uvc: Path | None, dynamicvit: Path | None, out: Path, devic
          backends: str, budget: float, keep_ratios: str, synthetic: int, uvc_epochs: int, dynamicvit_epochs: int,
          train_batch: int, warmup_ms: float, min_iters: int, min_seconds: float, cuda_graph: bool) -> None:
     """Dense vs UVC vs DynamicViT throughput through every backend present; see the module docstring."""
-    from vitc.cli.common import parse_float_list, parse_int_list
-    from vitc.engines.bench import BenchSettings, environment
-    from vitc.errors import VitcError
-    from vitc.fileio import write_json
+    from vitc.checks.environment import environment
+    from vitc.checks.settings import BenchSettings
+    from vitc.core.errors import VitcError
+    from vitc.core.fileio import write_json
+    from vitc.core.validation import parse_float_list, parse_int_list
 
     try:
         batch_list = parse_int_list(batches, "--batch")
         ratios = parse_float_list(keep_ratios, "--keep-ratios")
-        settings = BenchSettings(warmup_ms, min_iters, min_seconds)
+        settings = BenchSettings(warmup_ms=warmup_ms, min_iters=min_iters, min_seconds=min_seconds)
         settings.validate()
         use, skipped = available_backends([b.strip() for b in backends.split(",") if b.strip()], device)
         for b, why in skipped.items():
@@ -215,7 +218,7 @@ def main(model: str, uvc: Path | None, dynamicvit: Path | None, out: Path, devic
         "dynamicvit": f"from {dynamicvit}" if dynamicvit else NOTE_SYNTHETIC,
         "skipped_backends": skipped,
     }
-    result = {"device": device, "precision": precision, "batches": batch_list, "notes": notes,
+    result: dict[str, Any] = {"device": device, "precision": precision, "batches": batch_list, "notes": notes,
               "environment": reports[0]["environment"] if reports else environment([]), "comparisons": reports}
     write_json(out / "gpu_throughput.json", result)
     click.echo(f"UVC architecture: {notes['uvc']}\nDynamicViT architectures: {notes['dynamicvit']}")

@@ -6,7 +6,7 @@
   every block, the largest fraction whose MACs fit the budget, chosen by the same weight norms UVC
   ranks with (squared attn.proj column-block norm per head, squared fc2 column norm per neuron);
   no block is skipped. It is then fine-tuned with UVC's own stage-2 recipe
-  (``vitc.compress.uvc.finetune``: same epochs, lr, KD from the dense model, masks re-applied
+  (``vitc.methods.uvc.compress.finetune``: same epochs, lr, KD from the dense model, masks re-applied
   every step), so the two differ only in *what* was pruned.
 
 Both results are materialized (``vitc materialize``: sliced, checked against the masked model) and
@@ -27,22 +27,22 @@ from typing import Any
 import click
 import torch
 
-from vitc.artifacts import load_artifact
-from vitc.cli.common import check_fraction, emit
-from vitc.compress.distill import frozen_teacher
-from vitc.compress.trainer import TrainConfig
-from vitc.compress.uvc import compress_uvc, finetune, load_gateable, save_uvc
-from vitc.compress.uvc_defaults import DEFAULTS
-from vitc.compress.uvc_model import BlockMasks, UVCViT, masks_from_counts
-from vitc.compress.uvc_slice import sliced_spec
-from vitc.compress.uvc_train import UVCSettings
-from vitc.data import parse_data
-from vitc.engines.evaluate import evaluate_target
-from vitc.errors import UsageError
-from vitc.fileio import write_json
-from vitc.materialize import materialize
-from vitc.models.flops import model_macs
-from vitc.models.spec import ViTSpec
+from vitc.checks.evaluate import evaluate_target
+from vitc.cli.common import emit
+from vitc.core.artifacts import load_artifact
+from vitc.core.data import parse_data
+from vitc.core.errors import UsageError
+from vitc.core.fileio import write_json
+from vitc.core.flops import model_macs
+from vitc.core.spec import ViTSpec
+from vitc.core.validation import check_fraction
+from vitc.methods import materialize
+from vitc.methods.uvc.compress import compress_uvc, finetune, load_gateable, save_uvc
+from vitc.methods.uvc.defaults import DEFAULTS
+from vitc.methods.uvc.model import BlockMasks, UVCViT, masks_from_counts
+from vitc.methods.uvc.settings import UVCSettings
+from vitc.methods.uvc.slice import sliced_spec
+from vitc.train.distill import frozen_teacher
 
 
 def uniform_counts(spec: ViTSpec, fraction: float) -> torch.Tensor:
@@ -80,14 +80,13 @@ def run_magnitude(model: str, data: str, budget: float, work: Path, finetune_epo
     masks, fraction, ratio = magnitude_masks(dense, spec, budget)
     teacher = frozen_teacher(dense)
     net = UVCViT(dense, gate_mode="hard")  # initial logits (-1, +1): every block kept
-    settings = UVCSettings(budget=budget, kd_alpha=options["kd_alpha"], kd_tau=options["kd_tau"])
-    cfg = TrainConfig(epochs=finetune_epochs, batch_size=options["batch_size"], lr=options["finetune_lr"],
-                      warmup_epochs=options["finetune_warmup_epochs"], weight_decay=options["weight_decay"],
-                      label_smoothing=options["label_smoothing"], min_lr=options["min_lr"], seed=options["seed"])
+    # the fine-tuning recipe of `vitc compress uvc` (its settings' stage 2), so both methods train alike
+    settings = UVCSettings(budget=budget, finetune_epochs=finetune_epochs, seed=options["seed"])
+    cfg = settings.finetune_loop()
     oneshot = save_uvc(work / "oneshot.safetensors", net, spec, masks, {"method": "magnitude", "fraction": fraction})
     train_set = source.dataset(spec, "train", train_transforms=True)
-    net, history = finetune(net, spec, teacher, settings, masks, ratio, cfg, train_set, source.dataset(spec, "val"),
-                            work / "finetune")
+    net, _ = finetune(net, spec, teacher, settings, masks, ratio, cfg, train_set, source.dataset(spec, "val"),
+                      work / "finetune")
     row = {
         "keep_fraction": fraction,
         "top1_before_finetune": evaluate_target(str(oneshot), data)["top1"],
@@ -123,12 +122,11 @@ def main(model: str, data: str, budget: float, uvc_artifact: str | None, epochs:
     """Compare UVC and one-shot magnitude pruning (both fine-tuned alike) at one MACs budget."""
     check_fraction(budget, "--budget")
     t0 = time.perf_counter()
-    options = {k: DEFAULTS[k] for k in ("batch_size", "finetune_lr", "finetune_warmup_epochs", "weight_decay",
-                                        "label_smoothing", "min_lr", "kd_alpha", "kd_tau")}
-    options["seed"] = seed
+    options: dict[str, Any] = {"seed": seed}
     if uvc_artifact is None:
         ft = DEFAULTS["finetune_epochs"] if finetune_epochs is None else finetune_epochs
-        summary = compress_uvc(model, data, work / "uvc", budget=budget, epochs=epochs, finetune_epochs=ft, seed=seed)
+        summary = compress_uvc(model, data, work / "uvc", UVCSettings(budget=budget, epochs=epochs, finetune_epochs=ft,
+                                                                      seed=seed))
         assert summary is not None
         uvc_artifact, uvc_seconds = summary["artifact"], summary["seconds"]
     else:

@@ -1,15 +1,23 @@
-"""Shared test helpers: a quiet environment for subprocesses and a trained-free vit-nano artifact.
+"""Shared test helpers and fixtures: a quiet environment for subprocesses, an untrained vit-nano artifact, and
+the exported dense / token-selection models several test modules use.
 
-Keep this file small and fast; fixtures used by one test file live in that file.
+Fixtures used by one test file live in that file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
+
+    from vitc.core.spec import ViTSpec
 
 VITC = [sys.executable, "-m", "vitc.cli"]
 
@@ -35,9 +43,89 @@ def nano_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained vit-nano artifact (seeded weights), written once per session."""
     import torch
 
-    from vitc.artifacts import save_model
-    from vitc.models.registry import resolve_model
+    from vitc.core.artifacts import save_model
+    from vitc.core.models import resolve_model
 
     torch.manual_seed(0)
     model, spec = resolve_model("vit-nano")
     return save_model(tmp_path_factory.mktemp("nano") / "nano.safetensors", model, spec)
+
+
+DVT_RATIO = 0.7
+
+
+# ------------------------------------------------------------------------------------------------
+# shared exports (test_export, test_verify, test_quantize, test_ort_runner)
+# ------------------------------------------------------------------------------------------------
+
+def dvt_spec() -> ViTSpec:
+    """UVC-like (heterogeneous heads and MLP widths, 3 of 4 blocks) + DynamicViT (2 selection stages)."""
+    from vitc.core.models import SMALL_CONFIGS
+    from vitc.core.spec import BlockSpec
+    from vitc.core.token_select import keep_counts
+
+    base = SMALL_CONFIGS["vit-nano"]
+    k1, k2 = keep_counts(base.num_patches, DVT_RATIO, 2)
+    blocks = [BlockSpec(2, 16, 48), BlockSpec(1, 16, 64, keep_tokens=k1), BlockSpec(2, 16, 24, keep_tokens=k2)]
+    return base.replace(name="vit-nano-uvc-dvt", blocks=blocks)
+
+
+def dvt_model(seed: int) -> torch.nn.Module:
+    import torch
+
+    from vitc.core.spec import build
+    from vitc.core.token_select import TokenSelect
+
+    torch.manual_seed(seed)
+    model = build(dvt_spec(), init_weights=True)
+    with torch.no_grad():  # timm's init gives near-equal token scores; spread them as training would
+        for sel in model.modules():
+            if isinstance(sel, TokenSelect):
+                for lin in sel.predictor.modules():
+                    if isinstance(lin, torch.nn.Linear):
+                        lin.weight.normal_(0, 0.5)
+    return model.eval()
+
+
+def exported(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, Any]:
+    """``{"artifact", "onnx", "result"}`` for ``dense`` or ``dvt``, built once per session (cached on disk)."""
+    folder = tmp_path_factory.getbasetemp() / "vitc-export-cache"
+    folder.mkdir(exist_ok=True)
+    art, onnx_path, result_path = folder / f"{name}.safetensors", folder / f"{name}.onnx", folder / f"{name}.json"
+    if not result_path.exists():
+        import torch
+
+        from vitc.core.artifacts import save_model
+        from vitc.core.models import SMALL_CONFIGS
+        from vitc.core.spec import build
+
+        if name == "dense":
+            torch.manual_seed(0)
+            spec = SMALL_CONFIGS["vit-nano"]
+            save_model(art, build(spec, init_weights=True), spec)
+            from click.testing import CliRunner
+
+            from vitc.cli import cli
+
+            r = CliRunner().invoke(cli, ["export", str(art), "--out", str(onnx_path), "--json"])
+            assert r.exit_code == 0, r.output
+            result = json.loads(r.stdout)
+        else:
+            save_model(art, dvt_model(0), dvt_spec(), meta={"method": "dynamicvit", "keep_ratio": DVT_RATIO})
+            from vitc.checks.verify import export_verified
+
+            result = export_verified(str(art), onnx_path)
+        result_path.write_text(json.dumps(result))
+    return {"artifact": str(art), "onnx": str(onnx_path), "result": json.loads(result_path.read_text())}
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A seeded vit-nano artifact and its verified ONNX (exported through the CLI)."""
+    return exported(tmp_path_factory, "dense")
+
+
+@pytest.fixture(scope="module")
+def dvt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A heterogeneous (UVC-like) token-selection model and its verified ONNX."""
+    return exported(tmp_path_factory, "dvt")

@@ -10,9 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vitc.artifacts import META_DIGEST, load_artifact, load_model, read_header, save_artifact, save_model
-from vitc.errors import UsageError
-from vitc.models.registry import SMALL_CONFIGS, load_checkpoint_weights, load_torch_file, resolve_model
+from vitc.core.artifacts import META_DIGEST, load_artifact, load_model, read_header, save_artifact, save_model
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS, load_checkpoint_weights, load_torch_file, resolve_model
 
 
 def test_save_load_parity_and_metadata(tmp_path: Path) -> None:
@@ -47,8 +47,10 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unknown_kind(tmp_path: Path, nano_artifact: Path) -> None:
     art = load_artifact(nano_artifact)
     path = save_artifact(tmp_path / "k.safetensors", art.spec, art.tensors, kind="quantum")
+    from vitc.methods import load_any  # any kind: dispatched by the method registry
+
     with pytest.raises(UsageError, match="unknown artifact kind 'quantum'"):
-        load_model(path)
+        load_any(path)
 
 
 def test_edited_metadata_fails_the_digest(tmp_path: Path, nano_artifact: Path) -> None:

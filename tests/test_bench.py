@@ -9,14 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vitc.artifacts import save_model
+from vitc.backends.base import Runner
+from vitc.backends.torch_runner import TorchRunner
+from vitc.checks.bench import CV_WARN, BenchSettings, batch_result, compare_report, latency_stats, measure, speedups
 from vitc.cli import cli
-from vitc.engines.base import Runner
-from vitc.engines.bench import CV_WARN, BenchSettings, batch_result, compare_report, latency_stats, measure, speedups
-from vitc.engines.torch_runner import TorchRunner
-from vitc.errors import UsageError
-from vitc.models.flops import model_macs
-from vitc.models.registry import resolve_model
+from vitc.core.artifacts import save_model
+from vitc.core.errors import UsageError
+from vitc.core.flops import model_macs
+from vitc.core.models import resolve_model
 
 FAST = ["--min-iters", "3", "--min-seconds", "0", "--warmup-ms", "0", "--device", "cpu"]
 
@@ -142,7 +142,8 @@ def test_bench_cli_compare(artifacts):
 @pytest.mark.parametrize("args, message", [
     ([], "give either TARGET or --compare A B"),
     (["vit-nano", "--compare", "vit-nano", "vit-micro"], "give either TARGET or --compare A B"),
-    (["vit-nano", "--batch", "0,8"], "--batch: every value must be >= 1"),
+    (["vit-nano", "--batch-sizes", "0,8"], "--batch-sizes must be >= 1, got 0"),
+    (["vit-nano", "--batch", "0,8"], "--batch must be >= 1, got 0"),  # the old spelling, named as typed
     (["vit-nano", "--precision", "fp16"], "fp16 on the torch backend needs --device cuda"),
     (["vit-nano", "--compile"], "need a CUDA device"),
     (["vit-nano", "--precision", "int8"], "torch precision must be one of"),

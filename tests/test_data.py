@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitc.data.sources import make_loader, parse_data
-from vitc.errors import UsageError
-from vitc.models.registry import SMALL_CONFIGS
+from vitc.core.data import make_loader, parse_data
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
 
 NANO = SMALL_CONFIGS["vit-nano"]
 MICRO = SMALL_CONFIGS["vit-micro"]
@@ -72,7 +72,7 @@ def test_synthetic_is_deterministic() -> None:
 
 def test_synthetic_data_keeps_the_models_own_head() -> None:
     """A model built by name on synthetic data keeps its classes (a synthetic DeiT-S has 1000)."""
-    from vitc.models.registry import resolve_model
+    from vitc.core.models import resolve_model
 
     assert parse_data("digits").head_classes() == 10
     assert parse_data("synthetic:8").head_classes() is None

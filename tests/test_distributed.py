@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import subprocess_env
-from vitc.artifacts import load_model
+
 from vitc.cli import cli
-from vitc.data import parse_data
+from vitc.core.artifacts import load_model
+from vitc.core.data import parse_data
 
 # 71 images, global batch 8: rank 0's shard has 36 images and rank 1's 35, so without equal
 # per-rank step counts rank 0 would run a 9th step that rank 1 never joins (a DDP hang).
@@ -62,8 +62,8 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
 
 def _initial_model() -> torch.nn.Module:
     """The weights ``vitc train --seed 0`` starts from."""
-    from vitc.compress.trainer import seed_everything
-    from vitc.models.registry import resolve_model
+    from vitc.core.models import resolve_model
+    from vitc.train.loop import seed_everything
 
     seed_everything(0)
     return resolve_model("vit-nano", num_classes=10)[0]
@@ -71,7 +71,7 @@ def _initial_model() -> torch.nn.Module:
 
 FAULT = """
 import os
-import vitc.compress.trainer as trainer
+import vitc.train.loop as trainer
 
 if os.environ["RANK"] == "1":
     original = trainer.Objective.loss

@@ -11,8 +11,12 @@ import torch
 from click.testing import CliRunner
 
 from vitc.cli import cli
-from vitc.compress.dynamicvit import (
-    DynamicViTConfig,
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS, resolve_model
+from vitc.core.spec import build
+from vitc.core.token_select import PredictorLG, TokenSelect, default_stages, keep_counts
+from vitc.methods.dynamicvit import defaults as D
+from vitc.methods.dynamicvit.compress import (
     DynamicViTObjective,
     MaskedTrainModel,
     attach_predictors,
@@ -24,13 +28,9 @@ from vitc.compress.dynamicvit import (
     token_distill_loss,
     with_token_selection,
 )
-from vitc.compress import dynamicvit_defaults as D
-from vitc.compress.dynamicvit_forward import cls_attention_forward, masked_forward, softmax_with_policy
-from vitc.compress.trainer import TrainConfig
-from vitc.errors import UsageError
-from vitc.models.registry import SMALL_CONFIGS, resolve_model
-from vitc.models.spec import build
-from vitc.models.token_select import PredictorLG, TokenSelect, default_stages, keep_counts
+from vitc.methods.dynamicvit.forward import cls_attention_forward, masked_forward, softmax_with_policy
+from vitc.methods.dynamicvit.settings import DynamicViTSettings
+from vitc.train.settings import TrainSettings
 
 
 def _peaky(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -199,12 +199,12 @@ def test_token_distillation_counts_only_kept_tokens():
 def test_objective_param_groups_freeze_backbone_then_scale():
     torch.manual_seed(0)
     dense, spec = resolve_model("vit-nano")
-    obj = DynamicViTObjective(dense, DynamicViTConfig(keep_ratio=0.7, freeze_epochs=2))
+    obj = DynamicViTObjective(dense, DynamicViTSettings(keep_ratio=0.7, freeze_epochs=2))
     model, _ = attach_predictors(dense, spec, 0.7, [1, 2, 3])
     for name in ("cls_token", "pos_embed"):
         getattr(model, name).requires_grad_(False)
     wrapper = MaskedTrainModel(model)
-    groups = obj.param_groups(wrapper, TrainConfig())
+    groups = obj.param_groups(wrapper, TrainSettings())
     in_groups = {id(p) for g in groups for p in g["params"]}
     assert id(model.cls_token) not in in_groups and id(model.pos_embed) not in in_groups
     pred = {id(p) for m in model.blocks if isinstance(m, TokenSelect) for p in m.parameters()}
@@ -224,7 +224,7 @@ def test_objective_param_groups_freeze_backbone_then_scale():
 
 
 def test_training_tree_has_the_keys_of_build(tmp_path):
-    from vitc.artifacts import load_artifact, save_artifact
+    from vitc.core.artifacts import load_artifact, save_artifact
 
     model, spec = _micro_with_predictors(0.7)
     assert list(model.state_dict()) == list(build(spec).state_dict())
@@ -247,7 +247,7 @@ def model_with_keep(model: torch.nn.Module, counts: list[int]) -> torch.nn.Modul
 
 
 def test_deit_small_macs_at_keep_07():
-    from vitc.models.summary import summarize
+    from vitc.core.summary import summarize
 
     _, spec = resolve_model("deit_small_patch16_224")
     dvt = with_token_selection(spec, 0.7, resolve_stages(spec, None))

@@ -15,84 +15,26 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import DVT_RATIO, dvt_model
 from onnx import TensorProto, helper
 
-from vitc.artifacts import save_model
+from vitc.checks import verify
+from vitc.checks.verify import export_verified
 from vitc.cli import cli
-from vitc.errors import CheckFailed, UsageError
-from vitc.export import check_trt_ready, export_onnx, load_onnx
-from vitc.export import onnx_export
-from vitc.export.graph import token_score_nodes
-from vitc.export.onnx_io import metadata, onnx_spec
-from vitc.export.trt_ops import MAX_TOPK_K, SUPPORTED_OPS
-from vitc.models.registry import SMALL_CONFIGS
-from vitc.models.spec import BlockSpec, ViTSpec, build
-from vitc.models.token_select import TokenSelect, keep_counts
-
-REFERENCE_MATRIX = Path("/work/shared/reference/onnx-tensorrt-operators-10.1.md")
-DVT_RATIO = 0.7
-
-
-# ------------------------------------------------------------------------------------------------
-# shared exports (also imported by test_verify, test_quantize, test_ort_runner)
-# ------------------------------------------------------------------------------------------------
-
-def dvt_spec() -> ViTSpec:
-    """UVC-like (heterogeneous heads and MLP widths, 3 of 4 blocks) + DynamicViT (2 selection stages)."""
-    base = SMALL_CONFIGS["vit-nano"]
-    k1, k2 = keep_counts(base.num_patches, DVT_RATIO, 2)
-    blocks = [BlockSpec(2, 16, 48), BlockSpec(1, 16, 64, keep_tokens=k1), BlockSpec(2, 16, 24, keep_tokens=k2)]
-    return base.replace(name="vit-nano-uvc-dvt", blocks=blocks)
-
-
-def _dvt_model(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build(dvt_spec(), init_weights=True)
-    with torch.no_grad():  # timm's init gives near-equal token scores; spread them as training would
-        for sel in model.modules():
-            if isinstance(sel, TokenSelect):
-                for lin in sel.predictor.modules():
-                    if isinstance(lin, torch.nn.Linear):
-                        lin.weight.normal_(0, 0.5)
-    return model.eval()
-
-
-def exported(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, Any]:
-    """``{"artifact", "onnx", "result"}`` for ``dense`` or ``dvt``, built once per session (cached on disk)."""
-    folder = tmp_path_factory.getbasetemp() / "vitc-export-cache"
-    folder.mkdir(exist_ok=True)
-    art, onnx_path, result_path = folder / f"{name}.safetensors", folder / f"{name}.onnx", folder / f"{name}.json"
-    if not result_path.exists():
-        if name == "dense":
-            torch.manual_seed(0)
-            spec = SMALL_CONFIGS["vit-nano"]
-            save_model(art, build(spec, init_weights=True), spec)
-            r = CliRunner().invoke(cli, ["export", str(art), "--out", str(onnx_path), "--json"])
-            assert r.exit_code == 0, r.output
-            result = json.loads(r.stdout)
-        else:
-            save_model(art, _dvt_model(0), dvt_spec(), meta={"method": "dynamicvit", "keep_ratio": DVT_RATIO})
-            result = export_onnx(str(art), onnx_path)
-        result_path.write_text(json.dumps(result))
-    return {"artifact": str(art), "onnx": str(onnx_path), "result": json.loads(result_path.read_text())}
-
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory):
-    return exported(tmp_path_factory, "dense")
-
-
-@pytest.fixture(scope="module")
-def dvt(tmp_path_factory):
-    return exported(tmp_path_factory, "dvt")
-
+from vitc.core.errors import CheckFailed, UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.core.token_select import keep_counts
+from vitc.onnx import export as onnx_export
+from vitc.onnx.graph import token_score_nodes
+from vitc.onnx.io import load_onnx, metadata, onnx_spec
+from vitc.onnx.readiness import check_trt_ready
+from vitc.onnx.trt_ops import MAX_TOPK_K, SUPPORTED_OPS, matrix_rows
 
 # ------------------------------------------------------------------------------------------------
 # export
@@ -164,7 +106,7 @@ def _reuse_trace(monkeypatch, dvt) -> None:
 def test_fp16_export_keeps_io_layernorm_softmax_and_token_scores_in_fp32(dvt, tmp_path, monkeypatch):
     _reuse_trace(monkeypatch, dvt)
     out = tmp_path / "dvt.fp16.onnx"
-    r = export_onnx(dvt["artifact"], out, fp16=True)
+    r = export_verified(dvt["artifact"], out, fp16=True)
     assert r["precision"] == "fp16" and r["trt_ready"] and r["verify"]["passed"]
     assert (r["verify"]["stat"], r["verify"]["atol"], r["verify"]["rtol"]) == ("mean", 1e-2, 1e-2)
     assert r["verify"]["top1_agreement"] == 100.0
@@ -185,30 +127,32 @@ def test_fp16_export_keeps_io_layernorm_softmax_and_token_scores_in_fp32(dvt, tm
 
 
 def test_export_writes_nothing_when_verification_fails(dvt, tmp_path, monkeypatch):
-    from vitc.export import verify
 
     _reuse_trace(monkeypatch, dvt)
     monkeypatch.setitem(verify.DEFAULT_TOLERANCES, "fp32", (0.0, 0.0, "elemwise"))
     out = tmp_path / "never.onnx"
     with pytest.raises(CheckFailed, match=r"never\.onnx not written: FAILED \| ONNX Runtime \(fp32\) vs PyTorch"):
-        export_onnx(dvt["artifact"], out)
+        export_verified(dvt["artifact"], out)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"opset": 17}, "--opset must be one of 18, 19, 20"),
-    ({"batch": 0}, "--batch must be >= 1"),
+    ({"static_batch": 0}, "--static-batch must be >= 1"),
     ({"keep_ratio": 0.5}, "was materialized at keep ratio 0.7; --keep-ratio 0.5 needs the DynamicViT"),
 ])
 def test_export_refuses_bad_options(dvt, tmp_path, kwargs, message):
     with pytest.raises(UsageError, match=re.escape(message)):
-        export_onnx(dvt["artifact"], tmp_path / "x.onnx", **kwargs)
+        export_verified(dvt["artifact"], tmp_path / "x.onnx", **kwargs)
 
 
 def test_export_cli_usage_errors_exit_2(dense, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(cli, ["export", dense["artifact"], "--out", str(tmp_path / "m.onnx"), "--batch", "4", "--dynamic-batch"])
-    assert r.exit_code == 2 and "error: --batch N (static) and --dynamic-batch exclude each other" in r.stderr
+    # the batch is dynamic unless --static-batch N; the old no-op --dynamic-batch flag is gone
+    r = runner.invoke(cli, ["export", dense["artifact"], "--out", str(tmp_path / "m.onnx"), "--dynamic-batch"])
+    assert r.exit_code == 2 and "No such option '--dynamic-batch'" in r.stderr
+    r = runner.invoke(cli, ["export", dense["artifact"], "--out", str(tmp_path / "m.onnx"), "--static-batch", "0"])
+    assert r.exit_code == 2 and "error: --static-batch must be >= 1, got 0" in r.stderr
     r = runner.invoke(cli, ["export", dense["artifact"], "--out", str(tmp_path / "m.txt")])
     assert r.exit_code == 2 and "error: --out must name a .onnx file" in r.stderr
     r = runner.invoke(cli, ["export", dense["artifact"]])
@@ -321,11 +265,11 @@ def test_truncated_corrupt_and_foreign_files_are_one_line_errors(dense, tmp_path
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not REFERENCE_MATRIX.is_file(), reason="support matrix reference file not present")
-def test_supported_ops_match_the_parsers_own_matrix():
-    rows = re.findall(r"^\|\s*([A-Za-z0-9]+)\s*\|\s*([YN])\s*\|", REFERENCE_MATRIX.read_text(), flags=re.M)
-    assert {op for op, flag in rows if flag == "Y"} == SUPPORTED_OPS
-    assert "Unique" in {op for op, flag in rows if flag == "N"}
+def test_supported_ops_come_from_the_parsers_own_matrix_shipped_as_package_data():
+    rows = matrix_rows()  # read from vitc/onnx/data/, inside the installed package
+    assert len(rows) == 196 and len(SUPPORTED_OPS) == 150
+    assert {"MatMul", "Softmax", "LayerNormalization", "TopK", "GatherElements", "QuantizeLinear"} <= SUPPORTED_OPS
+    assert rows["Unique"] is False and rows["AffineGrid"] is False and "Unique" not in SUPPORTED_OPS
 
 
 @pytest.mark.parametrize("command", ["export", "verify", "quantize"])
@@ -338,7 +282,7 @@ def test_help(command):
 def test_token_scores_of_random_predictors_are_spread_at_the_cut():
     """Guard for the fixture itself: scores tied at the K-th place would make TopK parity a coin toss.
     (Ties among kept tokens only reorder them, which the blocks after selection do not see.)"""
-    model = _dvt_model(0)
+    model = dvt_model(0)
     x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     sel = model.blocks[1]
     tokens = model.blocks[0](model._pos_embed(model.patch_embed(x)))[:, 1:]

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitc.cli import cli
-from vitc.models.flops import model_macs, per_block_macs, predictor_macs
-from vitc.models.registry import SMALL_CONFIGS, resolve_spec
-from vitc.models.spec import BlockSpec, ViTSpec, build
-from vitc.models.summary import count_params
+from vitc.core.flops import model_macs, per_block_macs, predictor_macs
+from vitc.core.models import SMALL_CONFIGS, resolve_spec
+from vitc.core.spec import BlockSpec, ViTSpec, build
+from vitc.core.summary import count_params
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,16 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import exported
 from onnx import TensorProto, helper, numpy_helper
 
-from test_export import exported
+from vitc.backends import load_runner
+from vitc.backends.ort_runner import OrtRunner, choose_providers
+from vitc.checks.evaluate import evaluate_target
 from vitc.cli import cli
-from vitc.engines.base import load_runner
-from vitc.engines.evaluate import evaluate_target
-from vitc.engines.ort_runner import OrtRunner, choose_providers
-from vitc.errors import UsageError
-from vitc.export.onnx_io import save_onnx, stamp
-from vitc.models.registry import SMALL_CONFIGS
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.onnx.io import save_onnx, stamp
 
 SPEC = SMALL_CONFIGS["vit-nano"]  # 3x16x16 input, 10 classes
 

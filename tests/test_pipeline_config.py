@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vitc.errors import UsageError
-from vitc.pipeline_config import config_from_dict, load_config
+from vitc.core.errors import UsageError
+from vitc.pipeline.config import config_from_dict, load_config
 
 BASE = {"model": "vit-nano", "data": "digits"}
 
@@ -23,8 +23,10 @@ BASE = {"model": "vit-nano", "data": "digits"}
         ({**BASE, "uvc": {"budgets": [1.5]}}, "'uvc.budgets[0]' must be in (0, 1]"),
         ({**BASE, "dynamicvit": {"keep_ratio": 0}}, "'dynamicvit.keep_ratio' must be in (0, 1]"),
         ({**BASE, "bench": {"backends": ["tvm"]}}, "'bench.backends[0]' must be one of torch, onnxruntime, tensorrt"),
-        ({**BASE, "bench": {"batch_sizes": [32, 0]}}, "'bench.batch_sizes' must be a non-empty list of positive integers"),
-        ({**BASE, "export": {"opset": 13}}, "'export.opset' must be 17..20"),
+        ({**BASE, "bench": {"batch_sizes": [32, 0]}}, "'bench.batch_sizes[1]' must be >= 1, got 0"),
+        ({**BASE, "export": {"opset": 13}}, "'export.opset' must be one of 18, 19, 20, got 13"),
+        # vitc export refuses opset 17, so the pipeline must refuse it before the baseline trains
+        ({**BASE, "export": {"opset": 17}}, "'export.opset' must be one of 18, 19, 20, got 17"),
         ({**BASE, "baseline": {"epochs": "ten"}}, "'baseline.epochs' must be an integer"),
         ({**BASE, "data": "mnist"}, "unknown data source 'mnist'"),
     ],
@@ -42,8 +44,9 @@ def test_example_yaml_is_valid(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text(text)
     cfg = load_config(p)
-    assert cfg.uvc is not None and cfg.uvc.budgets == [0.5] and cfg.uvc.finetune_epochs == 120
-    assert cfg.dynamicvit is not None and cfg.dynamicvit.keep_ratio == 0.7
+    uvc, dynamicvit = cfg.methods["uvc"], cfg.methods["dynamicvit"]
+    assert uvc.values == [0.5] and uvc.runs[0].finetune_epochs == 120
+    assert dynamicvit.runs[0].keep_ratio == 0.7
     assert cfg.distributed.nproc_per_node == 8
 
 

@@ -8,17 +8,19 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import exported
 from onnx import numpy_helper
 
-from test_export import exported
-from vitc.calibration import ImageCalibrationReader, quantize_onnx
+from vitc.checks.verify import verify_onnx
 from vitc.cli import cli
-from vitc.data import parse_data
-from vitc.errors import UsageError
-from vitc.export import check_trt_ready, load_onnx, verify_onnx
-from vitc.export.graph import token_score_nodes
-from vitc.export.onnx_io import metadata, onnx_spec
-from vitc.models.registry import SMALL_CONFIGS
+from vitc.core.data import parse_data
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.onnx.calibration import ImageCalibrationReader
+from vitc.onnx.graph import token_score_nodes
+from vitc.onnx.io import load_onnx, metadata, onnx_spec
+from vitc.onnx.quantize import quantize_onnx
+from vitc.onnx.readiness import check_trt_ready
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_refusals(dvt, tmp_path):
     assert r.exit_code == 2
     fp16 = tmp_path / "fp16.onnx"
     model = load_onnx(dvt["onnx"])
-    from vitc.export.onnx_io import save_onnx, stamp
+    from vitc.onnx.io import save_onnx, stamp
 
     stamp(model, {"vitc.precision": "fp16"})
     save_onnx(model, fp16)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vitc.report import add_speedups, markdown_table, write_report
+from vitc.pipeline.report import add_speedups, markdown_table, write_report
 
 
 def _rows():
@@ -52,7 +52,7 @@ def test_point_labels_that_would_overlap_are_moved_apart():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitc.report import separate_labels
+    from vitc.pipeline.report import separate_labels
 
     fig, ax = plt.subplots()
     ax.set_xlim(0, 100)

@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import VITC, subprocess_env
 from torch.utils.data import Subset
 
-from conftest import VITC, subprocess_env
-from vitc.artifacts import load_model
 from vitc.cli import cli
-from vitc.compress.trainer import CHECKPOINT_NAME, METRICS_NAME, Objective, TrainConfig, fit, load_checkpoint
-from vitc.data import parse_data
-from vitc.models.registry import resolve_model
+from vitc.core.artifacts import load_model
+from vitc.core.data import parse_data
+from vitc.core.models import resolve_model
+from vitc.train.loop import CHECKPOINT_NAME, METRICS_NAME, Objective, TrainSettings, fit, load_checkpoint
 
 
 def _fit(out: Path, stop_after: int | None = None, resume: bool = False) -> tuple[torch.nn.Module, list]:
     """3 epochs of vit-nano with dropout and augmentation on digits; ``stop_after`` interrupts the run
     right after that epoch's checkpoint, as a kill would."""
-    import vitc.compress.trainer as trainer
+    import vitc.train.loop as trainer
 
     torch.manual_seed(123)
     model, spec = resolve_model("vit-nano")
@@ -35,7 +35,7 @@ def _fit(out: Path, stop_after: int | None = None, resume: bool = False) -> tupl
     data = parse_data("digits")
     train = Subset(data.dataset(spec, "train", train_transforms=True), range(320))
     val = Subset(data.dataset(spec, "val"), range(100))
-    cfg = TrainConfig(epochs=3, batch_size=32, warmup_epochs=1, seed=4, device="cpu", deterministic=True)
+    cfg = TrainSettings(epochs=3, batch_size=32, warmup_epochs=1, seed=4, device="cpu", deterministic=True)
     args = (model, Objective(), train, val, cfg, out)
     if stop_after is None:
         return fit(*args, resume=resume)

@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 
-from vitc.artifacts import load_model, save_model
-from vitc.errors import UsageError
-from vitc.models.registry import SMALL_CONFIGS
-from vitc.models.spec import BlockSpec, ViTSpec, build, spec_from_model
+from vitc.core.artifacts import load_model, save_model
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.core.spec import BlockSpec, ViTSpec, build, spec_from_model
 
 # (timm name, extra create_model kwargs, what the spec must show)
 ROUND_TRIP = [

@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vitc.artifacts import load_model, read_header
 from vitc.cli import cli
-from vitc.compress.trainer import CHECKPOINT_NAME, cosine_lr, epoch_seed, load_checkpoint
+from vitc.core.artifacts import load_model, read_header
+from vitc.train.loop import CHECKPOINT_NAME, cosine_lr, epoch_seed, load_checkpoint
 
 TRAIN = ["train", "--model", "vit-nano", "--data", "digits", "--batch-size", "64", "--lr", "2e-3",
          "--warmup-epochs", "0.5", "--device", "cpu", "--json"]
@@ -30,7 +30,11 @@ def test_train_writes_artifact_metrics_and_checkpoint(trained: tuple[Path, dict]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "model.safetensors"]
     assert result["artifact"] == str(out / "model.safetensors") and result["epochs"] == 2
     spec, kind, meta = read_header(out / "model.safetensors")
-    assert (spec.name, spec.num_classes, kind, meta) == ("vit-nano", 10, "model", {"trained_on": "digits", "epochs": 2})
+    assert (spec.name, spec.num_classes, kind) == ("vit-nano", 10, "model")
+    assert (meta["trained_on"], meta["epochs"], meta["val_top1"]) == ("digits", 2, result["val_top1"])
+    prov = meta["provenance"]  # what made it: step, settings (seed included), data, the model it started from
+    assert (prov["step"], prov["data"], prov["seed"], prov["parent"]) == ("train", "digits", 0, {"name": "vit-nano"})
+    assert prov["settings"]["epochs"] == 2 and prov["vitc"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and metrics["final"] == result
     assert metrics["epochs"][1]["loss"] < metrics["epochs"][0]["loss"]  # it learns

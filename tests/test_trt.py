@@ -17,8 +17,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from vitc.cli import cli
-from vitc.engines.trt_build import (
+from vitc.backends.tensorrt.build import (
     BuildSettings,
     ParserErrorInfo,
     make_sidecar,
@@ -28,10 +27,12 @@ from vitc.engines.trt_build import (
     sidecar_path,
     timing_cache_path,
 )
-from vitc.engines.trt_common import INSTALL_HINT, TensorRTUnavailable, require_tensorrt, tensorrt_version
-from vitc.engines.trt_profile import batch_profile, onnx_precision, read_onnx
-from vitc.errors import UsageError
-from vitc.models.registry import SMALL_CONFIGS
+from vitc.backends.tensorrt.common import INSTALL_HINT, TensorRTUnavailable, require_tensorrt, tensorrt_version
+from vitc.cli import cli
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.onnx.io import precision_of as onnx_precision
+from vitc.onnx.profile import batch_profile, read_onnx
 
 HAVE_TRT = tensorrt_version() is not None
 no_trt = pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here; these tests check its absence")
@@ -205,7 +206,7 @@ def test_engine_runner_without_tensorrt_is_one_line(tmp_path, cmd):
 # ---- the type check is real ---------------------------------------------------------------------
 
 def test_repaired_stubs_parse(tmp_path):
-    from vitc.engines.trt_stubs import repair_line, repair_stubs
+    from tools.trt_stubs import repair_line, repair_stubs
 
     files, repaired = repair_stubs(tmp_path)
     assert files >= 2 and repaired >= 1
@@ -219,14 +220,14 @@ def test_repaired_stubs_parse(tmp_path):
 @pytest.mark.slow
 def test_mypy_checks_tensorrt_calls_against_the_stubs(tmp_path):
     """The TensorRT modules pass, and a wrong call into tensorrt fails (so `tensorrt` is not Any)."""
-    pytest.importorskip("mypy")
-    from vitc.engines.trt_stubs import repair_stubs
+    from tools.trt_stubs import repair_stubs
 
     repair_stubs(tmp_path / "stubs")
     canary = tmp_path / "canary.py"
     canary.write_text("def f() -> None:\n    import tensorrt as trt\n    n: int = trt.Builder(trt.Logger()).create_network(0)\n")
-    modules = ["tensorrt_runner", "trt_build", "trt_common", "trt_profile", "trt_stubs"]
-    files = [str(REPO / "vitc" / "engines" / f"{m}.py") for m in modules] + [str(canary)]
+    modules = ["vitc/backends/tensorrt/runner.py", "vitc/backends/tensorrt/build.py", "vitc/backends/tensorrt/common.py",
+               "vitc/onnx/profile.py", "tools/trt_stubs.py"]
+    files = [str(REPO / m) for m in modules] + [str(canary)]
     env = {**os.environ, "MYPYPATH": str(tmp_path / "stubs")}
     r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), "--follow-imports=silent",
                         "--cache-dir", str(tmp_path / "cache"), *files], capture_output=True, text=True, env=env, cwd=REPO)

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import one_error_line
-from vitc.artifacts import load_artifact, save_model
+
 from vitc.cli import cli
-from vitc.compress.trainer import StepContext, default_param_groups
-from vitc.compress.uvc import materialize_uvc, model_from_artifact, save_uvc
-from vitc.compress.uvc_model import BlockMasks, UVCViT, apply_masks, masks_from_counts
-from vitc.compress.uvc_slice import sliced_spec
-from vitc.compress.uvc_train import UVCSearch, UVCSettings, distillation_loss, z_lr_at
-from vitc.distributed import DistInfo
-from vitc.errors import CheckFailed
-from vitc.models.flops import model_macs
-from vitc.models.registry import SMALL_CONFIGS, resolve_model
-from vitc.models.spec import build
+from vitc.core.artifacts import load_artifact, save_model
+from vitc.core.errors import CheckFailed
+from vitc.core.flops import model_macs
+from vitc.core.models import SMALL_CONFIGS, resolve_model
+from vitc.core.spec import build
+from vitc.methods.uvc.compress import materialize_uvc, model_from_artifact, save_uvc
+from vitc.methods.uvc.model import BlockMasks, UVCViT, apply_masks, masks_from_counts
+from vitc.methods.uvc.objectives import UVCSearch, UVCSettings, distillation_loss, z_lr_at
+from vitc.methods.uvc.slice import sliced_spec
+from vitc.train.distributed import DistInfo
+from vitc.train.loop import StepContext, default_param_groups
 
 
 def _peaky(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -82,7 +82,7 @@ def test_R_equals_analytic_macs_of_the_materialized_spec(seed):
     masks = masks_from_counts(net.vit, spec, s, None)
     exact = model_macs(sliced_spec(spec, masks, kept)) / model_macs(spec)
     assert abs(R - exact) <= 0.01 * exact
-    assert R == pytest.approx(search.resource.masked_ratio(masks, kept), rel=1e-6)
+    assert pytest.approx(search.resource.masked_ratio(masks, kept), rel=1e-6) == R
     assert exact < 1.0
 
 
@@ -233,8 +233,8 @@ def test_sliced_model_equals_the_masked_model(tmp_path):
 
 
 def test_materialize_refuses_to_write_a_model_that_differs(tmp_path, monkeypatch):
-    import vitc.compress.uvc as uvc
-    from vitc.materialize import materialize
+    import vitc.methods.uvc.compress as uvc
+    from vitc.methods import materialize
 
     src = _uvc_artifact(tmp_path / "c.safetensors")
     real = uvc.sliced_state
@@ -253,8 +253,8 @@ def test_materialize_refuses_to_write_a_model_that_differs(tmp_path, monkeypatch
 
 
 def test_prune_v_learns_v_counts_and_the_result_materializes_and_exports(tmp_path):
-    from vitc.export import export_onnx
-    from vitc.materialize import materialize
+    from vitc.checks.verify import export_verified
+    from vitc.methods import materialize
 
     net, spec, search, _, _ = _search_steps(budget=0.3, steps=6, prune_v=True, count_lr=1.0)
     assert float(search.r.max()) > 0  # V-channel counts learned
@@ -269,7 +269,7 @@ def test_prune_v_learns_v_counts_and_the_result_materializes_and_exports(tmp_pat
     assert summary["max_abs_diff"] <= 1e-4
     # R counted the V channels; timm's Attention keeps alive heads' full V, so the real MACs are higher
     assert search.resource.masked_ratio(masks, kept) < summary["macs_after"] / summary["macs_before"]
-    exported = export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    exported = export_verified(tmp_path / "m.safetensors", tmp_path / "m.onnx")
     assert exported["verify"]["passed"]
 
 
@@ -355,5 +355,5 @@ def test_cli_compress_eval_materialize_and_resume(tmp_path, nano_artifact, monke
     assert res.exit_code == 0, res.output
     resumed = json.loads((out / "metrics.json").read_text())["epochs"]
     assert [r["stage"] for r in resumed][-2:] == ["finetune", "finetune"]
-    strip = lambda rec: {k: v for k, v in rec.items() if k != "seconds"}  # noqa: E731
+    strip = lambda rec: {k: v for k, v in rec.items() if k != "seconds"}
     assert [strip(r) for r in resumed[:5]] == [strip(r) for r in metrics["epochs"]]

@@ -10,15 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from test_export import dense, dvt, exported  # noqa: F401  (shared module-scoped fixtures)
-from vitc.artifacts import save_model
+from vitc.checks.verify import compare_outputs, default_tolerances, verify_onnx
 from vitc.cli import cli
-from vitc.errors import UsageError
-from vitc.export import verify_onnx
-from vitc.export.verify import compare_outputs, default_tolerances
-from vitc.models.registry import SMALL_CONFIGS
-from vitc.models.spec import build
-
+from vitc.core.artifacts import save_model
+from vitc.core.errors import UsageError
+from vitc.core.models import SMALL_CONFIGS
+from vitc.core.spec import build
 
 # ------------------------------------------------------------------------------------------------
 # the comparison rules
@@ -134,7 +131,7 @@ def test_bad_options_are_usage_errors(dense):
 
 
 def test_keep_masks_follow_indices_through_the_stages():
-    from vitc.export.selection import keep_masks_from_indices
+    from vitc.onnx.selection import keep_masks_from_indices
 
     # stage 1 keeps patches 5, 2, 0, 3 (in that order); stage 2 keeps list entries 1 and 3 = patches 2, 3
     masks = keep_masks_from_indices([np.array([[5, 2, 0, 3]]), np.array([[1, 3]])], num_patches=6)
@@ -143,9 +140,9 @@ def test_keep_masks_follow_indices_through_the_stages():
 
 
 def test_gathered_forward_reproduces_the_model_and_forces_kept_tokens(dvt):
-    from vitc.artifacts import load_artifact
-    from vitc.compress.dynamicvit import model_from_artifact
-    from vitc.compress.dynamicvit_forward import gathered_forward
+    from vitc.core.artifacts import load_artifact
+    from vitc.methods.dynamicvit.compress import model_from_artifact
+    from vitc.methods.dynamicvit.forward import gathered_forward
 
     model = model_from_artifact(load_artifact(dvt["artifact"]))
     torch.manual_seed(0)
@@ -167,7 +164,7 @@ def test_selection_flips_are_reported_and_numerics_checked_on_the_same_tokens(dv
     """Against an artifact with other predictor weights (same backbone) the kept tokens differ, yet the
     ONNX's numbers match the fp32 model run on the ONNX's kept tokens: the flips are reported and
     judged by top-1 agreement, the numerics by the usual tolerance."""
-    from vitc.artifacts import load_artifact
+    from vitc.core.artifacts import load_artifact
 
     report = verify_onnx(dvt["onnx"], dvt["artifact"], batch_size=8, threads=1)
     assert report.selection is not None and report.selection["images_flipped"] == 0 and report

@@ -1,7 +1,7 @@
 """The ``vitc`` command line: a thin layer over the library (parse → call → print → exit code).
 
 Subcommands are imported lazily (Click's LazyGroup pattern), so ``vitc --help`` does not import
-torch. A :class:`vitc.errors.VitcError` becomes ``error: <one line>`` on stderr and its exit code
+torch. A :class:`vitc.core.errors.VitcError` becomes ``error: <one line>`` on stderr and its exit code
 (2 for usage errors, 1 for failed checks); anything else is a bug and keeps its traceback.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from vitc import __version__
-from vitc.errors import VitcError
+from vitc.core.errors import VitcError
 
 
 class LazyGroup(click.Group):
@@ -96,6 +96,11 @@ def cli() -> None:
 
 
 def main() -> None:
+    import sys
+
+    from vitc.core.provenance import set_command
+
+    set_command(sys.argv[1:])
     cli(prog_name="vitc")
 
 

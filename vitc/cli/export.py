@@ -5,50 +5,38 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import emit, json_option, model_options
-from vitc.errors import CheckFailed, UsageError
+from vitc.cli.common import emit, json_option, model_options, out_option
+from vitc.cli.options import collect, settings_options
+from vitc.core.errors import CheckFailed, UsageError
+from vitc.onnx.settings import ExportSettings
 
 
 @click.command()
 @click.argument("source", metavar="ARTIFACT")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ONNX file to write (e.g. model.onnx); written atomically, only if the checks pass.")
-@click.option("--opset", type=click.Choice(["18", "19", "20"]), default="18", show_default=True,
-              help="ONNX opset (dynamo export needs >= 18; TensorRT 10 parses <= 20).")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Export a static batch of N images.")
-@click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default; traced at batch 2).")
-@click.option("--fp16", is_flag=True,
-              help="FP16 model converted from the checked FP32 graph (onnxruntime float16 converter): FP32 "
-                   "input/output, FP16 matmuls/GELU/adds; LayerNorm and softmax (overflow/precision) and the "
-                   "DynamicViT token-score path (predictor + TopK, so scores are not rounded) stay FP32. Tokens "
-                   "whose scores nearly tie can still flip, since the predictor reads FP16 activations.")
-@click.option("--keep-ratio", type=float, default=None,
-              help="DynamicViT artifacts: keep ratio rho in (0, 1] (default: the trained one).")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Check ONNX Runtime against PyTorch once before writing (default tolerances for the precision).")
-@click.option("--data", default="random", show_default=True, metavar="SPEC|random",
-              help="Images for the parity check: random (seeded uniform [0,1) pixels) or digits | imagefolder:PATH.")
-@click.option("--check/--no-check", default=True, show_default=True, help="Run the TensorRT readiness check before writing.")
+@out_option("ONNX file to write (e.g. model.onnx); written atomically, only if the checks pass.", required=False)
+@settings_options(ExportSettings)
 @click.option("--check-only", is_flag=True, help="Only run the TensorRT readiness check on ARTIFACT, an existing .onnx file.")
 @model_options
 @json_option
-def export(source: str, out: Path | None, opset: str, batch: int | None, dynamic_batch: bool, fp16: bool,
-           keep_ratio: float | None, verify: bool, data: str, check: bool, check_only: bool, pretrained: bool,
-           checkpoint: Path | None, as_json: bool) -> None:
+@click.pass_context
+def export(ctx: click.Context, source: str, out: Path | None, check_only: bool, pretrained: bool,
+           checkpoint: Path | None, as_json: bool, **params: Any) -> None:
     """Export ARTIFACT (vitc artifact of any kind, or a timm name) to a TensorRT-ready ONNX.
 
     torch.onnx.export(dynamo=True): LayerNormalization as one op, attention as MatMul/Softmax,
-    DynamicViT token selection as TopK with constant K; the batch is dynamic unless --batch N, every
-    other dimension static. UVC artifacts are sliced first. The ONNX carries the spec, precision,
-    kind and keep ratio in its metadata. Before writing, the TensorRT readiness check (ops against
-    TensorRT's ONNX parser matrix, static shapes, TopK K <= 3840, no com.microsoft ops) and one
-    ONNX Runtime vs PyTorch parity check run (--data, default random images; fp32 atol 1e-4/rtol 1e-3
-    elemwise, fp16 1e-2 mean); either failing exits 1 and writes nothing.
+    token selection as TopK with constant K; the batch is dynamic unless --static-batch N, every
+    other dimension static. Compressed artifacts are materialized first (UVC sliced). The ONNX
+    carries the spec, precision, kind and keep ratio in its metadata. Before writing, the TensorRT
+    readiness check (ops against TensorRT's ONNX parser matrix, static shapes, TopK K <= 3840, no
+    com.microsoft ops) and one ONNX Runtime vs PyTorch parity check run (--data, default random
+    images; fp32 atol 1e-4/rtol 1e-3 elemwise, fp16 1e-2 mean); either failing exits 1 and writes
+    nothing.
 
     `vitc export --check-only model.onnx` runs only the readiness check (exit 1 naming the node).
     """
+    settings = collect(ExportSettings, params, ctx)
     if check_only:
-        from vitc.export.readiness import check_trt_ready
+        from vitc.onnx.readiness import check_trt_ready
 
         summary = check_trt_ready(source, raise_on_fail=False)
         emit({"onnx": source, **summary}, as_json, _human_check)
@@ -57,13 +45,10 @@ def export(source: str, out: Path | None, opset: str, batch: int | None, dynamic
         return
     if out is None:
         raise UsageError("--out is required (or use --check-only MODEL.onnx)")
-    if batch is not None and dynamic_batch:
-        raise UsageError("--batch N (static) and --dynamic-batch exclude each other")
-    from vitc.export.onnx_export import export_onnx
+    from vitc.checks.verify import export_verified
 
-    result = export_onnx(source, out, opset=int(opset), batch=batch, fp16=fp16, verify=verify, data=data,
-                         keep_ratio=keep_ratio, check=check, pretrained=pretrained,
-                         checkpoint=str(checkpoint) if checkpoint else None)
+    result = export_verified(source, out, settings, pretrained=pretrained,
+                             checkpoint=str(checkpoint) if checkpoint else None)
     emit(result, as_json, _human)
 
 

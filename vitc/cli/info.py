@@ -12,27 +12,17 @@ from vitc.cli.common import emit, format_table, human_count, json_option
 @click.option("--img-size", type=click.IntRange(min=1), default=None, help="Input size in pixels (timm names and configs).")
 @json_option
 def info(model: str, img_size: int | None, as_json: bool) -> None:
-    """Parameters, MACs and per-block shape of MODEL (timm name, vitc config or artifact).
+    """Parameters, MACs and per-block shape of MODEL (timm name, vitc config, artifact, .onnx or engine).
 
     MACs are multiply–accumulates counted analytically from the architecture (what the papers
     call FLOPs): DeiT-S at 224 is 4.60 G. Per block: heads, head_dim, MLP hidden width, tokens
-    entering the block (prefix tokens included) and its MACs.
+    entering the block (prefix tokens included) and its MACs. For a compressed or materialized
+    artifact, also its MACs and parameters against the original dense model and what made it
+    (vitc version, command, settings, seed, data, parent artifact and its digest).
     """
-    from vitc.artifacts import read_header
-    from vitc.errors import UsageError
-    from vitc.models.registry import is_artifact_path, resolve_spec
-    from vitc.models.summary import summarize
+    from vitc.checks.inspect import describe_target
 
-    if is_artifact_path(model):
-        if img_size is not None:
-            raise UsageError("--img-size does not apply to an artifact (its input size is fixed)")
-        spec, kind, _ = read_header(model)
-    else:
-        spec = resolve_spec(model, img_size=img_size)
-        kind = "model"
-    result = summarize(spec)
-    result["kind"] = kind
-    emit(result, as_json, _human)
+    emit(describe_target(model, img_size=img_size), as_json, _human)
 
 
 def _human(r: dict[str, Any]) -> str:
@@ -42,6 +32,22 @@ def _human(r: dict[str, Any]) -> str:
         f"params: {human_count(r['params'])} ({r['params']:,})\n"
         f"MACs:   {human_count(r['macs'])} ({r['macs']:,})\n"
     )
+    origin = r.get("origin")
+    if origin:
+        head += (f"vs the original dense {origin['name']}: MACs {r['macs'] / origin['macs']:.3f}x "
+                 f"({human_count(origin['macs'])}), params {r['params'] / origin['params']:.3f}x "
+                 f"({human_count(origin['params'])})\n")
+    prov = r.get("provenance")
+    if prov:
+        parent = prov.get("parent") or {}
+        made = f"made by vitc {prov.get('vitc')} ({prov.get('step')}): {prov.get('command')}"
+        if parent:
+            made += f"\nparent: {parent.get('path') or parent.get('name')}"
+            if parent.get("sha256"):
+                made += f" ({parent.get('kind')}, sha256 {str(parent['sha256'])[:12]}...)"
+        if prov.get("data"):
+            made += f"\ndata: {prov['data']}" + (f", seed {prov['seed']}" if "seed" in prov else "")
+        head += made + "\n"
     cols = [("index", "block"), ("heads", "heads"), ("head_dim", "head_dim"), ("mlp_hidden", "mlp_hidden"),
             ("tokens", "tokens"), ("macs", "MACs")]
     rows = [{**b, "macs": human_count(b["macs"])} for b in r["blocks"]]

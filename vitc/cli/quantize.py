@@ -5,38 +5,31 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import emit, json_option
+from vitc.cli.common import emit, json_option, out_option
+from vitc.cli.options import collect, settings_options
+from vitc.onnx.settings import QuantizeSettings
 
 
 @click.command()
 @click.argument("onnx", metavar="MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--calib-data", required=True, metavar="SPEC",
-              help="Real calibration images: digits | imagefolder:PATH (its train split; never synthetic).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="INT8 Q/DQ ONNX to write (e.g. model.int8.onnx).")
-@click.option("--num-samples", type=click.IntRange(min=1), default=512, show_default=True, help="Calibration images.")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
-              help="Activation range calibration: minmax, entropy (KL), or percentile of |x|.")
-@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=99.999, show_default=True,
-              help="Percentile (percent) for --method percentile.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Calibration batch (images).")
-@click.option("--quantize-attention", is_flag=True,
-              help="Also quantize attention's activation x activation matmuls (Q.K^T, P.V); off by default.")
-@click.option("--check/--no-check", default=True, show_default=True, help="Run the TensorRT readiness check before writing.")
+@out_option("INT8 Q/DQ ONNX to write (e.g. model.int8.onnx).")
+@settings_options(QuantizeSettings)
 @json_option
-def quantize(onnx: Path, calib_data: str, out: Path, num_samples: int, method: str, percentile: float, batch_size: int,
-             quantize_attention: bool, check: bool, as_json: bool) -> None:
+@click.pass_context
+def quantize(ctx: click.Context, onnx: Path, out: Path, as_json: bool, **params: Any) -> None:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on real images.
 
     ONNX Runtime static quantization: QDQ format, symmetric signed INT8 activations (zero point 0),
-    per-channel symmetric INT8 weights of MatMul/Gemm/Conv, float biases; the DynamicViT token-score
-    path (predictor + TopK) stays float so the scores gain no INT8 error. MODEL.onnx must be the
-    fp32 export; the result keeps its vitc metadata with precision int8.
+    per-channel symmetric INT8 weights of MatMul/Gemm/Conv, float biases; the token-score path of
+    token-selection models (predictor + TopK) stays float so the scores gain no INT8 error.
+    MODEL.onnx must be the fp32 export; the result keeps its vitc metadata with precision int8.
     """
-    from vitc.calibration.quantize import quantize_onnx
+    s = collect(QuantizeSettings, params, ctx)
+    from vitc.onnx.quantize import quantize_onnx
 
-    result = quantize_onnx(onnx, calib_data, out, num_samples=num_samples, method=method, batch_size=batch_size,
-                           percentile=percentile, attention=quantize_attention, check=check)
+    result = quantize_onnx(onnx, s.data, out, num_samples=s.num_samples, method=s.method, batch_size=s.batch_size,
+                           percentile=s.percentile, attention=s.attention, per_channel=s.per_channel, check=s.check,
+                           seed=s.seed)
     emit(result, as_json, _human)
 
 

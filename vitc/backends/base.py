@@ -1,0 +1,77 @@
+"""One runner interface for every backend: ``runner(batch) -> logits``.
+
+A runner takes a float32 batch (B, C, H, W) as a NumPy array or a torch tensor and returns the
+logits (B, num_classes) as a float32 NumPy array, whatever precision it computes in. ``eval``,
+``verify`` and ``bench`` are written once against this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitc.core.errors import UsageError
+from vitc.core.spec import ViTSpec
+
+
+class Runner(ABC):
+    """Base class: ``infer`` checks the batch against the input shape, ``_infer`` does the work.
+
+    For benchmarking, ``stage(batch)`` puts a batch where the backend reads its input (device
+    memory) once and ``run_staged(staged)`` runs it without host transfers, returning the backend's
+    raw output; ``cuda_stream()`` names the stream the work goes to, for CUDA-event timing.
+    """
+
+    backend: str = "?"
+    static_batch: int | None = None  # a graph fixed to one batch size (runs other sizes in chunks of it)
+
+    def __init__(self, spec: ViTSpec | None, input_shape: tuple[int, int, int], precision: str, device: str) -> None:
+        self.spec = spec
+        self.input_shape = tuple(input_shape)
+        self.precision = precision
+        self.device = device
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.infer(batch)
+
+    def infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        self._check_shape(batch)
+        return self._infer(batch)
+
+    def _check_shape(self, batch: np.ndarray | torch.Tensor) -> None:
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise UsageError(f"{self.backend} runner expects input (B, {', '.join(map(str, self.input_shape))}), got {tuple(batch.shape)}")
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+    def stage(self, batch: np.ndarray | torch.Tensor) -> Any:
+        """Place ``batch`` where the backend reads its input; the default keeps it on the host."""
+        self._check_shape(batch)
+        return batch
+
+    def run_staged(self, staged: Any) -> Any:
+        """Run a staged batch and return the backend's output without copying it to the host."""
+        return self._infer(staged)
+
+    def cuda_stream(self) -> torch.cuda.Stream | None:
+        """The CUDA stream this runner's work is queued on, or None (CPU, or a backend with hidden streams)."""
+        return None
+
+    def synchronize(self) -> None:  # noqa: B027 (optional hook: CPU runners are synchronous)
+        """Wait for queued device work (timing); CPU runners are synchronous."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "device": self.device}
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release the backend's resources (sessions, device buffers)."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

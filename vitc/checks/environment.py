@@ -1,0 +1,56 @@
+"""What a measurement ran on: CPU, GPU, driver, library versions and thread counts, for every JSON report."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitc import __version__
+from vitc.backends.base import Runner
+from vitc.backends.tensorrt.common import tensorrt_version
+from vitc.core.device import cpu_model, gpu_info
+
+
+def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
+    """Device, driver, library versions and thread counts, for the JSON report.
+
+    The GPU is described when one of ``runners`` runs on CUDA, or, with no runners given, when one is visible.
+    """
+    from importlib import metadata
+
+    def version(*dists: str) -> str | None:
+        for d in dists:
+            try:
+                return metadata.version(d)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    env: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "platform": platform.platform(),
+        "versions": {
+            "vitc": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "tensorrt": tensorrt_version(),
+        },
+        "gpu": None,
+    }
+    cuda = [r for r in runners if r.device.startswith("cuda")]
+    if cuda:
+        env["gpu"] = gpu_info(torch.device(cuda[0].device).index or 0)
+    elif not runners and torch.cuda.is_available():
+        env["gpu"] = gpu_info(torch.cuda.current_device())
+    return env
+
+
+def trt_available() -> bool:
+    """True when the real TensorRT (not only its type stubs) imports here."""
+    return tensorrt_version() is not None

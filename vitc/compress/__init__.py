@@ -1,1 +1,0 @@
-"""Compression methods (UVC, DynamicViT) on top of one shared training loop (``trainer``)."""

@@ -1,0 +1,196 @@
+"""One-file model artifacts: safetensors weights with the JSON spec in the safetensors metadata.
+
+Loading never unpickles anything: safetensors stores raw tensors, the spec is JSON. A SHA-256
+digest over the metadata and every tensor (name, dtype, shape, bytes) is stored in the metadata too,
+so a truncated or corrupted file is refused with one line instead of loading wrong weights. An artifact has
+a ``kind``: ``model`` (a plain, possibly materialized, timm ViT), ``uvc`` (a UVC-compressed model with
+masks and gates, evaluated as masked) or ``dynamicvit`` (a ViT with trained token predictors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitc import __version__
+from vitc.core.errors import UsageError
+from vitc.core.fileio import atomic_path
+from vitc.core.spec import ViTSpec, build
+
+META_SPEC = "vitc.spec"
+META_KIND = "vitc.kind"
+META_EXTRA = "vitc.meta"
+META_VERSION = "vitc.version"
+META_DIGEST = "vitc.sha256"
+
+PLAIN = "model"  # the kind of a plain (possibly materialized) timm ViT; compressed kinds belong to vitc.methods
+# (vitc.methods.PLAIN is the same string, for callers that must not import torch)
+
+
+@dataclass
+class Artifact:
+    path: Path
+    spec: ViTSpec
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_artifact(
+    path: str | os.PathLike[str],
+    spec: ViTSpec,
+    tensors: dict[str, torch.Tensor],
+    kind: str = PLAIN,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``tensors`` (e.g. a ``state_dict``) and the spec to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {
+        META_SPEC: spec.to_json(),
+        META_KIND: kind,
+        META_EXTRA: json.dumps(meta or {}, sort_keys=True),
+        META_VERSION: __version__,
+    }
+    metadata[META_DIGEST] = content_digest(metadata, clean)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=metadata)
+    return path
+
+
+def save_model(path: str | os.PathLike[str], model: nn.Module, spec: ViTSpec, meta: dict[str, Any] | None = None) -> Path:
+    return save_artifact(path, spec, model.state_dict(), kind=PLAIN, meta=meta)
+
+
+def read_header(path: str | os.PathLike[str], verify: bool = True) -> tuple[ViTSpec, str, dict[str, Any]]:
+    """Spec, kind and extra metadata of an artifact.
+
+    With ``verify`` (the default) the content digest is checked, which reads every tensor once;
+    ``verify=False`` reads only the header.
+    """
+    path, metadata, _ = _read(path, tensors=verify)
+    return _parse_metadata(path, metadata)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The raw safetensors metadata of a vitc artifact (header only, not digest-checked)."""
+    return _read(path, tensors=False)[1]
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read and verify an artifact; any truncated, corrupt or foreign file is a one-line ``UsageError``."""
+    path, metadata, tensors = _read(path, tensors=True)
+    spec, kind, meta = _parse_metadata(path, metadata)
+    return Artifact(path=path, spec=spec, kind=kind, tensors=tensors, meta=meta)
+
+
+def content_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the metadata (except the digest itself) and each tensor's name, dtype, shape, bytes."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != META_DIGEST:
+            h.update(json.dumps([key, metadata[key]]).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata (and tensors, digest-checked, when ``tensors``) of a vitc safetensors file."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            if META_SPEC not in metadata:
+                raise UsageError(f"{path} is a safetensors file without a vitc spec (not a vitc artifact)")
+            loaded = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
+    except UsageError:
+        raise
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
+    if tensors:
+        expected = metadata.get(META_DIGEST)
+        if expected is None:
+            raise UsageError(f"{path} has no {META_DIGEST} content digest (corrupt, or not written by vitc.core.artifacts)")
+        if content_digest(metadata, loaded) != expected:
+            raise UsageError(f"{path} is corrupt: its content does not match its {META_DIGEST} digest")
+    return path, metadata, loaded
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Artifact]:
+    """Build the plain timm ViT a ``model`` artifact describes and load its weights (eval mode).
+
+    Compressed artifacts (masks, gates, predictors to re-ratio) load through their method:
+    :func:`vitc.methods.load_any`.
+    """
+    art = load_artifact(path)
+    return plain_model(art), art
+
+
+def plain_model(art: Artifact) -> nn.Module:
+    """The model of a plain artifact; a compressed one is refused, naming its kind."""
+    if art.kind != PLAIN:
+        raise UsageError(f"{art.path} is a compressed artifact (kind {art.kind!r}); this step takes a plain model "
+                         "(run `vitc materialize` on it first)")
+    model = build(art.spec)
+    load_state_dict_strict(model, art.tensors, str(art.path))
+    return model.eval()
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights; any missing, unexpected or mis-shaped tensor is a one-line ``UsageError``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if mismatched:
+        k, got, want = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise UsageError(f"{source} does not match the model: {k} has shape {list(got)}, model expects {list(want)}{more}")
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1})" if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(f"unexpected {unexpected[0]}" + (f" (+{len(unexpected) - 1})" if len(unexpected) > 1 else ""))
+        raise UsageError(f"{source} does not match the model: {', '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    return path
+
+
+def _parse_metadata(path: Path, metadata: dict[str, str]) -> tuple[ViTSpec, str, dict[str, Any]]:
+    try:
+        spec = ViTSpec.from_json(metadata[META_SPEC])
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
+    try:
+        meta = json.loads(metadata.get(META_EXTRA, "{}"))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: corrupt vitc metadata ({META_EXTRA} is not a JSON object)")
+    return spec, metadata.get(META_KIND, PLAIN), meta
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

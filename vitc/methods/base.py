@@ -1,0 +1,94 @@
+"""What a compression method is to the rest of vitc: one object per artifact kind.
+
+A method owns its settings (one dataclass: the CLI's ``vitc compress KIND`` options and the pipeline's
+``KIND:`` section derive from it), its compression step, how its artifact loads as an evaluable model,
+and how it materializes into a plain timm ViT. Everything outside ``vitc.methods`` reaches a method
+through :data:`vitc.methods.METHODS`; nothing else switches on a kind string.
+
+Adding a method: a sub-package of ``vitc.methods`` with a :class:`Method` subclass, and one line in
+``vitc/methods/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vitc.core.artifacts import Artifact
+    from vitc.core.spec import ViTSpec
+
+
+def ratio_tag(value: float) -> str:
+    """A file/folder name part for a ratio: two decimals (``0.70``), more when two would round (``0.701``),
+    so two different ratios never share a name."""
+    text = f"{value:.2f}"
+    return text if float(text) == value else f"{value:.6g}"
+
+
+@dataclass
+class Materialized:
+    """A plain timm ViT made from a compressed artifact, with what ``vitc materialize`` reports about it."""
+
+    model: nn.Module
+    spec: ViTSpec
+    keep_ratio: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # recorded in the written artifact
+    report: dict[str, Any] = field(default_factory=dict)  # e.g. the sliced-vs-masked check
+
+
+class Method(ABC):
+    """A compression method. Subclasses set the class attributes and implement the four hooks."""
+
+    kind: ClassVar[str]  # the artifact kind this method writes (its registry key)
+    title: ClassVar[str]  # how people and reports name it
+    summary: ClassVar[str]  # one line for listings (`vitc compress --help`)
+    settings: ClassVar[type]  # the compress step's settings dataclass
+    sweep: ClassVar[str | None] = None  # a field the pipeline YAML may list several values of ("budget" → "budgets")
+    name_field: ClassVar[str] = "seed"  # the settings field that names a run in a pipeline (its folder)
+    token_selection: ClassVar[bool] = False  # True: materialized once per keep ratio
+    input_help: ClassVar[str] = "MODEL is a timm name (with --pretrained/--checkpoint), a vitc config or a dense artifact."
+
+    @abstractmethod
+    def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
+                 checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
+        """Write ``out/compressed.safetensors`` and ``out/metrics.json``; return a summary (None off rank 0)."""
+
+    @abstractmethod
+    def load(self, art: Artifact) -> nn.Module:
+        """The evaluable model of a compressed artifact (what ``vitc eval`` measures), in eval mode."""
+
+    @abstractmethod
+    def materialize(self, art: Artifact, keep_ratio: float | None = None) -> Materialized:
+        """A physically smaller plain timm ViT (at ``keep_ratio`` for token-selection methods)."""
+
+    def trained_keep_ratio(self, art: Artifact) -> float | None:
+        """The keep ratio the artifact was trained at (token-selection methods)."""
+        value = art.meta.get("keep_ratio")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def effective_spec(self, path: str | Path) -> ViTSpec | None:
+        """The architecture the artifact really computes, when its spec describes something larger
+        (UVC's masked dense model); None when the spec already is it."""
+        return None
+
+    def describe(self, result: dict[str, Any]) -> str:
+        """The human-readable summary of a compress result."""
+        return "\n".join(f"{k}: {v}" for k, v in result.items())
+
+    def variant_value(self, settings: Any) -> Any:
+        """The value that names a pipeline run (its ``name_field``)."""
+        return getattr(settings, self.name_field)
+
+    def run_name(self, settings: Any) -> str:
+        """The pipeline folder of one run: ``uvc-0.50``, ``dynamicvit-0.70``."""
+        value = self.variant_value(settings)
+        return f"{self.kind}-{ratio_tag(value) if isinstance(value, float) else value}"
+
+    def variant_name(self, settings: Any, keep_ratio: float | None) -> str:
+        """The report's name of one materialized model of a run."""
+        return self.run_name(settings) if keep_ratio is None else f"{self.kind}-keep{ratio_tag(keep_ratio)}"

@@ -1,0 +1,65 @@
+"""DynamicViT (Rao et al., NeurIPS 2021): learned token sparsification with prediction modules between
+blocks; static per-stage token counts floor(N·ρ^s) at inference (TopK + gather).
+
+Modules: ``settings``/``defaults`` (options, torch-free), ``forward`` (the masked training forward and
+the gathered inference forward), ``compress`` (losses, the objective, the step, the artifact).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitc.methods.base import Materialized, Method
+from vitc.methods.dynamicvit.settings import DynamicViTSettings
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vitc.core.artifacts import Artifact
+
+
+class DynamicViT(Method):
+    """Loss CE + 0.5 KL(teacher||student) + 0.5 token distillation + ratio loss against rho^s; the teacher
+    is the frozen dense model. Writes OUT/compressed.safetensors (`vitc eval` runs it at the trained
+    ratio; `vitc materialize --keep-ratios` fixes other ratios) and OUT/metrics.json (per epoch: each loss
+    term, kept fraction per stage, val top-1 of the inference path).
+    """
+
+    kind = "dynamicvit"
+    title = "DynamicViT"
+    summary = "train token-keep predictors; keep floor(N*rho^s) patch tokens at stage s"
+    settings = DynamicViTSettings
+    token_selection = True
+    name_field = "keep_ratio"
+
+    def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
+                 checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
+        from vitc.methods.dynamicvit.compress import compress_dynamicvit
+
+        return compress_dynamicvit(model, data, out, settings, pretrained=pretrained, checkpoint=checkpoint,
+                                   resume=resume)
+
+    def load(self, art: Artifact) -> nn.Module:
+        from vitc.methods.dynamicvit.compress import model_from_artifact
+
+        return model_from_artifact(art)
+
+    def materialize(self, art: Artifact, keep_ratio: float | None = None) -> Materialized:
+        from vitc.methods.dynamicvit.compress import materialize_ratio
+
+        ratio = keep_ratio if keep_ratio is not None else self.trained_keep_ratio(art)
+        if ratio is None:
+            from vitc.core.errors import UsageError
+
+            raise UsageError(f"{art.path} records no trained keep ratio; give --keep-ratios")
+        model, spec = materialize_ratio(art, ratio)
+        return Materialized(model, spec, keep_ratio=ratio, meta={"keep_ratio": ratio})
+
+    def describe(self, r: dict[str, Any]) -> str:
+        kept = "/".join(f"{f:.3f}" if f is not None else "-" for f in r["kept_fraction"])
+        top1 = f"{r['val_top1']:.2f}%" if r["val_top1"] is not None else "-"
+        return (f"wrote {r['artifact']}  keep ratio {r['keep_ratio']:g}: tokens {'/'.join(map(str, r['keep_tokens']))} "
+                f"before blocks {','.join(map(str, r['stages']))}\n"
+                f"val top-1 {top1}  kept fraction (train) {kept}  "
+                f"MACs {r['macs'] / r['dense_macs']:.3f}x dense  ({r['seconds']:.1f}s)")

@@ -1,0 +1,382 @@
+"""DynamicViT (Rao et al., NeurIPS 2021): learned token sparsification of a timm ViT.
+
+Prediction modules (``vitc.core.token_select.PredictorLG``), one per stage, sit before the blocks
+at depth/4, depth/2 and 3·depth/4 (3, 6, 9 for 12 blocks). Training keeps every token and masks
+the dropped ones out of attention (:mod:`vitc.methods.dynamicvit.forward`), with Gumbel hard
+decisions and cumulative masks; inference keeps ``floor(N·ρ^s)`` patch tokens at stage s with
+``topk`` + gather, so every shape but the batch is static. Prefix tokens are always kept.
+
+Loss (official ``DistillDiffPruningLoss`` with ``--distill``; weights from the paper)::
+
+    L = CE + 0.5·KL(teacher‖student, T=1) + 0.5·MSE(tokens kept after stage S, final norm)
+        + 2·Σ_s mean_b (mean_i D_s,b,i − ρ^s)² / S
+
+Teacher: a frozen copy of the dense input model. Optimisation: AdamW; the backbone learning rate
+is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then
+``backbone_lr_scale`` × the predictors' (official HEAD ``lr_scale`` 0.01; default 0.1, see
+:mod:`vitc.methods.dynamicvit.defaults`); the class/distillation/register tokens and the position embedding
+are never updated, and the global gradient norm is clipped to 1 (not official; see
+:mod:`vitc.methods.dynamicvit.defaults`) (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
+prefix tokens, we freeze them alike). Mixup/CutMix, RandAugment and EMA of the ImageNet recipe are
+not part of vitc's shared loop; CE uses label smoothing (0.1 by default, as the official recipe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitc.core.artifacts import Artifact, load_state_dict_strict, save_artifact
+from vitc.core.errors import UsageError
+from vitc.core.flops import model_macs
+from vitc.core.settings import validate as validate_settings
+from vitc.core.spec import ViTSpec, build
+from vitc.core.token_select import TokenSelect, default_stages, keep_counts
+from vitc.core.validation import check_fraction
+from vitc.methods.dynamicvit.forward import Decide, MaskedOutput, masked_forward
+from vitc.methods.dynamicvit.settings import DynamicViTSettings
+from vitc.train.distill import frozen_teacher
+from vitc.train.loop import (
+    METRICS_NAME,
+    Objective,
+    StepContext,
+    TrainSettings,
+    default_param_groups,
+    fit,
+    seed_everything,
+)
+
+ARTIFACT_NAME = "compressed.safetensors"
+
+_FROZEN = ("cls_token", "dist_token", "reg_token", "pos_embed")
+
+
+# ------------------------------------------------------------------------------------------------
+# spec-level helpers: stages, keep counts, the inference spec
+# ------------------------------------------------------------------------------------------------
+
+
+def check_keep_ratio(keep_ratio: float, option: str = "keep_ratio") -> float:
+    return check_fraction(float(keep_ratio), option)
+
+
+def check_dense(spec: ViTSpec, source: str) -> None:
+    """Refuse a model DynamicViT cannot start from (token selection already in, no pooled output)."""
+    if any(b.keep_tokens is not None for b in spec.blocks):
+        raise UsageError(f"{source} already has token selection (a DynamicViT model); start from the dense model")
+    if spec.global_pool == "":
+        raise UsageError(f"{source} has no pooled classifier output (global_pool=''); DynamicViT needs 'token' or 'avg'")
+
+
+def resolve_stages(spec: ViTSpec, stages: list[int] | None) -> list[int]:
+    """Validated stage blocks: strictly increasing, each in [1, depth-1]; default depth/4, /2, 3/4."""
+    depth = spec.depth
+    given = stages is not None
+    stages = list(stages) if given else default_stages(depth)  # type: ignore[arg-type]
+    what = "--stages" if given else f"default stages {','.join(map(str, stages))} for depth {depth}"
+    if not stages:
+        raise UsageError(f"{what}: at least one stage is needed")
+    bad = [s for s in stages if not 1 <= s <= depth - 1]
+    if bad:
+        raise UsageError(f"{what}: block {bad[0]} is out of range [1, {depth - 1}] for a {depth}-block model")
+    if any(b <= a for a, b in zip(stages, stages[1:])):
+        raise UsageError(f"{what}: block indices must be strictly increasing, got {','.join(map(str, stages))}")
+    return stages
+
+
+def stage_keep_counts(spec: ViTSpec, keep_ratio: float, num_stages: int) -> list[int]:
+    """``floor(N·ρ^s)`` for N = the spec's patch tokens; a stage keeping 0 tokens is an error."""
+    check_keep_ratio(keep_ratio)
+    counts = keep_counts(spec.num_patches, keep_ratio, num_stages)
+    for s, k in enumerate(counts, 1):
+        if k < 1:
+            raise UsageError(
+                f"{spec.name} has {spec.num_patches} patch tokens: at keep ratio {keep_ratio:g} stage {s} would keep 0 "
+                "and run without patch tokens; use a larger ratio, fewer stages or a larger input"
+            )
+    return counts
+
+
+def stage_blocks(spec: ViTSpec) -> list[int]:
+    """Indices of the blocks a token selection precedes."""
+    return [i for i, b in enumerate(spec.blocks) if b.keep_tokens is not None]
+
+
+def stage_blocks_of(model: Any) -> list[TokenSelect]:
+    """The ``TokenSelect`` modules of a model, in order."""
+    return [m for m in model.blocks if isinstance(m, TokenSelect)]
+
+
+def with_token_selection(spec: ViTSpec, keep_ratio: float, stages: list[int]) -> ViTSpec:
+    """The inference spec: ``keep_tokens = floor(N·ρ^s)`` on the stage blocks, none elsewhere."""
+    counts = dict(zip(stages, stage_keep_counts(spec, keep_ratio, len(stages))))
+    blocks = [dataclasses.replace(b, keep_tokens=counts.get(i)) for i, b in enumerate(spec.blocks)]
+    return spec.replace(blocks=blocks)
+
+
+def dense_macs(spec: ViTSpec) -> int:
+    """MACs of the same backbone with every token kept and no predictors."""
+    return model_macs(spec.without_token_selection())
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------------
+
+
+def attach_predictors(model: Any, spec: ViTSpec, keep_ratio: float, stages: list[int]) -> tuple[nn.Module, ViTSpec]:
+    """Insert a fresh ``TokenSelect`` before each stage block of a dense timm ViT, in place.
+
+    The result has exactly the module tree (and state-dict keys) of ``build(new_spec)``.
+    """
+    check_dense(spec, spec.name)
+    new_spec = with_token_selection(spec, keep_ratio, stages)
+    blocks = list(model.blocks)
+    if any(isinstance(m, TokenSelect) for m in blocks) or len(blocks) != spec.depth:
+        raise UsageError(f"{spec.name}: model blocks do not match its spec")
+    ref = next(model.parameters())
+    modules: list[nn.Module] = []
+    for blk, bs in zip(blocks, new_spec.blocks):
+        if bs.keep_tokens is not None:
+            modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens).to(ref.device, ref.dtype))
+        modules.append(blk)
+    model.blocks = nn.Sequential(*modules)
+    return model, new_spec
+
+
+def model_from_artifact(art: Artifact) -> nn.Module:
+    """The inference model of a ``dynamicvit`` artifact, at its trained keep ratio."""
+    if not stage_blocks(art.spec):
+        raise UsageError(f"{art.path}: a dynamicvit artifact without token selection")
+    model = build(art.spec)
+    load_state_dict_strict(model, art.tensors, str(art.path))
+    return model.eval()
+
+
+def materialize_ratio(art: Artifact, keep_ratio: float) -> tuple[nn.Module, ViTSpec]:
+    """Same weights, ``keep_tokens = floor(N·ρ^s)`` per stage: a plain model for another ratio."""
+    stages = stage_blocks(art.spec)
+    if not stages:
+        raise UsageError(f"{art.path}: no token selection to materialize")
+    check_keep_ratio(keep_ratio, "--keep-ratios")
+    spec = with_token_selection(art.spec, keep_ratio, stages)
+    model = build(spec)
+    load_state_dict_strict(model, art.tensors, str(art.path))
+    return model.eval(), spec
+
+
+class MaskedTrainModel(nn.Module):
+    """Thin adapter so DDP wraps the training forward: ``student`` is the inference module tree."""
+
+    student: Any  # a timm VisionTransformer
+
+    def __init__(self, student: nn.Module, decide: Decide = "gumbel") -> None:
+        super().__init__()
+        self.student = student
+        self.decide = decide
+
+    def forward(self, images: torch.Tensor) -> MaskedOutput:
+        return masked_forward(self.student, images, decide=self.decide if self.training else "topk")
+
+
+# ------------------------------------------------------------------------------------------------
+# losses and the objective
+# ------------------------------------------------------------------------------------------------
+
+
+def ratio_loss(keep_masks: list[torch.Tensor], keep_ratio: float) -> torch.Tensor:
+    """Σ_s mean_b (kept fraction of image b after stage s − ρ^s)² / S; masks (B, n) over all N patches."""
+    total = keep_masks[0].new_zeros(())
+    for s, mask in enumerate(keep_masks, 1):
+        total = total + ((mask.float().mean(dim=1) - keep_ratio**s) ** 2).mean()
+    return total / len(keep_masks)
+
+
+def token_distill_loss(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-element MSE over the patch tokens kept after the last stage (0 when none is kept).
+
+    student/teacher (B, n, C) after the final norm; keep (B, n) in {0, 1}. Mean over kept tokens × C,
+    as the official DeiT loss (``pow(2).mean()`` on the selected rows).
+    """
+    w = (keep > 0.5).to(student.dtype).unsqueeze(-1)
+    sq = (student.float() - teacher.float()).pow(2) * w
+    return sq.sum() / (w.sum() * student.shape[-1]).clamp_min(1.0)
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) at temperature 1, ``batchmean``."""
+    return F.kl_div(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1),
+                    reduction="batchmean", log_target=True)
+
+
+class DynamicViTObjective(Objective):
+    """CE + KL + token distillation + ratio loss; backbone frozen, then at ``backbone_lr_scale``× the predictor lr."""
+
+    name = "dynamicvit"
+
+    def __init__(self, dense: nn.Module, cfg: DynamicViTSettings, label_smoothing: float = 0.1) -> None:
+        super().__init__(label_smoothing)
+        self.teacher: Any = frozen_teacher(dense)  # copied now: the dense model becomes the student
+        self.cfg = cfg
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        self.teacher.to(device).eval()
+
+    def param_groups(self, model: nn.Module, cfg: TrainSettings) -> list[dict[str, Any]]:
+        predictor = {id(p) for m in model.modules() if isinstance(m, TokenSelect) for p in m.parameters()}
+        names = {"predictor": set(), "backbone": set()}  # type: dict[str, set[str]]
+        for n, p in model.named_parameters():
+            names["predictor" if id(p) in predictor else "backbone"].add(n)
+        groups = []
+        for role, other in (("predictor", "backbone"), ("backbone", "predictor")):
+            for g in default_param_groups(model, cfg.weight_decay, skip=names[other]):
+                if g["params"]:
+                    groups.append({**g, "name": f"{role}_{g['name']}", "role": role})
+        return groups
+
+    def lr_scale(self, group: dict[str, Any], epoch: int) -> float:
+        if group.get("role") != "backbone":
+            return 1.0
+        return 0.0 if epoch < self.cfg.freeze_epochs else self.cfg.backbone_lr_scale
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+             ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out: MaskedOutput = model(images)
+        with torch.no_grad():
+            t_feats = self.teacher.forward_features(images)
+            t_logits = self.teacher.forward_head(t_feats)
+        prefix = t_feats.shape[1] - out.tokens.shape[1]
+        ce = F.cross_entropy(out.logits.float(), targets, label_smoothing=self.label_smoothing)
+        kl = kl_to_teacher(out.logits, t_logits)
+        token = token_distill_loss(out.tokens, t_feats[:, prefix:], out.keep_masks[-1])
+        ratio = ratio_loss(out.keep_masks, self.cfg.keep_ratio)
+        c = self.cfg
+        loss = ce + c.kl_weight * kl + c.token_weight * token + c.ratio_weight * ratio
+        terms = {"ce": ce, "kl": kl, "token": token, "ratio": ratio}
+        for s, mask in enumerate(out.keep_masks, 1):
+            terms[f"kept_stage{s}"] = mask.detach().float().mean()
+        return loss, terms
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        assert isinstance(model, MaskedTrainModel)
+        return model.student
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        n = len(stage_blocks_of(self.eval_model(model)))
+        return {
+            "kept_target": [self.cfg.keep_ratio**s for s in range(1, n + 1)],
+            "backbone_lr_scale": 0.0 if epoch < self.cfg.freeze_epochs else self.cfg.backbone_lr_scale,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+# ------------------------------------------------------------------------------------------------
+
+
+def compress_dynamicvit(
+    model: str,
+    data: str,
+    out: str | Path,
+    settings: DynamicViTSettings,
+    *,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any] | None:
+    """Train DynamicViT predictors on ``model`` and write ``out/compressed.safetensors`` + metrics.json.
+
+    ``model``: timm name, vitc config or a dense vitc artifact; ``settings``: keep ratio ρ in (0, 1],
+    stages (default depth/4, depth/2, 3·depth/4), the schedule and the loss weights (validated
+    here). Returns a summary on rank 0, None on other ranks.
+
+    Defaults (:mod:`vitc.methods.dynamicvit.defaults`: 30 epochs, 5 frozen, batch 16, lr 2e-3, backbone
+    0.1×) follow the official schedule; the learning rate is above ImageNet's 5e-4·B/512 because a small
+    model on a small data set sees ~2,700 steps in total, not ~37k.
+    """
+    from vitc.core.artifacts import read_header
+    from vitc.core.data import parse_data
+    from vitc.core.models import is_artifact_path, resolve_model
+    from vitc.train.distributed import shutdown
+
+    validate_settings(settings)
+    dcfg, cfg = settings, settings.loop()
+    stages, seed = settings.stages, settings.seed
+
+    is_file = is_artifact_path(model)
+    if is_file:
+        _, kind, _ = read_header(model, verify=False)
+        if kind == "dynamicvit":
+            raise UsageError(f"{model} already has token selection (a DynamicViT artifact); start from the dense model")
+        if kind != "model":
+            raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first")
+    source = parse_data(data)
+    seed_everything(seed)  # initial weights of a model created by name, and the predictors
+    dense, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint,
+                                num_classes=None if is_file else source.head_classes())
+    check_dense(spec, model)
+    dcfg.stages = resolve_stages(spec, stages)
+    stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
+
+    objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing)
+    student, new_spec = attach_predictors(dense, spec, dcfg.keep_ratio, dcfg.stages)
+    for name, p in student.named_parameters():
+        if name in _FROZEN:
+            p.requires_grad_(False)
+    train_set = source.dataset(spec, "train", train_transforms=True)
+    val_set = source.dataset(spec, "val")
+    out = Path(out)
+    t0 = time.perf_counter()
+    try:
+        wrapper = MaskedTrainModel(student)
+        _, history = fit(wrapper, objective, train_set, val_set, cfg, out, resume=resume, description="dynamicvit")
+        if int(os.environ.get("RANK", "0")) != 0:
+            return None
+        return _write_result(wrapper.student.cpu().eval(), new_spec, dcfg, cfg, history, out, model, str(source), t0)
+    finally:
+        shutdown()
+
+
+def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, cfg: TrainSettings,
+                  history: list[dict[str, Any]], out: Path, model: str, source: str, t0: float) -> dict[str, Any]:
+    """Write ``out/compressed.safetensors`` and the final ``out/metrics.json``; return the summary."""
+    from vitc.core.fileio import write_json
+
+    keep_tokens = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]
+    final = history[-1] if history else {}
+    meta = {
+        "method": "dynamicvit",
+        "keep_ratio": dcfg.keep_ratio,
+        "stages": dcfg.stages,
+        "keep_tokens": keep_tokens,
+        "source": model,
+        "trained_on": source,
+        "epochs": cfg.epochs,
+        "freeze_epochs": dcfg.freeze_epochs,
+        "loss_weights": {"ce": 1.0, "kl": dcfg.kl_weight, "token": dcfg.token_weight, "ratio": dcfg.ratio_weight},
+        "val_top1": final.get("val_top1"),
+    }
+    artifact = save_artifact(out / ARTIFACT_NAME, spec, student.state_dict(), kind="dynamicvit", meta=meta)
+    result = {
+        "artifact": str(artifact),
+        "keep_ratio": dcfg.keep_ratio,
+        "stages": dcfg.stages,
+        "keep_tokens": keep_tokens,
+        "val_top1": final.get("val_top1"),  # None (JSON null) when no epoch ran
+        "val_top5": final.get("val_top5"),
+        "kept_fraction": [final.get(f"kept_stage{s}") for s in range(1, len(keep_tokens) + 1)],
+        "macs": model_macs(spec),
+        "dense_macs": dense_macs(spec),
+        "epochs": cfg.epochs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    summary = {k: v for k, v in meta.items() if k not in ("method", "epochs")}
+    write_json(out / METRICS_NAME, {"method": "dynamicvit", **summary, "epochs": history, "final": result})
+    return result

@@ -1,0 +1,45 @@
+"""``vitc compress dynamicvit`` settings: one dataclass for the CLI, the pipeline YAML and the library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitc.core.errors import UsageError
+from vitc.core.settings import Label, derive, setting
+from vitc.methods.dynamicvit import defaults as D
+from vitc.train.settings import TrainSettings
+
+_DynamicViTTrain = derive(
+    TrainSettings, "_DynamicViTTrain",
+    epochs={"default": D.EPOCHS, "help": "Training epochs (passes over the train split)."},
+    batch_size={"default": D.BATCH_SIZE, "help": "Global batch (split across torchrun ranks)."},
+    lr={"default": D.LR, "help": "Peak AdamW learning rate of the predictors (per-step cosine)."},
+    warmup_epochs={"default": D.WARMUP_EPOCHS, "help": "Linear learning-rate warm-up, in epochs (official NeurIPS recipe: none)."},
+    max_grad_norm=D.MAX_GRAD_NORM,
+)
+
+
+@dataclass(kw_only=True)
+class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
+    """DynamicViT: keep ratio, prediction sites, the frozen-backbone schedule and the loss weights."""
+
+    keep_ratio: float = setting(D.KEEP_RATIO, min=0, max=1, min_open=True,
+                                help="rho in (0, 1]: stage s keeps floor(N*rho^s) of the N patch tokens.")
+    stages: list[int] | None = setting(None, min=1, metavar="I,J,K",
+                                       help="Block indices the predictors precede, strictly increasing in [1, depth-1] "
+                                            "(default: depth/4, depth/2, 3*depth/4, i.e. 3,6,9 for 12 blocks).")
+    freeze_epochs: int = setting(D.FREEZE_EPOCHS, min=0,
+                                 help="Epochs with backbone learning rate 0 (then --backbone-lr-scale x the predictors').")
+    backbone_lr_scale: float = setting(D.BACKBONE_LR_SCALE, min=0,
+                                       help="Backbone learning rate as a fraction of the predictors' after the frozen "
+                                            "epochs (official 0.01 for ~37k ImageNet steps; 0.1 here for short small-data runs).")
+    ratio_weight: float = setting(D.RATIO_WEIGHT, min=0, help="Weight of the keep-ratio loss (paper: 2; DeiT-B recipe: 5).")
+    kl_weight: float = setting(D.KL_WEIGHT, min=0, help="Weight of KL(teacher || student) on the logits (paper: 0.5).")
+    token_weight: float = setting(D.TOKEN_WEIGHT, min=0,
+                                  help="Weight of the token distillation MSE on kept, final-normed tokens (paper: 0.5).")
+
+    def rules(self, label: Label) -> None:
+        super().rules(label)
+        if self.stages is not None and any(b <= a for a, b in zip(self.stages, self.stages[1:])):
+            raise UsageError(f"{label('stages')}: block indices must be strictly increasing, got "
+                             f"{','.join(map(str, self.stages))}")

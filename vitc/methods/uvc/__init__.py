@@ -1,0 +1,79 @@
+"""UVC (Yu et al., ICLR 2022): structured pruning of heads and MLP neurons plus Gumbel skip gates on whole
+blocks, under a MACs budget enforced by a primal–dual loop; knowledge distillation from the dense model.
+
+Modules: ``settings``/``defaults`` (options and presets, torch-free), ``model`` (gates, ranking, masks),
+``resource`` (R), ``objectives`` (the two training stages), ``slice`` (materialization), ``compress``
+(the step and the artifact).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitc.methods.base import Materialized, Method
+from vitc.methods.uvc.settings import UVCSettings
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vitc.core.artifacts import Artifact
+    from vitc.core.spec import ViTSpec
+
+SLICE_ATOL = 1e-4  # sliced vs masked model, max abs logit difference
+
+
+class UVC(Method):
+    """Stage 1 searches per-block counts of heads and MLP neurons (weight-norm ranked), Gumbel skip gates
+    and duals under R <= budget, distilling from the dense model; the state whose hard-gated MACs ratio
+    meets the budget most closely is fine-tuned in stage 2. Writes OUT/compressed.safetensors (`vitc eval`
+    runs it masked; `vitc materialize` slices it) and OUT/metrics.json (per epoch: loss terms, R, z, kept
+    blocks/heads/neurons, val top-1, stage).
+    """
+
+    kind = "uvc"
+    title = "UVC"
+    summary = "prune heads and MLP neurons and skip whole blocks down to a MACs budget"
+    settings = UVCSettings
+    sweep = "budget"
+    name_field = "budget"
+
+    def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
+                 checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
+        from vitc.methods.uvc.compress import compress_uvc
+
+        return compress_uvc(model, data, out, settings, pretrained=pretrained, checkpoint=checkpoint, resume=resume)
+
+    def load(self, art: Artifact) -> nn.Module:
+        from vitc.methods.uvc.compress import model_from_artifact
+
+        return model_from_artifact(art)
+
+    def materialize(self, art: Artifact, keep_ratio: float | None = None) -> Materialized:
+        from vitc.methods.uvc.compress import materialize_uvc
+
+        model, spec, check = materialize_uvc(art, atol=SLICE_ATOL)
+        return Materialized(model, spec, meta={k: art.meta[k] for k in ("budget", "resource") if k in art.meta},
+                            report={"max_abs_diff": check["max_abs_diff"], "atol": SLICE_ATOL, "blocks_kept": spec.depth})
+
+    def effective_spec(self, path: str | Path) -> ViTSpec | None:
+        """The sliced architecture: kept blocks, with their alive heads and MLP neurons."""
+        from vitc.core.artifacts import load_artifact
+        from vitc.methods.uvc.compress import gates_and_masks
+        from vitc.methods.uvc.slice import sliced_spec
+
+        art = load_artifact(path)
+        gates, masks = gates_and_masks(art)
+        return sliced_spec(art.spec, masks, (gates[:, 1] > gates[:, 0]).tolist())
+
+    def describe(self, r: dict[str, Any]) -> str:
+        heads = "/".join(str(h) if g else "-" for h, g in zip(r["heads_kept"], r["gates"]))
+        top1 = f"{r['val_top1']:.2f}%" if r.get("val_top1") is not None else "-"
+        when = f"epoch {r['picked_epoch']}" + (f" step {r['picked_step']}" if r.get("picked_step") else " end")
+        return (
+            f"wrote {r['artifact']}\n"
+            f"MACs {r['macs_compressed'] / r['macs_dense']:.3f}x dense (budget {r['budget']:g}; search state of {when})\n"
+            f"blocks kept {r['blocks_kept']}/{len(r['gates'])}  heads per block {heads}  "
+            f"neurons kept {sum(n for n, g in zip(r['neurons_kept'], r['gates']) if g)}\n"
+            f"val top-1 {top1}  ({r['seconds']:.1f}s)"
+        )

@@ -1,0 +1,125 @@
+"""``vitc compress uvc`` settings: one dataclass for the CLI, the pipeline YAML and the library.
+
+Presets (``--preset``) set the defaults of the fields the user did not give:
+
+* ``small-data`` (default): the constants of :mod:`vitc.methods.uvc.defaults` ``DEFAULTS``, sized for a
+  small model on a small data set (vit-micro on ``digits``); UVC's update rules as the paper intends.
+* ``paper``: the paper's intent at ImageNet scale: the official constants (DeiT-T run,
+  ``run_uvc_train.sh``) with the rising z learning-rate schedule 1, 5, 9, 13, 17 that the released
+  code meant to apply, V-channel counts learned, counts projected onto [0, ub − 1].
+* ``official-code``: the released code to the letter, its quirks included: η_z stays 1 for the whole
+  run (its ``PresetLRScheduler`` looks for a ``zlr`` key no parameter group has), the V-channel counts
+  r are always optimised, a count that reaches its upper bound is pinned there, and AdamW decays every
+  parameter (biases, norms and the gate logits included).
+
+All three clip every gradient at norm 1.0 before the optimiser steps, as both official stages do
+(``joint_train.py``, ``post_train.py``); the gate step reads the clipped gate gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from vitc.core.errors import UsageError
+from vitc.core.settings import Label, derive, setting
+from vitc.methods.uvc.defaults import DEFAULTS as D
+from vitc.methods.uvc.defaults import OFFICIAL as O
+from vitc.methods.uvc.defaults import PRESETS
+from vitc.train.settings import TrainSettings
+
+
+def _official(key: str) -> str:
+    value = O[key]
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+_UVCTrain = derive(
+    TrainSettings, "_UVCTrain",
+    epochs={"default": D["epochs"], "min": 1, "help": "Stage-1 (search) epochs, fixed-gate warm-up included."},
+    batch_size={"default": D["batch_size"], "help": "Global batch (split across torchrun ranks), both stages."},
+    lr={"default": D["lr"], "help": "Stage-1 peak AdamW learning rate of the weights (per-step cosine; official 1e-4 for DeiT)."},
+    min_lr=D["min_lr"],
+    weight_decay=D["weight_decay"],
+    warmup_epochs={"default": D["warmup_epochs"], "help": "Stage-1 linear lr warm-up, in epochs."},
+    label_smoothing=D["label_smoothing"],
+    max_grad_norm={"default": D["max_grad_norm"],
+                   "help": "Clip the global L2 gradient norm of both stages to this value before each optimiser "
+                           "step (the gate step reads the clipped gate gradient), as the official code does; 0 = no clipping."},
+)
+
+
+@dataclass(kw_only=True)
+class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
+    """UVC: the MACs budget, the stage-1 search and the stage-2 fine-tuning (weights' optimiser inherited)."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+
+    budget: float = setting(help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5).",
+                            min=0, max=1, min_open=True)
+    preset: str = setting("small-data", choices=tuple(PRESETS),
+                          help="Defaults to start from: small-data (sized for small data sets), paper (the paper's "
+                               "intent at ImageNet scale) or official-code (the released code to the letter, its quirks "
+                               "included). Options given explicitly always win.")
+    prune_v: bool = setting(False, help="Also learn V-channel counts inside heads. timm's Attention needs V as wide as "
+                                        "Q/K, so the materialized model keeps alive heads' full V and leaves the pruned "
+                                        "channels' attn.proj columns at zero: it exports, but does not realise the "
+                                        "V-channel MACs the budget counted.")
+    finetune_epochs: int = setting(D["finetune_epochs"], min=0,
+                                   help="Stage-2 epochs: KD fine-tuning with hard gates and masks re-applied every step.")
+    finetune_lr: float = setting(D["finetune_lr"], min=0, min_open=True, help="Stage-2 peak AdamW learning rate.")
+    finetune_warmup_epochs: float = setting(D["finetune_warmup_epochs"], min=0, help="Stage-2 linear lr warm-up, in epochs.")
+    kd_alpha: float = setting(D["kd_alpha"], min=0, max=1,
+                              help="Weight of the KD term: (1-a)*CE + a*KL(student/T || dense teacher/T)*T^2/numel.")
+    kd_tau: float = setting(D["kd_tau"], min=0, min_open=True, help="KD temperature T.")
+    gate_warmup_epochs: int = setting(D["gate_warmup_epochs"], min=0,
+                                      help="First search epochs with gates fixed at 0.5/0.5 and no count/dual updates "
+                                           f"(official {_official('gate_warmup_epochs')} of 30).")
+    z_lr_schedule: tuple[float, ...] = setting(D["z_lr_schedule"], min=0, metavar="V1,V2,...",
+                                               help="Budget-dual step size eta_z per step, one value per equal slice of "
+                                                    "the search epochs (paper's rising schedule; official "
+                                                    f"{_official('z_lr_schedule')}, scaled x10 here for short epochs).")
+    count_lr: float = setting(D["count_lr"], min=0,
+                              help="SGD step of the head/neuron (and V-channel) counts per step, after inf-norm "
+                                   f"clipping to 1 (official {_official('count_lr')}).")
+    dual_lr: float = setting(D["dual_lr"], min=0,
+                             help=f"Ascent step of the group-sparsity duals y, p per step (official {_official('dual_lr')}).")
+    gate_lr: float = setting(D["gate_lr"], min=0,
+                             help=f"SGD (momentum 0.9) learning rate of the skip-gate logits (official {_official('gate_lr')}).")
+    gate_interval: int = setting(D["gate_interval"], min=1,
+                                 help="Optimizer steps between gate updates "
+                                      f"(official {_official('gate_interval')} for ~5,000 steps/epoch).")
+    gate_weight: float = setting(D["gate_weight"], min=0,
+                                 help=f"Weight of z * dR/dtheta in the gate gradient (official {_official('gate_weight')}).")
+    z_grad_clip: float = setting(D["z_grad_clip"], min=0,
+                                 help="R - budget is clipped to +-this before differentiating (no budget gradient beyond it).")
+    z_lr_dynamic: bool = setting(D["z_lr_dynamic"],
+                                 help="Raise eta_z through --z-lr-schedule (the paper's intent); off, eta_z stays at the "
+                                      "schedule's first value, as in the released code whose scheduler never fires.")
+    pin_at_upper_bound: bool = setting(D["pin_at_upper_bound"],
+                                       help="Official projection quirk: a count that reaches its upper bound ub-1 is reset "
+                                            "there after every step and can never decrease (default: project onto [0, ub-1]).")
+    decay_all_params: bool = setting(D["decay_all_params"],
+                                     help="Official quirk: AdamW weight decay on every parameter, biases, norms, tokens "
+                                          "and gate logits included (default: timm's rule, none on those).")
+
+    def rules(self, label: Label) -> None:
+        super().rules(label)
+        if self.epochs <= self.gate_warmup_epochs:
+            raise UsageError(f"{label('epochs')} ({self.epochs}) must exceed {label('gate_warmup_epochs')} "
+                             f"({self.gate_warmup_epochs}): the search needs at least one epoch with learned gates")
+        if not self.z_lr_schedule:
+            raise UsageError(f"{label('z_lr_schedule')} needs one or more values >= 0")
+        if self.finetune_lr < self.min_lr:
+            raise UsageError(f"{label('finetune_lr')} ({self.finetune_lr:g}) must not be below {label('min_lr')} ({self.min_lr:g})")
+
+    @property
+    def optimizes_v(self) -> bool:
+        """V-channel counts are learned (``--prune-v``)."""
+        return self.prune_v
+
+    def search_loop(self) -> TrainSettings:
+        return self.loop()
+
+    def finetune_loop(self) -> TrainSettings:
+        return self.loop(epochs=self.finetune_epochs, lr=self.finetune_lr, warmup_epochs=self.finetune_warmup_epochs)

@@ -1,0 +1,181 @@
+"""``vitc export``: a vitc artifact → one TensorRT-ready ONNX file, checked and verified before it is written.
+
+Export path (PyTorch >= 2.5): ``torch.onnx.export(..., dynamo=True)`` at opset 18-20, which gives
+
+* one ``LayerNormalization`` op per LayerNorm (opset >= 17; a decomposed LayerNorm overflows in FP16);
+* attention as plain ``MatMul``/``Softmax`` — timm's ``F.scaled_dot_product_attention`` is
+  decomposed by the exporter at these opsets (ONNX's ``Attention`` op is opset 23), so TensorRT
+  parses it with its own MHA fusion and no ``com.microsoft`` op appears;
+* DynamicViT token selection as ``TopK`` with a constant K (``floor(N·rho^s)`` is a Python int in
+  the module) followed by ``GatherElements`` — every token count static.
+
+The batch axis is dynamic by default (traced at batch 2, because ``torch.export`` specialises a
+size-1 dimension); ``batch=N`` exports a static batch. Every other dimension is static. The file
+carries the spec and provenance in ``metadata_props`` (:mod:`vitc.onnx.io`), passes the
+TensorRT readiness check (:mod:`vitc.onnx.readiness`) and, unless ``verify=False``, matches PyTorch
+through ONNX Runtime (:mod:`vitc.checks.verify`) — otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitc import __version__
+from vitc.core.artifacts import META_KIND, META_SPEC
+from vitc.core.errors import CheckFailed, UsageError, VitcError
+from vitc.core.fileio import atomic_path, check_output_file
+from vitc.core.progress import log
+from vitc.onnx.graph import name_nodes
+from vitc.onnx.io import META_KEEP_RATIO, META_PRECISION, META_SOURCE, META_VERSION, dims, stamp, write_onnx
+from vitc.onnx.settings import ExportSettings
+from vitc.onnx.source import Deployable, load_deployable
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+    from vitc.core.spec import ViTSpec
+
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "logits"
+TRACE_BATCH = 2  # torch.export specialises size-1 dims, so trace dynamic-batch exports at 2
+MAX_BATCH = 65536
+# A check of the written file before it takes its name: (temporary path, what was exported, final path) →
+# a JSON-ready report; it raises CheckFailed to stop the write.
+Parity = Callable[[Path, Deployable, Path], "dict[str, Any]"]
+
+
+def export_onnx(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: ExportSettings | None = None,
+    *,
+    pretrained: bool = False,
+    checkpoint: str | None = None,
+    parity: Parity | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export ``source`` (artifact of any kind, timm name or vitc config) to ``out``; return a summary.
+
+    ``settings.static_batch=N`` fixes the batch; otherwise the batch is dynamic. ``fp16`` writes the
+    FP16 model of :mod:`vitc.onnx.fp16`. ``check`` runs the TensorRT readiness check. ``parity``, when
+    given, is called on the finished file before it takes its name (``vitc export`` passes the ONNX
+    Runtime vs PyTorch check of :mod:`vitc.checks.verify`); a failure of either raises
+    ``CheckFailed`` and writes nothing. ``options`` replace fields of ``settings``; ``settings.verify``
+    is the caller's (it decides whether to pass ``parity``).
+    """
+    t0 = time.perf_counter()
+    settings = ExportSettings.with_options(settings, **options)
+    batch, keep_ratio = settings.static_batch, settings.keep_ratio
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"--out must name a .onnx file, got {out}")
+    check_output_file(out)
+    opset = settings.opset
+    dep = load_deployable(str(source), keep_ratio=keep_ratio, pretrained=pretrained, checkpoint=checkpoint)
+    log(f"exporting {dep.spec.name} ({dep.kind}) to ONNX opset {opset}, batch {batch or 'dynamic'}")
+    proto = trace_to_onnx(dep.model, dep.spec, opset=opset, batch=batch)
+    precision = "fp32"
+    if settings.fp16:
+        from vitc.onnx.fp16 import to_fp16
+
+        proto, precision = to_fp16(proto), "fp16"
+    stamp(proto, {
+        META_SPEC: dep.spec.to_json(),
+        META_PRECISION: precision,
+        META_KIND: dep.kind,
+        META_KEEP_RATIO: repr(float(dep.keep_ratio)) if dep.keep_ratio is not None else None,
+        META_VERSION: __version__,
+        META_SOURCE: str(source),
+    })
+    readiness = None
+    if settings.check:
+        from vitc.onnx.readiness import check_trt_ready
+
+        readiness = check_trt_ready(proto)
+    report = None
+    external: Path | None = None
+    try:
+        with atomic_path(out) as tmp:
+            external = write_onnx(proto, tmp, final_name=out.name)
+            if parity is not None:
+                report = parity(tmp, dep, out)
+    except BaseException:
+        if external is not None and external.exists():
+            external.unlink()  # the weights of a model that was not written
+        raise
+    inp, outp = proto.graph.input[0], proto.graph.output[0]
+    ops = Counter(n.op_type for n in proto.graph.node)
+    return {
+        "onnx": str(out),
+        "source": str(source),
+        "kind": dep.kind,
+        "precision": precision,
+        "opset": opset,
+        "batch": batch or "dynamic",
+        "input": {"name": inp.name, "shape": dims(inp)},
+        "output": {"name": outp.name, "shape": dims(outp)},
+        "keep_ratio": dep.keep_ratio,
+        "keep_tokens": dep.keep_tokens,
+        "nodes": len(proto.graph.node),
+        "ops": dict(sorted(ops.items())),
+        "bytes": out.stat().st_size,
+        "trt_ready": None if readiness is None else readiness["ready"],
+        "topk": [] if readiness is None else readiness["topk"],
+        "verify": report,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def trace_to_onnx(model: nn.Module, spec: ViTSpec, *, opset: int = 18, batch: int | None = None) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)`` of an eval-mode ViT: input ``pixels`` (B, C, H, W), output ``logits``.
+
+    ``batch=None`` makes axis 0 dynamic (symbol ``batch``); every other dimension is static. Nodes get
+    unique names and the exporter's per-node stack traces (local file paths) are dropped.
+    """
+    import torch
+
+    model = model.eval()
+    trace_batch = batch or TRACE_BATCH
+    x = torch.randn(trace_batch, *spec.input_shape, generator=torch.Generator().manual_seed(0))
+    kwargs: dict[str, Any] = dict(dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    if batch is None:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    params = inspect.signature(torch.onnx.export).parameters
+    if "optimize" in params:  # torch >= 2.6; on 2.5 the program is optimized below
+        kwargs["optimize"] = True
+    if "verbose" in params:
+        kwargs["verbose"] = False
+    try:
+        # The exporter prints progress lines on stdout; keep stdout for --json.
+        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            program = torch.onnx.export(model, (x,), **kwargs)
+            if program is None:
+                raise RuntimeError("torch.onnx.export returned no program")
+            if "optimize" not in params and hasattr(program, "optimize"):
+                program.optimize()
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VitcError(f"torch.onnx.export failed for {spec.name}: {first[:300]}") from None
+    proto = program.model_proto
+    for node in proto.graph.node:
+        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    name_nodes(proto)
+    norms = sum(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    found = sum(n.op_type == "LayerNormalization" for n in proto.graph.node)
+    if found != norms:
+        raise CheckFailed(f"export produced {found} LayerNormalization ops for {norms} LayerNorm modules (decomposed?); use opset >= 18")
+    return proto
+
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Deployable", "export_onnx", "trace_to_onnx"]

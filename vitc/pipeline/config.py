@@ -1,0 +1,330 @@
+"""The ``vitc run`` YAML: every section is a step's own settings schema, validated before any work.
+
+Each section reads the same settings dataclass as the command that runs the step (``baseline`` =
+``vitc train``'s :class:`~vitc.train.settings.TrainSettings`; a method's section = its
+``vitc compress KIND`` settings; ``export``/``verify``/``eval``/``bench`` reuse their commands' fields),
+so the pipeline accepts and refuses exactly what the commands do, with the same message naming the
+key — before the baseline trains. Example (every key optional except ``model`` and ``data``)::
+
+    model: deit_small_patch16_224      # timm name | vitc config | artifact path
+    pretrained: true                   # or checkpoint: PATH
+    data: imagefolder:/data/imagenet
+    out: runs/deit_s                   # ~ is expanded
+    seed: 0
+    device: cuda
+    distributed: {nproc_per_node: 8}   # training stages run under torchrun
+    baseline: {epochs: 0}              # 0 = use the model as given (no training)
+    uvc: {budgets: [0.5], epochs: 30, finetune_epochs: 120}        # any `vitc compress uvc` option
+    dynamicvit: {keep_ratio: 0.7, epochs: 30, materialize: [0.5, 0.7, 0.9]}
+    export: {opset: 18, fp16: true, int8: true, calib_samples: 512, calib_method: entropy}
+    verify: {batch_sizes: [1, 32]}
+    eval: {batch_size: 128}
+    bench: {backends: [torch, onnxruntime, tensorrt], device: cuda, batch_sizes: [1, 32, 64]}
+
+A method section takes every option of ``vitc compress KIND`` (flag names with ``_``). A method that
+sweeps a value lists it (``uvc: {budgets: [0.3, 0.5]}``); a token-selection method lists the keep ratios
+to materialize (``materialize``). Duplicate keys are refused (YAML would silently keep the last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitc.backends import BACKENDS
+from vitc.checks.settings import BenchSettings, EvalSettings, VerifySettings
+from vitc.core.device import check_device_name
+from vitc.core.errors import UsageError
+from vitc.core.settings import Label, Settings, check_keys, closest, coerce, from_mapping, like, setting, yaml_label
+from vitc.core.settings import fields as settings_fields
+from vitc.core.validation import check_data_spec
+from vitc.methods import METHODS, ratio_tag
+from vitc.methods.base import Method
+from vitc.onnx.settings import ExportSettings, QuantizeSettings
+from vitc.train.settings import TrainSettings
+
+INHERITED = ("seed", "device")  # top-level keys every training section inherits unless it sets its own
+
+
+@dataclass(kw_only=True)
+class DistributedStage(Settings):
+    nproc_per_node: int = setting(1, min=1, help="Processes per node for the training stages (torchrun).")
+
+
+@dataclass(kw_only=True)
+class ExportStage(Settings):
+    opset: int = like(ExportSettings, "opset")
+    fp16: bool = setting(True, help="Also export an FP16 ONNX.")
+    int8: bool = setting(True, help="Also write an INT8 Q/DQ ONNX, calibrated on the run's data.")
+    calib_samples: int = like(QuantizeSettings, "num_samples")
+    calib_method: str = like(QuantizeSettings, "method")
+
+
+@dataclass(kw_only=True)
+class VerifyStage(Settings):
+    data: str | None = setting(None, parse=check_data_spec, help="Real images to verify on (default: the run's data).")
+    batch_sizes: list[int] = setting([1, 32], min=1, help="Batch sizes to verify at (random and real images each).")
+    batches: int = like(VerifySettings, "batches", default=2)
+
+    def rules(self, label: Label) -> None:
+        if not self.batch_sizes:
+            raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
+
+
+@dataclass(kw_only=True)
+class EvalStage(Settings):
+    batch_size: int = like(EvalSettings, "batch_size")
+
+
+@dataclass(kw_only=True)
+class BenchStage(Settings):
+    backends: list[str] = setting(list(BACKENDS), choices=tuple(BACKENDS),
+                                  help="Backends to bench (tensorrt only where TensorRT and a GPU are present).")
+    device: str = like(BenchSettings, "device", default="cpu")
+    batch_sizes: list[int] = like(BenchSettings, "batch_sizes", default=[1, 32])
+    warmup_ms: float = like(BenchSettings, "warmup_ms", default=200.0)
+    min_iters: int = like(BenchSettings, "min_iters", default=10)
+    min_seconds: float = like(BenchSettings, "min_seconds", default=1.0)
+
+    def rules(self, label: Label) -> None:
+        if not self.batch_sizes:
+            raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
+
+    def settings(self, backend: str, precision: str | None) -> BenchSettings:
+        return BenchSettings(batch_sizes=list(self.batch_sizes), backend=backend, device=self.device, precision=precision,
+                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
+
+
+@dataclass
+class MethodStage:
+    """One method section: a validated settings object per run (one per swept value) and the ratios to materialize."""
+
+    method: Method
+    runs: list[Any]
+    materialize: list[float] | None = None
+
+    @property
+    def values(self) -> list[Any]:
+        return [self.method.variant_value(s) for s in self.runs]
+
+
+@dataclass
+class PipelineConfig:
+    model: str
+    data: str
+    pretrained: bool = False
+    checkpoint: str | None = None
+    out: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    distributed: DistributedStage = field(default_factory=DistributedStage)
+    baseline: TrainSettings = field(default_factory=TrainSettings)
+    methods: dict[str, MethodStage] = field(default_factory=dict)
+    export: ExportStage = field(default_factory=ExportStage)
+    verify: VerifyStage = field(default_factory=VerifyStage)
+    eval: EvalStage = field(default_factory=EvalStage)
+    bench: BenchStage = field(default_factory=BenchStage)
+    source: str = "pipeline"
+
+    def to_dict(self) -> dict[str, Any]:
+        from vitc.core.settings import to_dict
+
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("model", "data", "pretrained", "checkpoint", "out", "seed", "device")}
+        for key in ("distributed", "baseline", "export", "verify", "eval", "bench"):
+            out[key] = to_dict(getattr(self, key))
+        for kind, stage in self.methods.items():
+            out[kind] = {"runs": [to_dict(s) for s in stage.runs], "materialize": stage.materialize}
+        return out
+
+
+_TOP = ("model", "data", "pretrained", "checkpoint", "out", "seed", "device", "distributed", "baseline", "export",
+        "verify", "eval", "bench")
+_SECTIONS: dict[str, type] = {"distributed": DistributedStage, "export": ExportStage, "verify": VerifyStage,
+                              "eval": EvalStage, "bench": BenchStage}
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """Parse and validate a pipeline YAML; any problem is a one-line ``UsageError`` naming the key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such pipeline file: {path}")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_strict_loader())
+    except _DuplicateKey as e:
+        raise UsageError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UsageError(f"{path}: invalid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text (YAML) file") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineConfig:
+    """Validate every section of a pipeline mapping (no work is done) and return the config."""
+    label = yaml_label(source)
+    allowed = set(_TOP) | set(METHODS)
+    for key in raw:
+        if key not in allowed:
+            close = closest(str(key), allowed)
+            raise UsageError(f"{source}: unknown key '{key}'" + (f" (did you mean '{close}'?)" if close else ""))
+    for key in ("model", "data"):
+        if key not in raw:
+            raise UsageError(f"{source}: missing required key '{key}'")
+    cfg = PipelineConfig(model=_text(raw["model"], label("model")), data=_text(raw["data"], label("data")), source=source)
+    check_data_spec_labeled(cfg.data, label("data"))
+    if "pretrained" in raw:
+        if not isinstance(raw["pretrained"], bool):
+            raise UsageError(f"{label('pretrained')} must be true or false, got {raw['pretrained']!r}")
+        cfg.pretrained = raw["pretrained"]
+    if raw.get("checkpoint") is not None:
+        cfg.checkpoint = os.path.expanduser(_text(raw["checkpoint"], label("checkpoint")))
+    if raw.get("out") is not None:
+        cfg.out = os.path.expanduser(_text(raw["out"], label("out")))
+    if "seed" in raw:
+        if isinstance(raw["seed"], bool) or not isinstance(raw["seed"], int) or raw["seed"] < 0:
+            raise UsageError(f"{label('seed')} must be an integer >= 0, got {raw['seed']!r}")
+        cfg.seed = raw["seed"]
+    if "device" in raw:
+        try:
+            cfg.device = check_device_name(_text(raw["device"], label("device")))
+        except UsageError as e:
+            raise UsageError(f"{label('device')}: {e}") from None
+    inherited = {"seed": cfg.seed, "device": cfg.device}
+    for key, cls in _SECTIONS.items():
+        setattr(cfg, key, from_mapping(cls, raw.get(key), yaml_label(source, f"{key}."), where=f"{key}."))
+    cfg.baseline = _settings(TrainSettings, raw.get("baseline"), source, "baseline", inherited)
+    for kind, method in METHODS.items():
+        if kind in raw:
+            cfg.methods[kind] = _method_stage(method, raw[kind], source, inherited)
+    return cfg
+
+
+def check_data_spec_labeled(text: str, label: str) -> None:
+    try:
+        check_data_spec(text)
+    except UsageError as e:
+        raise UsageError(f"{label}: {e}") from None
+
+
+def _text(value: Any, label: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UsageError(f"{label} must be a string, got {value!r}")
+    return str(value)
+
+
+def _settings(cls: type, raw: Any, source: str, key: str, inherited: dict[str, Any], *, fixed: dict[str, Any] | None = None,
+              extra: tuple[str, ...] = (), label: Label | None = None) -> Any:
+    """A section as ``cls``: the top-level seed/device unless the section sets its own."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: '{key}' must be a mapping")
+    names = {f.name for f in dataclasses.fields(cls)}
+    mapping = {**{k: v for k, v in inherited.items() if k in names and k not in raw},
+               **{k: v for k, v in raw.items() if k not in extra}}
+    return from_mapping(cls, mapping, label or yaml_label(source, f"{key}."), where=f"{key}.", extra=extra, **(fixed or {}))
+
+
+def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, Any]) -> MethodStage:
+    kind = method.kind
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: '{kind}' must be a mapping")
+    raw = dict(raw)
+    options = raw.pop("options", None)  # older spelling: the method's options in a nested mapping
+    if options is not None:
+        if not isinstance(options, dict):
+            raise UsageError(f"{source}: '{kind}.options' must be a mapping")
+        both = sorted(set(options) & set(raw))
+        if both:
+            raise UsageError(f"{source}: '{kind}.{both[0]}' is given both in '{kind}' and in '{kind}.options'")
+        raw.update(options)
+    extra: list[str] = []
+    materialize: list[float] | None = None
+    if method.token_selection:
+        extra.append("materialize")
+        materialize = _ratios(raw.get("materialize"), source, f"{kind}.materialize")
+    sweep = method.sweep
+    if sweep is None:
+        runs = [_settings(method.settings, raw, source, kind, inherited, extra=tuple(extra))]
+        return MethodStage(method, runs, materialize)
+    sweep_key = f"{sweep}s"
+    extra.append(sweep_key)
+    check_keys(method.settings, raw, yaml_label(source, f"{kind}."), where=f"{kind}.", extra=extra, excluded=(sweep,))
+    values = raw.get(sweep_key)
+    if values is None:
+        raise UsageError(f"{source}: '{kind}.{sweep_key}' is required (the values of --{sweep.replace('_', '-')} to run)")
+    if not isinstance(values, list):
+        values = [values]
+    if not values:
+        raise UsageError(f"{source}: '{kind}.{sweep_key}' must list at least one value")
+    tp = next(t for f, _, t in settings_fields(method.settings) if f.name == sweep)
+    base = yaml_label(source, f"{kind}.")
+    runs = []
+    for i, value in enumerate(values):
+        def label(name: str, i: int = i) -> str:
+            return base(f"{sweep_key}[{i}]") if name == sweep else base(name)
+
+        typed = coerce(tp, value, label(sweep))
+        runs.append(_settings(method.settings, raw, source, kind, inherited, fixed={sweep: typed}, extra=tuple(extra),
+                              label=label))
+    tags = [ratio_tag(v) if isinstance(v, float) else str(v) for v in (method.variant_value(s) for s in runs)]
+    dup = next((t for t in tags if tags.count(t) > 1), None)
+    if dup is not None:
+        raise UsageError(f"{source}: '{kind}.{sweep_key}' lists {dup} twice")
+    return MethodStage(method, runs, materialize)
+
+
+def _ratios(value: Any, source: str, key: str) -> list[float] | None:
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UsageError(f"{source}: '{key}[{i}]' must be a number, got {v!r}")
+        if not 0 < v <= 1:
+            raise UsageError(f"{source}: '{key}[{i}]' must be in (0, 1], got {v}")
+        out.append(float(v))
+    if not out:
+        raise UsageError(f"{source}: '{key}' must list at least one keep ratio")
+    tags = [ratio_tag(v) for v in out]
+    dup = next((t for t in tags if tags.count(t) > 1), None)
+    if dup is not None:
+        raise UsageError(f"{source}: '{key}' lists {dup} twice")
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _strict_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"duplicate key '{key}' (line {key_node.start_mark.line + 1}; first on line "
+                                    f"{seen[key] + 1}); YAML would silently keep the last one")
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader

@@ -1,0 +1,165 @@
+"""The run report: ``report.json``, ``report.md`` and ``pareto.png`` (top-1 against images/s).
+
+One row per (variant, deployed format): params, MACs, MACs ratio to dense, top-1 and the backend
+it was measured through, images/s at each benched batch size, speedup over the dense model at the
+same precision and backend, and the verification result.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from vitc.core.fileio import write_bytes, write_json, write_text
+
+REPORT_JSON, REPORT_MD, PARETO_PNG = "report.json", "report.md", "pareto.png"
+
+
+def add_speedups(rows: list[dict[str, Any]]) -> None:
+    """Fill ``row["speedup"][batch]`` where no paired measurement gave it: img/s over the dense row with the
+    same backend and precision (1.0 for the dense rows themselves)."""
+    dense = {(r["backend"], r["precision"]): r for r in rows if r.get("method") == "dense"}
+    for r in rows:
+        if r.get("speedup"):
+            continue
+        base = dense.get((r["backend"], r["precision"]))
+        r["speedup"] = {}
+        if not base:
+            continue
+        for b, ips in (r.get("throughput") or {}).items():
+            ref = (base.get("throughput") or {}).get(b)
+            if ref and ips:
+                r["speedup"][b] = ips / ref
+
+
+def batch_sizes(rows: list[dict[str, Any]]) -> list[str]:
+    seen: set[int] = set()
+    for r in rows:
+        seen.update(int(b) for b in (r.get("throughput") or {}))
+    return [str(b) for b in sorted(seen)]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    batches = batch_sizes(rows)
+    header = ["variant", "format", "params (M)", "MACs (M)", "MACs ratio", "top-1 (%)", "top-1 via"]
+    header += [f"img/s @{b}" for b in batches] + [f"speedup @{b}" for b in batches] + ["verified"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [
+            r["variant"], r["format"], f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e6:.2f}", f"{r['macs_ratio']:.3f}",
+            "-" if r.get("top1") is None else f"{r['top1']:.2f}", r.get("top1_backend") or "-",
+        ]
+        cells += [_num(r.get("throughput", {}).get(b), "{:.1f}") for b in batches]
+        cells += [_num(r.get("speedup", {}).get(b), "{:.2f}x") for b in batches]
+        cells.append(r.get("verify") or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    rows = report["rows"]
+    meta = report.get("meta", {})
+    parts = [f"# vitc report: {meta.get('model', '?')} on {meta.get('data', '?')}", ""]
+    if meta:
+        parts.append(", ".join(f"{k}: {v}" for k, v in meta.items() if k not in ("model", "data") and not isinstance(v, (dict, list))))
+        parts.append("")
+    parts.append(markdown_table(rows))
+    parts += [
+        "",
+        "MACs are analytic multiply–accumulates per image. Top-1 is measured through the backend named in "
+        "'top-1 via' on the validation split. Throughput is images/s on synthetic inputs; speedup is over the "
+        "dense model with the same backend and precision, measured alternately with it in one paired run (the "
+        "`vitc bench --compare` protocol). 'verified' is the parity check of each exported ONNX against its "
+        "PyTorch artifact.",
+    ]
+    env = report.get("environment")
+    if env:
+        parts += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
+    return "\n".join(parts) + "\n"
+
+
+def separate_labels(fig: Any, labels: list[Any], step_points: float = 10.0, tries: int = 8) -> None:
+    """Move each point label up (then down) in ``step_points`` steps until it overlaps no earlier one.
+
+    Variants with the same top-1 and similar throughput (e.g. the dense model and DynamicViT at
+    rho 0.9) otherwise print their names over each other.
+    """
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    for text in labels:
+        x0, y0 = text.xyann
+        for k in range(2 * tries + 1):
+            dy = step_points * ((k + 1) // 2) * (1 if k % 2 else -1) if k else 0.0
+            text.xyann = (x0, y0 + dy)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        else:
+            text.xyann = (x0, y0)  # no free spot nearby: keep the default place
+        placed.append(text.get_window_extent(renderer))
+
+
+def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
+    """Top-1 (%) against images/s at ``batch`` (default 32, else the largest benched), dense marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = batch_sizes(rows)
+    if batch is None:
+        batch = "32" if "32" in batches else (batches[-1] if batches else None)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+    colors: dict[str, str] = {"dense": "black"}
+    for r in rows:  # one colour per method, in the order the report lists them
+        colors.setdefault(r.get("method", "?"), palette[(len(colors) - 1) % len(palette)])
+    # one marker per deployed format, one colour per method
+    markers = {("torch", "fp32"): "P", ("torch", "fp16"): "X", ("torch", "bf16"): "X",
+               ("onnxruntime", "fp32"): "o", ("onnxruntime", "fp16"): "s", ("onnxruntime", "int8"): "D",
+               ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">"}
+    plotted: set[str] = set()
+    annotated: set[str] = set()
+    labels = []
+    for r in rows:
+        ips = (r.get("throughput") or {}).get(batch) if batch else None
+        if ips is None or r.get("top1") is None:
+            continue
+        method, backend = r.get("method", "?"), r.get("backend", "?")
+        is_dense = method == "dense" and r.get("precision") == "fp32"
+        label = f"{method} · {backend} {r.get('precision', '')}".strip()
+        marker = "*" if is_dense else markers.get((backend, r.get("precision", "")), "o")
+        ax.scatter(ips, r["top1"], s=160 if is_dense else 60, marker=marker,
+                   color=colors.get(method, "tab:gray"), edgecolor="black", linewidth=0.6, zorder=3,
+                   label=label if label not in plotted else None)
+        plotted.add(label)
+        if r["variant"] not in annotated:  # one label per variant; the legend tells the formats apart
+            annotated.add(r["variant"])
+            labels.append(ax.annotate(r["variant"], (ips, r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8))
+    ax.set_xlabel(f"throughput at batch {batch} (images/s, higher is better)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Accuracy vs throughput (★ = dense baseline)")
+    ax.grid(True, alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    separate_labels(fig, labels)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(out_dir: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any], environment: dict[str, Any]) -> dict[str, str]:
+    out_dir = Path(out_dir)
+    add_speedups(rows)
+    report = {"meta": meta, "environment": environment, "rows": rows}
+    write_json(out_dir / REPORT_JSON, report)
+    write_text(out_dir / REPORT_MD, render_markdown(report))
+    write_bytes(out_dir / PARETO_PNG, pareto_png(rows))
+    return {"json": str(out_dir / REPORT_JSON), "markdown": str(out_dir / REPORT_MD), "plot": str(out_dir / PARETO_PNG)}
