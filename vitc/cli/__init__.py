@@ -41,11 +41,19 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except VitcError as e:
-            click.echo(f"error: {rank_prefix()}{e}", err=True)
-            ctx.exit(e.exit_code)
+            fail(ctx, f"{rank_prefix()}{e}", e.exit_code)
         except KeyboardInterrupt:
-            click.echo(f"error: {rank_prefix()}interrupted", err=True)
-            ctx.exit(130)
+            fail(ctx, f"{rank_prefix()}interrupted", 130)
+
+
+def fail(ctx: click.Context, message: str, exit_code: int) -> None:
+    """``error: MESSAGE`` on stderr (and, with --json, ``{"error", "exit_code"}`` on stdout), then exit."""
+    from vitc.cli.common import JSON_META, json_error
+
+    click.echo(f"error: {message}", err=True)
+    if ctx.meta.get(JSON_META):
+        json_error(message, exit_code)
+    ctx.exit(exit_code)
 
 
 def rank_prefix() -> str:
@@ -81,6 +89,7 @@ COMMANDS = {
     "bench": "vitc.cli.bench:bench",
     "run": "vitc.cli.run:run",
     "demo": "vitc.cli.run:demo",
+    "models": "vitc.cli.models:models",
 }
 
 
@@ -96,12 +105,27 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The console script: as Click's standalone mode, plus a JSON error document for usage errors that
+    Click raises while parsing (a bad option value) when --json was given."""
+    import json
     import sys
 
     from vitc.core.provenance import set_command
 
     set_command(sys.argv[1:])
-    cli(prog_name="vitc")
+    try:
+        code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
+    except click.ClickException as e:
+        e.show()
+        if "--json" in sys.argv[1:]:
+            click.echo(json.dumps({"error": e.format_message(), "exit_code": e.exit_code}))
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

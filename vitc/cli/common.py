@@ -12,8 +12,24 @@ import click
 F = Callable[..., Any]
 
 
+JSON_META = "vitc.json"  # set in the context's meta when --json is given: errors then print JSON too
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True
+    return value
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress stays on stderr).")(f)
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json,
+                        help="Print one JSON object on stdout (progress stays on stderr); an error prints "
+                             '{"error": ..., "exit_code": N} there too.')(f)
+
+
+def json_error(message: str, exit_code: int) -> None:
+    """The machine-readable twin of an ``error:`` line, on stdout."""
+    click.echo(json.dumps({"error": message, "exit_code": exit_code}))
 
 
 def model_options(f: F) -> F:

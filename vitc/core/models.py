@@ -8,6 +8,7 @@ Small configs (for tests and the demo) are accepted anywhere a timm name is:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,10 @@ def _from_name(name: str, pretrained: bool, num_classes: int | None, img_size: i
     import timm
 
     if not timm.is_model(name):
-        known = ", ".join(SMALL_CONFIGS)
-        raise UsageError(f"unknown model {name!r}: not a timm model name, a vitc config ({known}) or an existing file")
+        close = suggest(name)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (vitc configs: {', '.join(SMALL_CONFIGS)})"
+        raise UsageError(f"unknown model {name!r}: not a timm model name, a vitc config or an existing file{hint} "
+                         "(`vitc models` lists the accepted names)")
     kwargs: dict[str, Any] = {}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -103,6 +106,101 @@ def _from_name(name: str, pretrained: bool, num_classes: int | None, img_size: i
         what = "download pretrained weights for" if pretrained else "create"
         raise UsageError(f"could not {what} {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return model, spec_from_model(model, name)
+
+
+TIMM_MODULES = ("vision_transformer", "deit")  # the timm model files whose architectures vitc can describe
+
+
+def timm_names() -> list[str]:
+    """Architecture names of timm's ViT/DeiT model files (not all of them fit the spec; see :func:`list_models`)."""
+    import timm
+
+    return sorted(timm.list_models(module=list(TIMM_MODULES)))
+
+
+def suggest(name: str, n: int = 3) -> list[str]:
+    """The accepted names closest to a misspelled one: names that contain it, else the most similar."""
+    import difflib
+
+    names = [*SMALL_CONFIGS, *timm_names()]
+    stem = name.lower().strip()
+    containing = sorted((m for m in names if stem and stem in m.lower()), key=len)
+    return containing[:n] or difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+
+
+def list_models(pattern: str = "") -> list[dict[str, Any]]:
+    """Small configs and timm ViT/DeiT architectures that fit the spec, matching ``pattern``.
+
+    ``pattern``: a substring, or a shell pattern with ``*``/``?``. Each timm name is checked by building
+    it on the meta device (no memory, no download); the results are cached per timm version in
+    ``$XDG_CACHE_HOME/vitc`` (``~/.cache/vitc``), since checking all of them takes ~30 s.
+    """
+    import fnmatch
+    import warnings
+
+    import timm
+
+    from vitc.core.flops import model_macs
+    from vitc.core.progress import progress
+    from vitc.core.summary import count_params
+
+    def matches(name: str) -> bool:
+        if not pattern:
+            return True
+        return fnmatch.fnmatch(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+
+    def row(name: str, spec: ViTSpec, source: str, tags: int) -> dict[str, Any]:
+        return {"name": name, "source": source, "img_size": spec.img_size, "patch_size": spec.patch_size,
+                "depth": spec.depth, "embed_dim": spec.embed_dim, "params": count_params(spec), "macs": model_macs(spec),
+                "pretrained_tags": tags}
+
+    rows = [row(n, s, "vitc config", 0) for n, s in SMALL_CONFIGS.items() if matches(n)]
+    cache_file = _cache_dir() / f"models-timm-{timm.__version__}.json"
+    cache = _read_cache(cache_file)
+    tags: dict[str, int] = {}
+    for full in timm.list_models(module=list(TIMM_MODULES), pretrained=True):
+        arch = full.split(".")[0]
+        tags[arch] = tags.get(arch, 0) + 1
+    todo = [n for n in timm_names() if matches(n)]
+    changed = False
+    with progress("checking timm models", len(todo)) as bar:
+        for name in todo:
+            if name not in cache:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        cache[name] = {"spec": resolve_spec(name).to_dict()}
+                except Exception as e:  # a refusal (UsageError) or a model timm cannot build here
+                    cache[name] = {"refused": str(e).splitlines()[0] if str(e) else type(e).__name__}
+                changed = True
+            bar.advance()
+            if "spec" in cache[name]:
+                rows.append(row(name, ViTSpec.from_dict(cache[name]["spec"]), "timm", tags.get(name, 0)))
+    if changed:
+        _write_cache(cache_file, cache)
+    return rows
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitc"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, cache: dict[str, Any]) -> None:
+    from vitc.core.errors import VitcError
+    from vitc.core.fileio import write_json
+
+    with contextlib.suppress(VitcError, OSError):  # a cache only: an unwritable home costs time, not correctness
+        write_json(path, cache)
 
 
 def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
