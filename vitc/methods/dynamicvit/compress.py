@@ -221,9 +221,11 @@ class DynamicViTObjective(Objective):
 
     name = "dynamicvit"
 
-    def __init__(self, dense: nn.Module, cfg: DynamicViTSettings, label_smoothing: float = 0.1) -> None:
+    def __init__(self, dense: nn.Module, cfg: DynamicViTSettings, label_smoothing: float = 0.1,
+                 teacher: nn.Module | None = None) -> None:
         super().__init__(label_smoothing)
-        self.teacher: Any = frozen_teacher(dense)  # copied now: the dense model becomes the student
+        # copied now: the dense model becomes the student
+        self.teacher: Any = frozen_teacher(teacher if teacher is not None else dense)
         self.cfg = cfg
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
@@ -304,28 +306,41 @@ def compress_dynamicvit(
     from vitc.core.artifacts import read_header
     from vitc.core.data import parse_data
     from vitc.core.models import is_artifact_path, resolve_model
-    from vitc.train.distributed import shutdown
 
     validate_settings(settings)
-    dcfg, cfg = settings, settings.loop()
-    stages, seed = settings.stages, settings.seed
-
     is_file = is_artifact_path(model)
+    parent_meta: dict[str, Any] = {}
     if is_file:
-        _, kind, _ = read_header(model, verify=False)
+        _, kind, parent_meta = read_header(model, verify=False)
         if kind == "dynamicvit":
             raise UsageError(f"{model} already has token selection (a DynamicViT artifact); start from the dense model")
         if kind != "model":
             raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first")
     source = parse_data(data)
-    seed_everything(seed)  # initial weights of a model created by name, and the predictors
+    seed_everything(settings.seed)  # initial weights of a model created by name, and the predictors
     dense, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint,
                                 num_classes=None if is_file else source.head_classes())
-    check_dense(spec, model)
-    dcfg.stages = resolve_stages(spec, stages)
+    return train_token_selection(dense, spec, source, out, settings, source_name=model, parent_meta=parent_meta,
+                                 resume=resume)
+
+
+def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str | Path, settings: DynamicViTSettings, *,
+                          source_name: str, teacher: nn.Module | None = None, kind: str = "dynamicvit",
+                          parent_meta: dict[str, Any] | None = None, extra_meta: dict[str, Any] | None = None,
+                          resume: bool = False) -> dict[str, Any] | None:
+    """DynamicViT training on an already resolved model ``dense`` (modified in place: it becomes the
+    student); writes an artifact of ``kind``. ``teacher``: the frozen distillation teacher (default: a
+    copy of ``dense``); it must share the student's embedding width and token grid. Shared by
+    ``vitc compress dynamicvit`` and the methods that add token selection to another method's model.
+    """
+    from vitc.train.distributed import shutdown
+
+    dcfg, cfg = settings, settings.loop()
+    check_dense(spec, source_name)
+    dcfg.stages = resolve_stages(spec, settings.stages)
     stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
 
-    objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing)
+    objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing, teacher=teacher)
     student, new_spec = attach_predictors(dense, spec, dcfg.keep_ratio, dcfg.stages)
     for name, p in student.named_parameters():
         if name in _FROZEN:
@@ -336,23 +351,26 @@ def compress_dynamicvit(
     t0 = time.perf_counter()
     try:
         wrapper = MaskedTrainModel(student)
-        _, history = fit(wrapper, objective, train_set, val_set, cfg, out, resume=resume, description="dynamicvit")
+        _, history = fit(wrapper, objective, train_set, val_set, cfg, out, resume=resume, description=kind)
         if int(os.environ.get("RANK", "0")) != 0:
             return None
-        return _write_result(wrapper.student.cpu().eval(), new_spec, dcfg, cfg, history, out, model, str(source), t0)
+        return _write_result(wrapper.student.cpu().eval(), new_spec, dcfg, cfg, history, out, source_name, str(source), t0,
+                             kind=kind, parent_meta=parent_meta or {}, extra_meta=extra_meta or {})
     finally:
         shutdown()
 
 
 def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, cfg: TrainSettings,
-                  history: list[dict[str, Any]], out: Path, model: str, source: str, t0: float) -> dict[str, Any]:
+                  history: list[dict[str, Any]], out: Path, model: str, source: str, t0: float, *, kind: str,
+                  parent_meta: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, Any]:
     """Write ``out/compressed.safetensors`` and the final ``out/metrics.json``; return the summary."""
     from vitc.core.fileio import write_json
+    from vitc.core.provenance import origin, provenance
 
     keep_tokens = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]
     final = history[-1] if history else {}
     meta = {
-        "method": "dynamicvit",
+        "method": kind,
         "keep_ratio": dcfg.keep_ratio,
         "stages": dcfg.stages,
         "keep_tokens": keep_tokens,
@@ -362,8 +380,11 @@ def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, c
         "freeze_epochs": dcfg.freeze_epochs,
         "loss_weights": {"ce": 1.0, "kl": dcfg.kl_weight, "token": dcfg.token_weight, "ratio": dcfg.ratio_weight},
         "val_top1": final.get("val_top1"),
+        **extra_meta,
+        "origin": origin(spec, parent_meta),
+        "provenance": provenance(f"compress {kind}", dcfg, data=source, parent=model),
     }
-    artifact = save_artifact(out / ARTIFACT_NAME, spec, student.state_dict(), kind="dynamicvit", meta=meta)
+    artifact = save_artifact(out / ARTIFACT_NAME, spec, student.state_dict(), kind=kind, meta=meta)
     result = {
         "artifact": str(artifact),
         "keep_ratio": dcfg.keep_ratio,
@@ -377,6 +398,6 @@ def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, c
         "epochs": cfg.epochs,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    summary = {k: v for k, v in meta.items() if k not in ("method", "epochs")}
-    write_json(out / METRICS_NAME, {"method": "dynamicvit", **summary, "epochs": history, "final": result})
+    summary = {k: v for k, v in meta.items() if k not in ("method", "epochs", "provenance")}
+    write_json(out / METRICS_NAME, {"method": kind, **summary, "epochs": history, "final": result})
     return result

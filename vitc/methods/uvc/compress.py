@@ -30,6 +30,7 @@ from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import write_json
 from vitc.core.flops import model_macs
 from vitc.core.models import is_artifact_path, resolve_model
+from vitc.core.provenance import origin, provenance
 from vitc.core.settings import to_dict
 from vitc.core.settings import validate as validate_settings
 from vitc.core.spec import ViTSpec, build
@@ -129,7 +130,10 @@ def compress_uvc(
         "method": "uvc",
         "source_model": str(model),
         "data": str(source),
+        "budget": budget,
         "settings": to_dict(settings),
+        "origin": origin(spec, _parent_meta(model)),
+        "provenance": provenance("compress uvc", settings, data=str(source), parent=model),
         "search_epochs": epochs,
         "finetune_epochs": finetune_epochs,
         "picked_epoch": pick["epoch"],
@@ -151,6 +155,10 @@ def compress_uvc(
     })
     shutdown()
     return summary
+
+
+def _parent_meta(name: str) -> dict[str, Any]:
+    return read_header(name, verify=False)[2] if is_artifact_path(name) and Path(name).is_file() else {}
 
 
 def load_gateable(name: str, num_classes: int | None, *, pretrained: bool = False,
