@@ -1,10 +1,18 @@
 """Dataset sources named by a string, resolved against a model spec (input size, normalisation).
 
-    digits            scikit-learn's 1,797 bundled 8×8 handwritten digits, upsampled to the model's
-                      input size; fixed, seeded, stratified 80/20 train/val split (1,437 / 360)
-    imagefolder:PATH  ImageNet-style PATH/train and PATH/val class folders; timm's transforms
-                      resolved from the model's pretrained config (mean, std, interpolation, crop)
-    synthetic[:N]     N random images per split (default 256) — for throughput only, never accuracy
+    digits                 scikit-learn's 1,797 bundled 8×8 handwritten digits, upsampled to the model's
+                           input size; fixed, seeded, stratified 80/20 train/val split (1,437 / 360)
+    fashion-mnist[:PATH]   Fashion-MNIST's four IDX files (``*-ubyte.gz`` or ``*-ubyte``) in PATH (default
+                           /usr/share/datasets/fashion-mnist, Debian's ``dataset-fashion-mnist``): train = the
+                           60,000 training images, val = the 10,000 test images, 10 classes; 28×28 grey,
+                           resized (bilinear) to the model's input and replicated to its channels
+    imagefolder:PATH       ImageNet-style PATH/train and PATH/val class folders (at least 2 classes); timm's
+                           transforms resolved from the model's pretrained config (mean, std, interpolation,
+                           crop). A file that cannot be decoded stops the run with one line naming it
+    synthetic[:N]          N random images per split (default 256) — for throughput only, never accuracy
+
+:func:`parse_data` only checks that the files exist (it validates configs before any work); the images
+are read when a split's dataset is built, and a malformed file is one line naming it.
 """
 
 from __future__ import annotations
@@ -25,10 +33,21 @@ SPLITS = ("train", "val")
 DIGITS_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
+FASHION_MNIST_FILES = {  # split -> (images, labels), each as *-ubyte.gz or *-ubyte
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+FASHION_MNIST_SIZE = 28
+KINDS = "digits, fashion-mnist[:PATH], imagefolder:PATH or synthetic[:N]"
+
 
 @dataclass(frozen=True)
 class DataSource:
-    """A parsed data spec: ``kind`` is digits, imagefolder or synthetic."""
+    """A parsed data spec: ``kind`` is digits, fashion-mnist, imagefolder or synthetic."""
 
     kind: str
     path: Path | None = None
@@ -37,18 +56,28 @@ class DataSource:
     def __str__(self) -> str:
         if self.kind == "imagefolder":
             return f"imagefolder:{self.path}"
+        if self.kind == "fashion-mnist":
+            return self.kind if self.path == FASHION_MNIST_DIR else f"fashion-mnist:{self.path}"
         return self.kind if self.kind != "synthetic" or self.size == 256 else f"synthetic:{self.size}"
 
     def num_classes(self, spec: ViTSpec | None = None) -> int:
-        if self.kind == "digits":
+        if self.kind in ("digits", "fashion-mnist"):
             return 10
         if self.kind == "synthetic":
             return spec.num_classes if spec is not None and spec.num_classes > 0 else 10
+        return len(self._label_classes())
+
+    def _label_classes(self) -> list[str]:
+        """An image folder's classes, which its labels index: train/'s (val/ if there is no train/); >= 2."""
         assert self.path is not None
         splits = [s for s in SPLITS if (self.path / s).is_dir()]
         if not splits:
             raise UsageError(f"{self.path} has neither a train/ nor a val/ folder (expected ImageNet-style class folders)")
-        return len(_folder_classes(self.path / splits[0]))
+        root = self.path / splits[0]
+        classes = _folder_classes(root)
+        if len(classes) < 2:
+            raise UsageError(f"{root} has only one class folder ({classes[0]}/): a classifier needs at least 2 classes")
+        return classes
 
     def head_classes(self) -> int | None:
         """Classes to build a model *by name* with: the data's, or None (the model's own head) for
@@ -60,10 +89,13 @@ class DataSource:
             raise UsageError(f"unknown split {split!r} (expected train or val)")
         if self.kind == "digits":
             return DigitsDataset(spec, split, augment=train_transforms and split == "train")
+        if self.kind == "fashion-mnist":
+            assert self.path is not None
+            return FashionMNISTDataset(spec, self.path, split, augment=train_transforms and split == "train")
         if self.kind == "synthetic":
             return SyntheticDataset(spec, self.size, seed=0 if split == "train" else 1, num_classes=self.num_classes(spec))
-        classes = _folder_classes(self._split_dir("train")) if (self.path / "train").is_dir() else None  # type: ignore[operator]
-        return _imagefolder(self._split_dir(split), spec, train_transforms and split == "train", classes)
+        root = self._split_dir(split)
+        return _imagefolder(root, spec, train_transforms and split == "train", self._label_classes())
 
     def _split_dir(self, split: str) -> Path:
         assert self.path is not None
@@ -74,10 +106,22 @@ class DataSource:
 
 
 def parse_data(text: str) -> DataSource:
-    """Parse ``digits`` / ``synthetic[:N]`` / ``imagefolder:PATH``; bad input is a one-line error."""
+    """Parse ``digits`` / ``fashion-mnist[:PATH]`` / ``synthetic[:N]`` / ``imagefolder:PATH``; bad input is a
+    one-line error. Cheap: it checks that the files exist, and reads none of them."""
     text = text.strip()
     if text == "digits":
         return DataSource("digits")
+    if text == "fashion-mnist" or text.startswith("fashion-mnist:"):
+        folder = FASHION_MNIST_DIR
+        if ":" in text:
+            raw = text.split(":", 1)[1].strip()
+            if not raw:
+                raise UsageError("bad data spec 'fashion-mnist:': give the folder of the four IDX files, or write "
+                                 f"fashion-mnist for {FASHION_MNIST_DIR}")
+            folder = Path(os.path.expanduser(raw))
+        for split in SPLITS:
+            fashion_mnist_files(folder, split)
+        return DataSource("fashion-mnist", path=folder)
     if text == "synthetic" or text.startswith("synthetic:"):
         size = 256
         if ":" in text:
@@ -98,7 +142,7 @@ def parse_data(text: str) -> DataSource:
         if not path.is_dir():
             raise UsageError(f"data path {path} is not a folder")
         return DataSource("imagefolder", path=path)
-    raise UsageError(f"unknown data source {text!r} (expected digits, synthetic[:N] or imagefolder:PATH)")
+    raise UsageError(f"unknown data source {text!r} (expected {KINDS})")
 
 
 def normalize_params(spec: ViTSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +151,46 @@ def normalize_params(spec: ViTSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-class DigitsDataset(Dataset):
+# Upsampled images are cached when they fit in this many bytes (digits at up to 64×64: 71 MB); larger
+# sets (Fashion-MNIST's 60,000 at 32×32 would be 737 MB of floats) are resized per item instead, from
+# their small uint8 originals.
+UPSAMPLED_CACHE_BYTES = 96 << 20
+
+
+class GreyImageDataset(Dataset):
+    """Small grey images (N, 1, h, w) as (C, H, W) float tensors for a model: resized (bilinear) to its
+    input size, replicated to its channels and normalised with its mean/std; ``augment`` adds a random
+    shift of up to 1/16 of the input size. ``images`` are float in [0, 1] or uint8 (divided by 255)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: ViTSpec, augment: bool = False) -> None:
+        self._small = images
+        self.labels = labels
+        self.size = spec.img_size
+        self.chans = spec.in_chans
+        self.mean, self.std = normalize_params(spec)
+        self.augment = augment
+        upsampled_bytes = len(images) * self.chans * self.size * self.size * 4
+        cache = spec.img_size <= 64 and upsampled_bytes <= UPSAMPLED_CACHE_BYTES
+        self._cache = self._upsample(images) if cache else None
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32) / 255.0
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = x.expand(-1, self.chans, -1, -1)
+        return (x - self.mean) / self.std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self._cache[i] if self._cache is not None else self._upsample(self._small[i : i + 1])[0]
+        if self.augment:
+            x = _random_shift(x, max_shift=max(1, self.size // 16))
+        return x, int(self.labels[i])
+
+
+class DigitsDataset(GreyImageDataset):
     """scikit-learn digits as (C, H, W) float tensors normalised with the spec's mean/std."""
 
     def __init__(self, spec: ViTSpec, split: str, augment: bool = False) -> None:
@@ -121,29 +204,58 @@ class DigitsDataset(Dataset):
             list(range(len(labels))), test_size=DIGITS_VAL_FRACTION, random_state=DIGITS_SEED, stratify=digits.target
         )
         idx = torch.tensor(idx_train if split == "train" else idx_val)
-        x = images[idx].unsqueeze(1)
-        # Upsample once (bilinear) to the model's input size; cheap for small inputs, lazy for large.
-        self._small = x
-        self.labels = labels[idx]
-        self.size = spec.img_size
-        self.chans = spec.in_chans
-        self.mean, self.std = normalize_params(spec)
-        self.augment = augment
-        self._cache = self._upsample(x) if spec.img_size <= 64 else None
+        super().__init__(images[idx].unsqueeze(1), labels[idx], spec, augment)
 
-    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        x = x.expand(-1, self.chans, -1, -1)
-        return (x - self.mean) / self.std
 
-    def __len__(self) -> int:
-        return len(self.labels)
+def fashion_mnist_files(folder: Path, split: str) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of a Fashion-MNIST split in ``folder``, each ``*-ubyte`` or
+    ``*-ubyte.gz`` (the uncompressed one if both are there); a missing one is one line saying how to get it."""
+    found = []
+    for stem in FASHION_MNIST_FILES[split]:
+        plain, packed = folder / stem, folder / f"{stem}.gz"
+        path = plain if plain.is_file() else packed if packed.is_file() else None
+        if path is None:
+            where = "" if folder.is_dir() else f" ({folder} does not exist)" if not folder.exists() else f" ({folder} is not a folder)"
+            raise UsageError(
+                f"fashion-mnist: {packed} (or {plain.name}) is missing{where}; install Debian's dataset-fashion-mnist "
+                f"(apt-get install dataset-fashion-mnist, files in {FASHION_MNIST_DIR}) or put the four *-ubyte.gz "
+                f"files from {FASHION_MNIST_URL} into {folder}")
+        found.append(path)
+    return found[0], found[1]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self._cache[i] if self._cache is not None else self._upsample(self._small[i : i + 1])[0]
-        if self.augment:
-            x = _random_shift(x, max_shift=max(1, self.size // 16))
-        return x, int(self.labels[i])
+
+def read_fashion_mnist(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 28, 28), int64 labels (N,)) of a split, every fault one line naming the file."""
+    from vitc.core.idx import read_idx
+
+    images_path, labels_path = fashion_mnist_files(folder, split)
+    images = read_idx(images_path, ndim=3)
+    labels = read_idx(labels_path, ndim=1)
+    size = FASHION_MNIST_SIZE
+    if images.shape[1:] != (size, size):
+        raise UsageError(f"{images_path} has the wrong dimensions: images of {images.shape[1]}x{images.shape[2]} "
+                         f"pixels (Fashion-MNIST's are {size}x{size})")
+    if len(images) != len(labels):
+        raise UsageError(f"{labels_path} has {len(labels)} labels but {images_path.name} has {len(images)} images "
+                         "(a label/image count mismatch: the files are from different releases or truncated)")
+    if len(labels) == 0:
+        raise UsageError(f"{images_path} holds no images")
+    bad = labels >= len(FASHION_MNIST_CLASSES)
+    if bad.any():
+        i = int(bad.argmax())
+        raise UsageError(f"{labels_path} has label {int(labels[i])} at index {i}; Fashion-MNIST's labels are 0-9")
+    return torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
+
+
+class FashionMNISTDataset(GreyImageDataset):
+    """A Fashion-MNIST split (train: 60,000 images, val: the 10,000 test images), read from IDX files
+    when built, kept as uint8 (47 MB for train) and resized to the model's input per item."""
+
+    classes = FASHION_MNIST_CLASSES
+
+    def __init__(self, spec: ViTSpec, folder: Path, split: str, augment: bool = False) -> None:
+        images, labels = read_fashion_mnist(folder, split)
+        super().__init__(images.unsqueeze(1), labels, spec, augment)
 
 
 def _random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -172,6 +284,47 @@ class SyntheticDataset(Dataset):
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
+class DataFileError(UsageError):
+    """A data file that cannot be read, named in one line — also when it is read in a DataLoader worker.
+
+    torch re-raises a worker's exception in the main process as ``type(e)(text)``, where ``text`` is
+    "Caught X in DataLoader worker process N.", then the worker's whole traceback. Built from such a text,
+    this class keeps only the original message (the traceback's last line), so the CLI still prints one line.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        if isinstance(message, str) and "\nOriginal Traceback" in message:
+            message = _original_message(message, type(self))
+        super().__init__(message, *args)
+
+
+def _original_message(text: str, cls: type) -> str:
+    """The message of the ``cls`` exception at the end of a formatted traceback ``text``."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+        for line in reversed(lines):
+            if line.startswith(name + ": "):
+                return line[len(name) + 2 :]
+    return lines[-1] if lines else text
+
+
+def load_image(path: str) -> object:
+    """An image file as an RGB PIL image (torchvision's loader); a file PIL cannot decode — not an image,
+    corrupt, truncated — is a one-line :class:`DataFileError` naming it (the run stops: an accuracy must
+    not silently lose images)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as fh:
+            img = Image.open(fh)
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise DataFileError(f"{path}: not an image file that PIL can read (corrupt, or not an image despite its suffix)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataFileError(f"{path}: cannot read the image ({reason})") from None
+
+
 def _folder_classes(root: Path) -> list[str]:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
@@ -195,7 +348,7 @@ def _imagefolder(root: Path, spec: ViTSpec, train: bool, classes: list[str] | No
         interpolation=spec.interpolation, crop_pct=spec.crop_pct,
     )
     try:
-        ds = ImageFolder(str(root), transform=transform, is_valid_file=lambda p: p.lower().endswith(_IMG_EXT))
+        ds = ImageFolder(str(root), transform=transform, loader=load_image, is_valid_file=_has_image_suffix)
     except FileNotFoundError as e:
         raise UsageError(f"{root} has a class folder without images ({str(e).split('.')[0]})") from None
     if ds.classes != classes:
@@ -204,6 +357,10 @@ def _imagefolder(root: Path, spec: ViTSpec, train: bool, classes: list[str] | No
         ds.imgs, ds.targets = ds.samples, [t for _, t in ds.samples]
         ds.classes, ds.class_to_idx = list(classes), index
     return ds
+
+
+def _has_image_suffix(path: str) -> bool:
+    return path.lower().endswith(_IMG_EXT)
 
 
 class ShardSampler(Sampler[int]):
