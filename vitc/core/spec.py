@@ -6,7 +6,8 @@ the MLP width and, for DynamicViT models, how many patch tokens a token-selectio
 before the block. Compressed models stay timm ``VisionTransformer`` instances: blocks with fewer
 heads get a timm ``Attention`` built with ``attn_head_dim`` (the head size is never changed, so the
 attention scale stays ``head_dim ** -0.5``), narrower MLPs get a timm ``Mlp``, skipped blocks are
-simply absent, and token-selection modules sit in ``model.blocks`` between the blocks.
+simply absent, and token-selection modules sit in ``model.blocks`` between the blocks. For
+token-selection models the spec also records the key the modules rank tokens by (``token_score``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from vitc.core.errors import UsageError
+from vitc.core.token_select import LOGODDS, TOKEN_SCORES
 
 SPEC_FORMAT = "vitc.spec/1"
 
@@ -40,7 +42,13 @@ class BlockSpec:
 
 @dataclass
 class ViTSpec:
-    """Architecture of a (possibly compressed) timm Vision Transformer. Sizes in pixels/channels."""
+    """Architecture of a (possibly compressed) timm Vision Transformer. Sizes in pixels/channels.
+
+    ``token_score``: what the token-selection modules rank patch tokens by — ``"logodds"``
+    (log p(keep) − log p(drop), vitc's default) or ``"keep"`` (log p(keep), the official DynamicViT
+    code's key, recorded by models imported from it); see :mod:`vitc.core.token_select`. Specs
+    written before the field existed load with ``"logodds"``, the key they were ranked by.
+    """
 
     name: str
     img_size: int
@@ -66,6 +74,7 @@ class ViTSpec:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    token_score: str = LOGODDS
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -205,6 +214,8 @@ def _check_types(spec: ViTSpec) -> None:
         raise UsageError(f"spec std must be positive, got {list(spec.std)!r}")
     if not isinstance(spec.interpolation, str) or not isinstance(spec.global_pool, str) or not isinstance(spec.act, str):
         raise UsageError("spec interpolation, global_pool and act must be strings")
+    if not isinstance(spec.token_score, str) or spec.token_score not in TOKEN_SCORES:
+        raise UsageError(f"spec token_score must be one of {', '.join(TOKEN_SCORES)}, got {spec.token_score!r}")
     if not spec.class_token and spec.global_pool == "token":
         raise UsageError("spec global_pool 'token' needs a class token")
     for i, b in enumerate(spec.blocks):
@@ -297,9 +308,12 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
     layer_scale: bool | None = None
     qkv_bias = proj_bias = True
     pending_keep: int | None = None
+    token_score: str | None = None
     for i, blk in enumerate(model.blocks):
         if isinstance(blk, TokenSelect):
-            pending_keep = blk.num_keep
+            if token_score is not None and blk.score != token_score:
+                raise refuse(f"token-selection modules that rank by different scores (block {i})")
+            pending_keep, token_score = blk.num_keep, blk.score
             continue
         if type(blk) is not Block:
             raise refuse(f"block type {type(blk).__name__} (block {i})")
@@ -373,6 +387,7 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
         std=std,
         interpolation=str(cfg.get("interpolation", "bicubic")),
         crop_pct=float(cfg.get("crop_pct", 0.875)),
+        token_score=token_score or LOGODDS,
     )
     spec.validate()
     return spec
@@ -441,7 +456,7 @@ def build(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
             blk.mlp = Mlp(spec.embed_dim, hidden_features=bs.mlp_hidden, act_layer=act_layer,  # type: ignore[arg-type]
                           bias=spec.proj_bias)
         if bs.keep_tokens is not None:
-            modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens))
+            modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens, spec.token_score))
         modules.append(blk)
     model.blocks = nn.Sequential(*modules)
     model.pretrained_cfg = {  # type: ignore[assignment]

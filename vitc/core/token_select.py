@@ -3,6 +3,25 @@
 Shapes: ``x`` is (B, N, C) with the prefix tokens (class, distillation, registers) first. The
 predictor sees only the patch tokens. Channel 0 of its output is log p(keep), as in the official
 DynamicViT code (the paper's figure uses index 1).
+
+**Ranking key** (:data:`TOKEN_SCORES`, recorded per model as ``ViTSpec.token_score``):
+
+* ``"logodds"`` (vitc's default): log p(keep) − log p(drop), the predictor's logit difference;
+* ``"keep"`` (the official code's key): log p(keep).
+
+Both are monotone in p(keep), so in exact arithmetic they keep the same tokens. In float32 they do
+not always: log p(keep) = −log(1 + e^−d) for the logit difference d rounds to exactly 0.0 once d
+exceeds ~17 (and to a few coarse values just below), so a confident predictor ties many tokens at
+0.0 (in one measured model, 310 of 784 stage-1 tokens) while the log-odds d keeps full
+resolution. Where such a tie straddles the K-th place the two keys keep different tokens (the
+logits then moved by 0.13 in that measurement), and under the ``keep`` key which of the tied
+tokens survive is decided by each backend's tie-breaking: PyTorch's ``topk``, ONNX Runtime's and
+TensorRT's TopK need not agree. Elsewhere the keys keep the same set.
+
+vitc trains and ranks with ``logodds``: the same selection as the official key wherever that key is
+well defined, and no float ties, so PyTorch, ONNX Runtime and TensorRT keep the same tokens.
+Models imported from the official code record ``keep``, so they reproduce the official outputs
+(ties included, up to the tie-breaking the official ``argsort`` itself leaves unspecified).
 """
 
 from __future__ import annotations
@@ -11,6 +30,22 @@ import math
 
 import torch
 from torch import nn
+
+LOGODDS = "logodds"  # log p(keep) - log p(drop): vitc's default
+KEEP = "keep"  # log p(keep): the official DynamicViT code's key
+TOKEN_SCORES = (LOGODDS, KEEP)
+
+
+def rank_scores(log_probs: torch.Tensor, key: str = LOGODDS) -> torch.Tensor:
+    """The ranking score of each token from the predictor's (..., 2) log-probabilities (channel 0 = keep).
+
+    ``key``: ``"logodds"`` → log p(keep) − log p(drop); ``"keep"`` → log p(keep) (see the module docstring).
+    """
+    if key == LOGODDS:
+        return log_probs[..., 0] - log_probs[..., 1]
+    if key == KEEP:
+        return log_probs[..., 0]
+    raise ValueError(f"unknown token score {key!r} (expected one of {', '.join(TOKEN_SCORES)})")
 
 
 def keep_counts(num_patches: int, keep_ratio: float, num_stages: int) -> list[int]:
@@ -99,27 +134,30 @@ class TokenSelect(nn.Module):
 
     The prefix tokens are always kept and stay first. At inference the predictor's global feature
     is the plain mean over the tokens that reached it (every one of them is kept so far).
+    ``score`` is the ranking key (:data:`TOKEN_SCORES`; the spec's ``token_score``).
     """
 
-    def __init__(self, embed_dim: int, num_keep: int, num_prefix: int = 1) -> None:
+    def __init__(self, embed_dim: int, num_keep: int, num_prefix: int = 1, score: str = LOGODDS) -> None:
         super().__init__()
+        if score not in TOKEN_SCORES:
+            raise ValueError(f"unknown token score {score!r} (expected one of {', '.join(TOKEN_SCORES)})")
         self.num_keep = int(num_keep)
         self.num_prefix = int(num_prefix)
+        self.score = score
         self.predictor = PredictorLG(embed_dim)
 
     def extra_repr(self) -> str:
-        return f"num_keep={self.num_keep}, num_prefix={self.num_prefix}"
+        return f"num_keep={self.num_keep}, num_prefix={self.num_prefix}, score={self.score!r}"
 
     def keep_scores(self, patch_tokens: torch.Tensor) -> torch.Tensor:
-        """Ranking score per patch token, (B, N): log p(keep) − log p(drop).
+        """Ranking score per patch token, (B, N), by this module's key (:func:`rank_scores`).
 
-        It orders tokens exactly as log p(keep) does (the official code's key; both are monotone in
-        p(keep)), but log p(keep) saturates to 0.0 in float32 for confident keeps, which ties many
-        tokens at the K-th place — then PyTorch, ONNX Runtime and TensorRT break the tie differently
-        and keep different tokens. The log-odds keeps full resolution there.
+        ``logodds`` (vitc's default) orders tokens as log p(keep) (the official key, ``keep``) does
+        wherever log p(keep) is not rounded: in float32 log p(keep) saturates to 0.0 for confident
+        keeps and ties many tokens, so the keys keep different tokens where such a tie straddles the
+        K-th place, and under ``keep`` PyTorch, ONNX Runtime and TensorRT may break the tie differently.
         """
-        log_probs = self.predictor(patch_tokens)
-        return log_probs[..., 0] - log_probs[..., 1]
+        return rank_scores(self.predictor(patch_tokens), self.score)
 
     def keep_indices(self, x: torch.Tensor) -> torch.Tensor:
         """(B, num_keep) positions among x's patch tokens of the kept ones, best first (the ONNX TopK's indices)."""

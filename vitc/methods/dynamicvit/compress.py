@@ -134,7 +134,8 @@ def dense_macs(spec: ViTSpec) -> int:
 def attach_predictors(model: Any, spec: ViTSpec, keep_ratio: float, stages: list[int]) -> tuple[nn.Module, ViTSpec]:
     """Insert a fresh ``TokenSelect`` before each stage block of a dense timm ViT, in place.
 
-    The result has exactly the module tree (and state-dict keys) of ``build(new_spec)``.
+    The result has exactly the module tree (and state-dict keys) of ``build(new_spec)``; the modules
+    rank tokens by ``spec.token_score`` (carried into ``new_spec``).
     """
     check_dense(spec, spec.name)
     new_spec = with_token_selection(spec, keep_ratio, stages)
@@ -145,7 +146,8 @@ def attach_predictors(model: Any, spec: ViTSpec, keep_ratio: float, stages: list
     modules: list[nn.Module] = []
     for blk, bs in zip(blocks, new_spec.blocks):
         if bs.keep_tokens is not None:
-            modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens).to(ref.device, ref.dtype))
+            modules.append(TokenSelect(spec.embed_dim, bs.keep_tokens, spec.num_prefix_tokens, new_spec.token_score)
+                           .to(ref.device, ref.dtype))
         modules.append(blk)
     model.blocks = nn.Sequential(*modules)
     return model, new_spec
@@ -341,7 +343,8 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
     stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
 
     objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing, teacher=teacher)
-    student, new_spec = attach_predictors(dense, spec, dcfg.keep_ratio, dcfg.stages)
+    student, new_spec = attach_predictors(dense, spec.replace(token_score=dcfg.token_score), dcfg.keep_ratio,
+                                          dcfg.stages)
     for name, p in student.named_parameters():
         if name in _FROZEN:
             p.requires_grad_(False)
@@ -374,6 +377,7 @@ def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, c
         "keep_ratio": dcfg.keep_ratio,
         "stages": dcfg.stages,
         "keep_tokens": keep_tokens,
+        "token_score": spec.token_score,
         "source": model,
         "trained_on": source,
         "epochs": cfg.epochs,

@@ -18,6 +18,10 @@ the paper's loss weights (KL 0.5, token 0.5, ratio 2). Three values are resized 
   to 92.5.
 * a gradient-norm clip (below).
 
+Tokens are ranked at inference by log p(keep) - log p(drop) (``TOKEN_SCORE``), not by the official
+log p(keep): the same tokens wherever log p(keep) is not rounded, and no float32 ties where a
+confident predictor saturates log p(keep) to 0.0 (see :mod:`vitc.core.token_select`).
+
 On well-trained baselines the training keep fractions settle at rho^s (0.71/0.50/0.35 at rho 0.7)
 and rho 0.7 stays within 0.3 points of the dense model (99.44 -> 99.17, 98.89 -> 99.44). On weak
 ones the ratio loss does not hold them (0.75-0.80 at stage 1): its gradient on the predictors is
@@ -43,3 +47,6 @@ MAX_GRAD_NORM = 1.0
 RATIO_WEIGHT = 2.0
 KL_WEIGHT = 0.5
 TOKEN_WEIGHT = 0.5
+# Ranking key at inference (vitc.core.token_select.TOKEN_SCORES, repeated here so that --help needs no torch).
+TOKEN_SCORE = "logodds"
+TOKEN_SCORES = ("logodds", "keep")

@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from vitc.core.token_select import TokenSelect, gather_tokens, keep_topk
+from vitc.core.token_select import TokenSelect, gather_tokens, keep_topk, rank_scores
 
 POLICY_EPS = 1e-6
 
@@ -121,8 +121,9 @@ def masked_forward(
 
     * ``gumbel``: ``F.gumbel_softmax(log_probs, tau, hard=True)[..., 0]`` on the log-softmax
       output (channel 0 = keep), one-hot forward with straight-through gradients;
-    * ``topk``: the ``num_keep`` best-scoring tokens among those still kept — exactly the tokens
-      the gathered inference path keeps, so the output matches ``model(images)``;
+    * ``topk``: the ``num_keep`` best-scoring tokens among those still kept, ranked by the
+      module's own key (``TokenSelect.score``, the spec's ``token_score``) — the tokens the gathered
+      inference path keeps, so the output matches ``model(images)``;
     * ``decisions`` (one (B, n) 0/1 tensor per stage) overrides both.
 
     The keep mask is cumulative: D_s = D ⊙ D_{s-1}. Every block uses the masked softmax, the
@@ -145,7 +146,7 @@ def masked_forward(
             elif decide == "gumbel":
                 d = F.gumbel_softmax(log_probs, tau=tau, hard=True)[..., 0].to(x.dtype)
             elif decide == "topk":
-                scores = (log_probs[..., 0] - log_probs[..., 1]).masked_fill(keep <= 0, float("-inf"))  # = TokenSelect.keep_scores
+                scores = rank_scores(log_probs, module.score).masked_fill(keep <= 0, float("-inf"))  # = TokenSelect.keep_scores
                 idx = scores.topk(module.num_keep, dim=1).indices
                 d = torch.zeros_like(keep).scatter(1, idx, 1.0)
             else:

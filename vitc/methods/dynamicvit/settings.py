@@ -37,6 +37,10 @@ class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
     kl_weight: float = setting(D.KL_WEIGHT, min=0, help="Weight of KL(teacher || student) on the logits (paper: 0.5).")
     token_weight: float = setting(D.TOKEN_WEIGHT, min=0,
                                   help="Weight of the token distillation MSE on kept, final-normed tokens (paper: 0.5).")
+    token_score: str = setting(D.TOKEN_SCORE, choices=D.TOKEN_SCORES,
+                               help="What inference ranks patch tokens by, recorded in the model: logodds = log p(keep) - "
+                                    "log p(drop) (no float32 ties, so every backend keeps the same tokens) or keep = "
+                                    "log p(keep), the official code's key (ties at 0.0 where the predictor saturates).")
 
     def rules(self, label: Label) -> None:
         super().rules(label)
