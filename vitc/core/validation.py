@@ -46,3 +46,24 @@ def check_data_spec(text: str) -> str:
 def check_image_source(text: str) -> str:
     """``random`` (seeded random images) or a data spec."""
     return "random" if str(text).strip() == "random" else check_data_spec(text)
+
+
+def check_model_ref(text: str) -> str:
+    """An existing artifact file, a vitc config or a timm model name (checked now, so a typo fails before any work)."""
+    from vitc.core.models import SMALL_CONFIGS, is_artifact_path, suggest
+
+    name = str(text).strip()
+    if is_artifact_path(name):
+        from pathlib import Path
+
+        if not Path(name).is_file():
+            raise UsageError(f"no such file: {name}")
+        return name
+    if name in SMALL_CONFIGS:
+        return name
+    import timm
+
+    if not timm.is_model(name):
+        close = suggest(name)
+        raise UsageError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    return name

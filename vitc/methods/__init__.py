@@ -16,6 +16,7 @@ from vitc.core.errors import UsageError
 from vitc.methods.base import Materialized, Method, ratio_tag
 from vitc.methods.dynamicvit import DynamicViT
 from vitc.methods.uvc import UVC
+from vitc.methods.uvc_dynamicvit import UVCDynamicViT
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 PLAIN = "model"  # the kind of a plain (possibly materialized) timm ViT artifact (vitc.core.artifacts.PLAIN)
 
-METHODS: dict[str, Method] = {m.kind: m for m in (UVC(), DynamicViT())}
+METHODS: dict[str, Method] = {m.kind: m for m in (UVC(), DynamicViT(), UVCDynamicViT())}
 
 
 def method_of(kind: str, source: str | os.PathLike[str] = "") -> Method:

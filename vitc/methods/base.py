@@ -50,6 +50,8 @@ class Method(ABC):
     settings: ClassVar[type]  # the compress step's settings dataclass
     sweep: ClassVar[str | None] = None  # a field the pipeline YAML may list several values of ("budget" → "budgets")
     name_field: ClassVar[str] = "seed"  # the settings field that names a run in a pipeline (its folder)
+    parent: ClassVar[str | None] = None  # the kind of the method whose output this one compresses further
+    parent_key: ClassVar[str | None] = None  # the pipeline key choosing that parent run (its sweep value)
     token_selection: ClassVar[bool] = False  # True: materialized once per keep ratio
     input_help: ClassVar[str] = "MODEL is a timm name (with --pretrained/--checkpoint), a vitc config or a dense artifact."
 
@@ -84,11 +86,11 @@ class Method(ABC):
         """The value that names a pipeline run (its ``name_field``)."""
         return getattr(settings, self.name_field)
 
-    def run_name(self, settings: Any) -> str:
-        """The pipeline folder of one run: ``uvc-0.50``, ``dynamicvit-0.70``."""
+    def run_name(self, settings: Any, parent: str | None = None) -> str:
+        """The pipeline folder of one run: ``uvc-0.50``, ``dynamicvit-0.70`` (``parent``: the run it builds on)."""
         value = self.variant_value(settings)
         return f"{self.kind}-{ratio_tag(value) if isinstance(value, float) else value}"
 
-    def variant_name(self, settings: Any, keep_ratio: float | None) -> str:
+    def variant_name(self, settings: Any, keep_ratio: float | None, parent: str | None = None) -> str:
         """The report's name of one materialized model of a run."""
         return self.run_name(settings) if keep_ratio is None else f"{self.kind}-keep{ratio_tag(keep_ratio)}"

@@ -38,7 +38,7 @@ from vitc.backends import BACKENDS
 from vitc.checks.settings import BenchSettings, EvalSettings, VerifySettings
 from vitc.core.device import check_device_name
 from vitc.core.errors import UsageError
-from vitc.core.settings import Label, Settings, check_keys, closest, coerce, from_mapping, like, setting, yaml_label
+from vitc.core.settings import Label, Settings, check_keys, check_value, closest, coerce, from_mapping, like, setting, yaml_label
 from vitc.core.settings import fields as settings_fields
 from vitc.core.validation import check_data_spec
 from vitc.methods import METHODS, ratio_tag
@@ -105,6 +105,7 @@ class MethodStage:
     method: Method
     runs: list[Any]
     materialize: list[float] | None = None
+    parent_value: Any = None  # methods that build on another's output: the parent run's value (e.g. its budget)
 
     @property
     def values(self) -> list[Any]:
@@ -205,7 +206,34 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
     for kind, method in METHODS.items():
         if kind in raw:
             cfg.methods[kind] = _method_stage(method, raw[kind], source, inherited)
+    _add_parent_runs(cfg, raw, inherited)
     return cfg
+
+
+def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[str, Any]) -> None:
+    """A method that builds on another's output (UVC+DynamicViT on UVC) needs that run: reuse the one the
+    parent's section lists with the same value, else add it — from the parent's section settings when
+    there is one, else the parent method's defaults."""
+    for kind, stage in list(cfg.methods.items()):
+        parent = stage.method.parent
+        if parent is None:
+            continue
+        parent_method = METHODS[parent]
+        key = stage.method.parent_key
+        assert key is not None and parent_method.sweep is not None
+        existing = cfg.methods.get(parent)
+        if existing is not None and stage.parent_value in existing.values:
+            continue
+        section = dict(raw.get(parent) or {}) if isinstance(raw.get(parent), dict) else {}
+        section.pop(f"{parent_method.sweep}s", None)
+        section.pop("options", None)
+        run = _settings(parent_method.settings, section, cfg.source, parent, inherited,
+                        fixed={parent_method.sweep: stage.parent_value}, extra=("materialize",),
+                        label=yaml_label(cfg.source, f"{kind}.") if not section else None)
+        if existing is None:
+            cfg.methods = {parent: MethodStage(parent_method, [run]), **cfg.methods}
+        else:
+            existing.runs.append(run)
 
 
 def check_data_spec_labeled(text: str, label: str) -> None:
@@ -251,13 +279,25 @@ def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, An
         raw.update(options)
     extra: list[str] = []
     materialize: list[float] | None = None
+    parent_value: Any = None
+    if method.parent is not None:
+        key = method.parent_key
+        assert key is not None
+        extra.append(key)
+        if key not in raw:
+            raise UsageError(f"{source}: '{kind}.{key}' is required (the {key} of the {METHODS[method.parent].title} run "
+                             "it builds on)")
+        parent_tp = next(t for f, _, t in settings_fields(METHODS[method.parent].settings) if f.name == key)
+        parent_value = coerce(parent_tp, raw[key], yaml_label(source, f"{kind}.")(key))
+        parent_spec = next(sp for f, sp, _ in settings_fields(METHODS[method.parent].settings) if f.name == key)
+        parent_value = check_value(parent_spec, parent_value, yaml_label(source, f"{kind}.")(key))
     if method.token_selection:
         extra.append("materialize")
         materialize = _ratios(raw.get("materialize"), source, f"{kind}.materialize")
     sweep = method.sweep
     if sweep is None:
         runs = [_settings(method.settings, raw, source, kind, inherited, extra=tuple(extra))]
-        return MethodStage(method, runs, materialize)
+        return MethodStage(method, runs, materialize, parent_value)
     sweep_key = f"{sweep}s"
     extra.append(sweep_key)
     check_keys(method.settings, raw, yaml_label(source, f"{kind}."), where=f"{kind}.", extra=extra, excluded=(sweep,))

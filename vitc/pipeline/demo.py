@@ -23,6 +23,8 @@ device: cpu
 baseline: {epochs: 50}
 uvc: {budgets: [0.5], finetune_epochs: 30}
 dynamicvit: {keep_ratio: 0.7, materialize: [0.5, 0.7, 0.9]}
+# both at once: DynamicViT token selection on the UVC budget-0.5 model above
+uvc+dynamicvit: {budget: 0.5, keep_ratio: 0.7, materialize: [0.5, 0.7, 0.9]}
 export: {opset: 18, fp16: true, int8: true, calib_samples: 512, calib_method: minmax}
 verify: {batch_sizes: [1, 32], batches: 2}
 bench: {backends: [torch, onnxruntime], device: cpu, batch_sizes: [1, 32], warmup_ms: 200, min_iters: 10, min_seconds: 0.5}
@@ -35,6 +37,7 @@ baseline: {epochs: 12, warmup_epochs: 2.0}
 # No fixed-gate warm-up and a steep z schedule so three search epochs reach the budget.
 uvc: {epochs: 3, finetune_epochs: 2, gate_warmup_epochs: 0, z_lr_schedule: [2000.0]}
 dynamicvit: {epochs: 2, freeze_epochs: 1}
+uvc+dynamicvit: {epochs: 2, freeze_epochs: 1}
 export: {calib_samples: 64}
 verify: {batches: 1}
 bench: {warmup_ms: 50, min_iters: 5, min_seconds: 0.2}

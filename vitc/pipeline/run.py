@@ -146,10 +146,17 @@ class Pipeline:
         self.stages, self.rows = [], []
         dense = self._baseline()
         variants: list[tuple[str, str, Path]] = [("dense", "dense", dense)]
+        produced: dict[tuple[str, Any], tuple[str, Path]] = {}  # (kind, value) → (run name, plain model it made)
         for stage in self.cfg.methods.values():
             method = stage.method
             for settings in stage.runs:
-                variants += self._method(method, settings, stage.materialize, dense)
+                parent: tuple[str, Path] | None = None
+                if method.parent is not None:
+                    parent = produced[(method.parent, stage.parent_value)]
+                made = self._method(method, settings, stage.materialize, dense, parent)
+                if not method.token_selection:
+                    produced[(method.kind, method.variant_value(settings))] = (method.run_name(settings), made[0][2])
+                variants += made
         dense_targets: dict[tuple[str, str], Path] = {}
         for name, kind, artifact in variants:
             self._deploy(name, kind, artifact, dense_targets)
@@ -199,30 +206,33 @@ class Pipeline:
     def _has_checkpoint(self, folder: Path) -> bool:
         return self.resume and folder.is_dir() and any(folder.rglob(CHECKPOINT_NAME))
 
-    def _method(self, method: Any, settings: Any, ratios: list[float] | None, dense: Path) -> list[tuple[str, str, Path]]:
+    def _method(self, method: Any, settings: Any, ratios: list[float] | None, dense: Path,
+                parent: tuple[str, Path] | None = None) -> list[tuple[str, str, Path]]:
+        """The compress and materialize stages of one run; ``parent``: (run name, model) it builds on."""
         from vitc.methods import ratio_tag
 
         cfg = self.cfg
-        run_name = method.run_name(settings)
+        parent_name, source = parent if parent is not None else (None, dense)
+        run_name = method.run_name(settings, parent_name)
         folder = self.out / run_name
         compressed = folder / "compressed.safetensors"
 
         def run() -> dict[str, Any]:
             if cfg.distributed.nproc_per_node > 1:
-                args = ["compress", method.kind, str(dense), "--data", cfg.data, "--out", str(folder), *to_args(settings)]
+                args = ["compress", method.kind, str(source), "--data", cfg.data, "--out", str(folder), *to_args(settings)]
                 if self._has_checkpoint(folder):
                     args.append("--resume")
                 self._torchrun(args)
                 return {"artifact": str(compressed)}
-            return method.compress(str(dense), cfg.data, folder, settings, resume=self._has_checkpoint(folder)) or {}
+            return method.compress(str(source), cfg.data, folder, settings, resume=self._has_checkpoint(folder)) or {}
 
-        self.add(f"{run_name}/compress", {"data": cfg.data, **to_dict(settings)}, [dense], [compressed], run)
+        self.add(f"{run_name}/compress", {"data": cfg.data, **to_dict(settings)}, [source], [compressed], run)
         if method.token_selection:
             keep = ratios or [settings.keep_ratio]
             targets = [folder / f"materialized-keep{ratio_tag(r)}.safetensors" for r in keep]
             self.add(f"{run_name}/materialize", {"ratios": keep}, [compressed], targets,
                      lambda: self._materialize(compressed, folder, keep))
-            return [(method.variant_name(settings, r), method.kind, t) for r, t in zip(keep, targets)]
+            return [(method.variant_name(settings, r, parent_name), method.kind, t) for r, t in zip(keep, targets)]
         target = folder / "materialized.safetensors"
         self.add(f"{run_name}/materialize", {}, [compressed], [target], lambda: self._materialize(compressed, target, None))
         return [(method.variant_name(settings, None), method.kind, target)]
