@@ -10,6 +10,7 @@ import torch
 
 from vitc.backends import load_runner
 from vitc.core.data import make_loader, parse_data
+from vitc.core.errors import UsageError
 from vitc.core.metrics import topk_correct
 from vitc.core.progress import progress
 
@@ -43,9 +44,11 @@ def evaluate_target(target: str, data: str, *, split: str = "val", batch_size: i
     with load_runner(target, backend=backend, device=device, **opts) as runner:
         spec = runner.spec
         if spec is None:
-            from vitc.core.errors import UsageError
-
             raise UsageError(f"{target} carries no vitc spec, so its input size and normalisation are unknown")
+        classes = source.num_classes(spec)
+        if classes != spec.num_classes:
+            raise UsageError(f"{target} has {spec.num_classes} classes but {source} has {classes}: its head does not fit "
+                             "this data (top-1 would be meaningless)")
         dataset = source.dataset(spec, split)
         loader = make_loader(dataset, batch_size, shuffle=False)
         result = evaluate(runner, loader, total=len(loader), description=f"eval {split}")

@@ -9,6 +9,7 @@ import click
 
 from vitc.cli.common import data_option, emit, json_option, model_options, out_option, resume_option
 from vitc.cli.options import collect, settings_options
+from vitc.core.fileio import check_output_dir
 from vitc.methods import METHODS
 from vitc.methods.base import Method
 
@@ -29,6 +30,7 @@ def compress_command(method: Method) -> click.Command:
     def command(ctx: click.Context, model: str, data: str, out: Path, pretrained: bool, checkpoint: Path | None,
                 resume: bool, as_json: bool, **params: Any) -> None:
         settings = collect(method.settings, params, ctx)
+        check_output_dir(out)  # before any training: the folder can be written
         result = method.compress(model, data, out, settings, pretrained=pretrained,
                                  checkpoint=str(checkpoint) if checkpoint else None, resume=resume)
         if result is not None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vitc import __version__
-from vitc.core.errors import UsageError
+from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import atomic_path
 from vitc.core.spec import ViTSpec, build
 
@@ -54,6 +54,7 @@ def save_artifact(
     from safetensors.torch import save_file
 
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    check_finite(clean, f"{path} not written", error=CheckFailed)
     metadata = {
         META_SPEC: spec.to_json(),
         META_KIND: kind,
@@ -87,9 +88,12 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
-    """Read and verify an artifact; any truncated, corrupt or foreign file is a one-line ``UsageError``."""
+    """Read and verify an artifact; any truncated, corrupt, foreign or self-contradicting file (a spec that
+    does not describe its tensors, NaN/Inf weights) is a one-line ``UsageError``."""
     path, metadata, tensors = _read(path, tensors=True)
     spec, kind, meta = _parse_metadata(path, metadata)
+    check_spec_matches_tensors(spec, tensors, str(path))
+    check_finite(tensors, str(path))
     return Artifact(path=path, spec=spec, kind=kind, tensors=tensors, meta=meta)
 
 
@@ -120,6 +124,10 @@ def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[Path, dict[str, 
     except UsageError:
         raise
     except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        from vitc.core.filetype import SAFETENSORS, describe, sniff
+
+        if sniff(path) != SAFETENSORS:
+            raise UsageError(f"{path} is {describe(path)}, not a vitc artifact (.safetensors)") from None
         raise UsageError(f"{path} is not a readable safetensors file (truncated or corrupt): {_first_line(e)}") from None
     if tensors:
         expected = metadata.get(META_DIGEST)
@@ -128,6 +136,28 @@ def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[Path, dict[str, 
         if content_digest(metadata, loaded) != expected:
             raise UsageError(f"{path} is corrupt: its content does not match its {META_DIGEST} digest")
     return path, metadata, loaded
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str, error: type[Exception] = UsageError) -> None:
+    """Refuse weights with NaN or Inf values, naming the first tensor that has them."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise error(f"{source}: tensor {name} has {bad} non-finite (NaN/Inf) value{'s' if bad > 1 else ''}")
+
+
+def check_spec_matches_tensors(spec: ViTSpec, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """The spec must describe the tensors (checked on the meta device, so nothing is allocated): an edited spec
+    (a larger img_size, more heads...) is refused here, before a model or a data set of its size is built."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build(spec).state_dict().items()}
+    for name, shape in expected.items():
+        got = tensors.get(name)
+        if got is None:
+            raise UsageError(f"{source}: its spec does not match its tensors: {name} is missing")
+        if tuple(got.shape) != shape:
+            raise UsageError(f"{source}: its spec does not match its tensors: {name} has shape {list(got.shape)}, the "
+                             f"spec implies {list(shape)}")
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, Artifact]:

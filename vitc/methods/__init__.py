@@ -137,7 +137,10 @@ def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
 
 
 def _targets(out: Path, method: Method, ratios: list[float | None], art: Artifact) -> list[Path]:
+    from vitc.core.fileio import check_output_dir, check_output_file
+
     if out.suffix == ".safetensors":
+        check_output_file(out)
         if len(ratios) > 1:
             raise UsageError("--out must be a folder when several --keep-ratios are given")
         if out.exists() and out.is_dir():
@@ -145,6 +148,7 @@ def _targets(out: Path, method: Method, ratios: list[float | None], art: Artifac
         return [out]
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file, not a folder (give a .safetensors path or a folder)")
+    check_output_dir(out)
     if not method.token_selection:
         return [out / "materialized.safetensors"]
     resolved = [r if r is not None else method.trained_keep_ratio(art) for r in ratios]

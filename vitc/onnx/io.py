@@ -50,6 +50,11 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such ONNX file: {path}")
+    from vitc.core.filetype import ONNX, UNKNOWN, describe, sniff
+
+    kind = sniff(path)
+    if kind not in (ONNX, UNKNOWN):
+        raise UsageError(f"{path} is {describe(path)}, not an ONNX model")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, missing external data, bad paths inside the proto...

@@ -9,7 +9,7 @@ from typing import Any
 from vitc.core.artifacts import save_model
 from vitc.core.data import parse_data
 from vitc.core.fileio import check_output_dir, write_json
-from vitc.core.models import is_artifact_path, resolve_model
+from vitc.core.models import resolve_model
 from vitc.core.provenance import provenance
 from vitc.train.distributed import shutdown
 from vitc.train.loop import METRICS_NAME, Objective, fit, seed_everything
@@ -33,7 +33,7 @@ def train_classifier(
     source = parse_data(data)
     seed_everything(cfg.seed)  # the initial weights of a new model come from --seed too
     model, spec = resolve_model(model_name, pretrained=pretrained, checkpoint=checkpoint,
-                                num_classes=None if is_artifact_path(model_name) else source.head_classes())
+                                num_classes=source.head_classes())
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     t0 = time.perf_counter()
