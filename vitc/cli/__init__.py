@@ -90,6 +90,7 @@ COMMANDS = {
     "run": "vitc.cli.run:run",
     "demo": "vitc.cli.run:demo",
     "models": "vitc.cli.models:models",
+    "import": "vitc.cli.importing:import_group",
 }
 
 

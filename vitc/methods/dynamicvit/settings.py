@@ -1,11 +1,12 @@
-"""``vitc compress dynamicvit`` settings: one dataclass for the CLI, the pipeline YAML and the library."""
+"""``vitc compress dynamicvit`` settings (one dataclass for the CLI, the pipeline YAML and the library), and
+those of ``vitc import dynamicvit`` (an official checkpoint)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from vitc.core.errors import UsageError
-from vitc.core.settings import Label, derive, setting
+from vitc.core.settings import Label, Settings, derive, setting
 from vitc.methods.dynamicvit import defaults as D
 from vitc.train.settings import TrainSettings
 
@@ -44,6 +45,31 @@ class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
 
     def rules(self, label: Label) -> None:
         super().rules(label)
-        if self.stages is not None and any(b <= a for a, b in zip(self.stages, self.stages[1:])):
-            raise UsageError(f"{label('stages')}: block indices must be strictly increasing, got "
-                             f"{','.join(map(str, self.stages))}")
+        _check_stages(self.stages, label)
+
+
+def _check_stages(stages: list[int] | None, label: Label) -> None:
+    if stages is not None and any(b <= a for a, b in zip(stages, stages[1:])):
+        raise UsageError(f"{label('stages')}: block indices must be strictly increasing, got {','.join(map(str, stages))}")
+
+
+@dataclass(kw_only=True)
+class OfficialImportSettings(Settings):
+    """``vitc import dynamicvit``: what the official checkpoint does not say about itself."""
+
+    model: str = setting(metavar="NAME",
+                         help="timm name (or vitc config) of the backbone the checkpoint was trained from, e.g. "
+                              "deit_small_patch16_224 (the official deit-s); its class count is taken from the checkpoint.")
+    keep_ratio: float = setting(min=0, max=1, min_open=True,
+                                help="rho the model runs at (the official --base_rate): stage s keeps floor(N*rho^s) of "
+                                     "the N patch tokens, as the official int(196*rho^s).")
+    stages: list[int] | None = setting(None, min=1, metavar="I,J,K",
+                                       help="Blocks the predictors precede (the official pruning_loc), strictly increasing "
+                                            "(default: depth/4, depth/2, 3*depth/4, i.e. the official 3,6,9 for 12 blocks).")
+    token_score: str = setting("keep", choices=D.TOKEN_SCORES,
+                               help="What the imported model ranks patch tokens by: keep = log p(keep), as the official "
+                                    "code (reproduces its outputs), or logodds = log p(keep) - log p(drop), vitc's key "
+                                    "(no float32 ties where the predictor saturates).")
+
+    def rules(self, label: Label) -> None:
+        _check_stages(self.stages, label)
