@@ -5,6 +5,7 @@ resume)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from vitc.methods.uvc.model import BlockMasks, UVCViT, apply_masks, masks_from_c
 from vitc.methods.uvc.objectives import UVCSearch, UVCSettings, distillation_loss, z_lr_at
 from vitc.methods.uvc.slice import sliced_spec
 from vitc.train.distributed import DistInfo
-from vitc.train.loop import StepContext, default_param_groups
+from vitc.train.loop import StepContext, TrainSettings, default_param_groups
 
 
 def _peaky(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -296,7 +297,7 @@ def test_models_uvc_cannot_gate_are_refused_with_one_line(tmp_path):
     blocks = list(spec.blocks)
     blocks[2] = type(blocks[2])(blocks[2].heads, blocks[2].head_dim, blocks[2].mlp_hidden, keep_tokens=8)
     token_spec = spec.replace(blocks=blocks)
-    token_art = save_model(tmp_path / "t.safetensors", build(token_spec), token_spec)
+    token_art = save_model(tmp_path / "t.safetensors", build(token_spec, init_weights=True), token_spec)
     res = runner.invoke(cli, ["compress", "uvc", str(token_art), *args])
     assert res.exit_code == 2 and "token-selection" in one_error_line(res.output)
 
@@ -335,6 +336,12 @@ def test_cli_compress_eval_materialize_and_resume(tmp_path, nano_artifact, monke
             assert key in rec
     assert all("z" in r for r in metrics["epochs"][:4])
     assert metrics["epochs"][-1]["val_top1"] == summary["val_top1"]
+    # the preset and every effective setting are recorded (clipping at 1 by default)
+    meta = load_artifact(summary["artifact"]).meta
+    for record in (metrics, meta):
+        assert record["preset"] == "small-data"
+        assert record["settings"]["max_grad_norm"] == 1.0 and record["settings"]["z_lr_schedule"] == [100.0]
+    assert summary["preset"] == "small-data"
 
     res = runner.invoke(cli, ["eval", summary["artifact"], "--data", "digits", "--json"])
     assert res.exit_code == 0, res.output
@@ -357,3 +364,165 @@ def test_cli_compress_eval_materialize_and_resume(tmp_path, nano_artifact, monke
     assert [r["stage"] for r in resumed][-2:] == ["finetune", "finetune"]
     strip = lambda rec: {k: v for k, v in rec.items() if k != "seconds"}
     assert [strip(r) for r in resumed[:5]] == [strip(r) for r in metrics["epochs"]]
+
+
+# ---- gradient clipping, presets and the official code's quirks -------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["small-data", "paper", "official-code"])
+def test_every_preset_clips_both_stages_at_1_and_0_turns_it_off(preset):
+    from vitc.core.settings import cli_label, make
+
+    label = cli_label(UVCSettings)
+    s = make(UVCSettings, {"budget": 0.5, "preset": preset}, label)
+    assert s.max_grad_norm == 1.0
+    assert s.search_loop().max_grad_norm == 1.0 and s.finetune_loop().max_grad_norm == 1.0
+    off = make(UVCSettings, {"budget": 0.5, "preset": preset, "max_grad_norm": 0.0}, label)
+    assert off.max_grad_norm is None and off.search_loop().max_grad_norm is None
+    assert off.finetune_loop().max_grad_norm is None
+    assert off.prune_v == (preset != "small-data")  # r is always optimised by the released code
+
+
+def test_imagenet_presets_follow_the_official_schedules():
+    from vitc.core.settings import cli_label, make
+
+    label = cli_label(UVCSettings)
+    for preset in ("paper", "official-code"):
+        s = make(UVCSettings, {"budget": 0.5, "preset": preset}, label)
+        # stage 1: WarmupCosineSchedule to 0 over 500 steps of warm-up; stage 2: timm cosine to 1e-5
+        assert (s.lr, s.search_loop().min_lr, s.finetune_lr, s.finetune_loop().min_lr) == (1e-4, 0.0, 5e-5, 1e-5)
+        assert (s.gate_interval, s.dual_lr, s.z_lr_schedule, s.gate_warmup_epochs) == (50, 1e-4, (1, 5, 9, 13, 17), 5)
+    quirks = ("z_lr_dynamic", "pin_at_upper_bound", "decay_all_params")
+    official = make(UVCSettings, {"budget": 0.5, "preset": "official-code"}, label)
+    paper = make(UVCSettings, {"budget": 0.5, "preset": "paper"}, label)
+    small = make(UVCSettings, {"budget": 0.5}, label)
+    assert [getattr(official, q) for q in quirks] == [False, True, True]
+    assert [getattr(paper, q) for q in quirks] == [True, False, False]
+    assert [getattr(small, q) for q in quirks] == [True, False, False]
+    assert small.finetune_loop().min_lr == small.min_lr == 1e-5  # small-data: unchanged
+    # an explicit value beats the preset's
+    assert make(UVCSettings, {"budget": 0.5, "preset": "official-code", "pin_at_upper_bound": False},
+                label).pin_at_upper_bound is False
+
+
+class _Recording(UVCSearch):
+    """UVCSearch that records, when its step begins, the global gradient norm and the gate gradient."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norms: list[float] = []
+        self.gate_seen: list[torch.Tensor] = []
+
+    def after_step(self, model, ctx):
+        grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+        self.gate_seen.append(model.gate_logits.grad.detach().clone())
+        super().after_step(model, ctx)
+
+
+def _search_fit(tmp_path: Path, max_grad_norm: float | None) -> _Recording:
+    """Four real stage-1 steps on vit-nano through the shared loop (random images)."""
+    from vitc.train.loop import fit
+
+    torch.manual_seed(0)
+    vit, spec = resolve_model("vit-nano")
+    teacher = build(spec, init_weights=True).eval()
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, *spec.input_shape, generator=g),
+                                          torch.randint(0, 10, (32,), generator=g))
+    settings = UVCSettings(budget=0.3, epochs=1, gate_warmup_epochs=0, batch_size=8, gate_interval=1000,
+                           gate_weight=0.0, max_grad_norm=max_grad_norm, device="cpu")
+    search = _Recording(spec, teacher, settings, 0.1, epochs=1, seed=0)
+    fit(UVCViT(vit), search, data, None, settings.search_loop(), tmp_path / str(max_grad_norm))
+    return search
+
+
+def test_the_gate_step_reads_the_clipped_gate_gradient(tmp_path):
+    clipped = _search_fit(tmp_path, 1e-3)
+    free = _search_fit(tmp_path, None)
+    assert len(clipped.norms) == len(free.norms) == 4
+    # the loop clipped every gradient before UVC's step ran ...
+    assert all(n == pytest.approx(1e-3, rel=1e-4) for n in clipped.norms), clipped.norms
+    assert all(n > 1e-2 for n in free.norms), free.norms
+    # ... so the first step's gate gradient is the unclipped one scaled by the clip factor (same start)
+    torch.testing.assert_close(clipped.gate_seen[0], free.gate_seen[0] * (1e-3 / free.norms[0]), rtol=1e-4, atol=1e-9)
+    # and that clipped gradient is what the gate step accumulates: weight (global step mod interval),
+    # the budget term switched off with gate_weight 0
+    for i, (seen, acc) in enumerate(zip(clipped.gate_seen, clipped.gate_grads)):
+        torch.testing.assert_close(acc, seen * (i + 1))
+
+
+def test_quirk_z_lr_dynamic_off_keeps_eta_z_at_the_first_value():
+    torch.manual_seed(0)
+    vit, spec = resolve_model("vit-nano")
+    teacher = build(spec, init_weights=True).eval()
+    x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
+    dz = {}
+    for dynamic in (True, False):
+        net = UVCViT(_peaky(resolve_model("vit-nano")[0], 0))
+        settings = UVCSettings(budget=0.3, gate_warmup_epochs=0, z_lr_schedule=(1, 5, 9, 13, 17), z_lr_dynamic=dynamic)
+        search = UVCSearch(spec, teacher, settings, 0.1, epochs=30, seed=0)
+        search.setup(net, torch.device("cpu"))
+        search.on_epoch_start(net, 20)  # 0-based epoch 20 of 30: the paper's fourth value
+        assert search.z_lr == (13.0 if dynamic else 1.0)
+        search.loss(net, x, y, _ctx(0, epoch=20))[0].backward()
+        before = float(search.z)
+        search.after_step(net, _ctx(0, epoch=20))
+        dz[dynamic] = float(search.z) - before
+    assert dz[False] > 0 and dz[True] == pytest.approx(13 * dz[False], rel=1e-5)
+
+
+def test_quirk_pin_at_upper_bound_keeps_a_count_at_its_bound():
+    from vitc.methods.uvc.objectives import _count_step
+
+    upper = torch.tensor([[2.0, 4.0]])
+    x_max = upper - 1 - 1e-8
+    grad = torch.tensor([[1.0, 1.0]])  # both counts pushed down
+    moved = {}
+    for pin in (False, True):
+        x = torch.tensor([[float(x_max[0, 0]), 1.5]])  # the head count at its bound ub - 1
+        _count_step(x, grad, upper, lr=0.5, pin=pin)
+        moved[pin] = x
+    assert float(moved[True][0, 0]) == pytest.approx(float(x_max[0, 0]))  # pinned: never decreases again
+    assert float(moved[False][0, 0]) == pytest.approx(float(x_max[0, 0]) - 0.5)
+    assert float(moved[True][0, 1]) == float(moved[False][0, 1]) == pytest.approx(1.0)  # others move alike
+
+
+def test_quirk_decay_all_params_decays_biases_norms_tokens_in_stage_1_only():
+    from vitc.methods.uvc.objectives import UVCFinetune
+
+    torch.manual_seed(0)
+    vit, spec = resolve_model("vit-nano")
+    net = UVCViT(vit)
+    cfg = TrainSettings(weight_decay=0.05)
+    norm = net.vit.blocks[0].norm1.weight
+    for decay_all in (False, True):
+        settings = UVCSettings(budget=0.5, decay_all_params=decay_all)
+        groups = UVCSearch(spec, vit, settings, 0.1, epochs=10, seed=0).param_groups(net, cfg)
+        decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+        one_d = [p for n, p in net.named_parameters() if p.ndim <= 1 or n.endswith(("cls_token", "pos_embed"))]
+        assert id(net.gate_logits) in decayed  # the gate logits sit in the weight optimiser with decay, as officially
+        assert all((id(p) in decayed) == decay_all for p in one_d if p is not net.gate_logits)
+        # the effect: one AdamW step with zero gradients shrinks a LayerNorm weight only under the quirk
+        with torch.no_grad():
+            norm.fill_(1.0)
+        opt = torch.optim.AdamW(groups, lr=0.1)
+        for g in groups:
+            for p in g["params"]:
+                p.grad = torch.zeros_like(p)
+        opt.step()
+        assert float(norm.detach().mean()) == pytest.approx(1 - 0.1 * 0.05 if decay_all else 1.0)
+        # stage 2 follows timm's rule under every preset (post_train.py's create_optimizer)
+        tune = UVCFinetune(spec, vit, settings, 0.1, [], 0.5).param_groups(net, cfg)
+        tune_decayed = {id(p) for g in tune if g["weight_decay"] > 0 for p in g["params"]}
+        assert not any(id(p) in tune_decayed for p in one_d)
+
+
+def test_help_shows_the_gradient_clip_default_and_the_presets():
+    res = CliRunner().invoke(cli, ["compress", "uvc", "--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    clip = re.search(r"--max-grad-norm FLOAT (.*?)\[default: \(?([^)\]]+)\)?\]", text)
+    assert clip is not None and clip.group(2) == "1", text
+    assert "as the official code does" in clip.group(1) and "0 = off" in clip.group(1)
+    assert "--preset [small-data|paper|official-code]" in text and "[default: small-data]" in text

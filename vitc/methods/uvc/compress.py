@@ -2,7 +2,8 @@
 
 ``compress_uvc`` runs the two stages on the shared training loop and writes
 ``OUT/compressed.safetensors`` (artifact kind ``"uvc"``: the dense spec, the masked weights, the
-masks and the gate logits) and ``OUT/metrics.json`` (one record per epoch of both stages).
+masks and the gate logits) and ``OUT/metrics.json`` (one record per epoch of both stages); both record
+the ``--preset`` and every effective setting.
 ``model_from_artifact`` rebuilds the masked, hard-gated model (what ``vitc eval`` measures);
 ``materialize_uvc`` slices it into a plain, smaller timm ViT and checks it against the masked one.
 
@@ -117,6 +118,7 @@ def compress_uvc(
         "artifact": str(out / ARTIFACT_NAME),
         "metrics": str(out / METRICS_NAME),
         "budget": budget,
+        "preset": settings.preset,
         "resource": pick["R"],
         "macs_dense": model_macs(spec),
         "macs_compressed": model_macs(compressed),
@@ -131,6 +133,7 @@ def compress_uvc(
         "source_model": str(model),
         "data": str(source),
         "budget": budget,
+        "preset": settings.preset,
         "settings": to_dict(settings),
         "origin": origin(spec, _parent_meta(model)),
         "provenance": provenance("compress uvc", settings, data=str(source), parent=model),
@@ -148,6 +151,8 @@ def compress_uvc(
     write_json(out / METRICS_NAME, {
         "method": "uvc",
         "budget": budget,
+        "preset": settings.preset,
+        "settings": to_dict(settings),  # every effective value: the preset's, the defaults' and those given
         "picked_epoch": pick["epoch"],
         "picked_step": pick["step"],
         "epochs": search_history + tune_history,

@@ -22,14 +22,25 @@ skipped. Masks are recomputed at every epoch end but, as in the official code, n
 stage-1 forward pass. The stage-1 validation reported here is of the model stage 1 would hand over
 at that epoch (masks applied, hard gates) rather than the official stochastic-gate number.
 
+**Gradient clipping.** The shared loop clips the global gradient norm (``max_grad_norm``, 1.0 by
+default for UVC, as both official stages) in place after ``backward`` and before the AdamW step;
+:meth:`UVCSearch.after_step` runs after that step and reads ``model.gate_logits.grad``, so the gates'
+task gradient is the clipped one, as in the official ``uvc_optimizer`` (called after
+``optimizer.step()``). The budget term z·gate_weight·∂R/∂θ is added to it unclipped.
+
 **z learning rate.** The paper raises η_z through ``z_lr_schedule`` (official list 1, 5, 9, 13, 17),
 one value per fifth of the epochs, counted from epoch 1. The official ``PresetLRScheduler`` looks
 for a ``"zlr"`` key that no parameter group has, so in the released code η_z stays at its first
-value for the whole run; we implement the intended schedule.
+value for the whole run; we implement the intended schedule (``z_lr_dynamic``, off in the
+``official-code`` preset).
 
-**Deviations (intent over letter).** The official projection of s resets any entry that was at its
-upper bound back to it after the step, so a count that once reaches ub - 1 can never decrease; we
-project onto [0, ub - 1]. The clamps inside R pass gradients at their bounds, as torch 1.7 did for
+**Quirks of the released code, off by default** (on in ``--preset official-code``): the official
+projection of s (and r) resets any entry that was at its upper bound before the step back to it, so
+a count that once reaches ub - 1 can never decrease (``pin_at_upper_bound``; by default we project
+onto [0, ub - 1]); stage 1's AdamW decays every parameter (``decay_all_params``; by default timm's
+rule). The V-channel counts r are learned with ``--prune-v`` (always, in the released code).
+
+**Deviations (intent over letter).** The clamps inside R pass gradients at their bounds, as torch 1.7 did for
 the official code (recent torch gives zero there, which would leave s stuck at 0). The hand-over
 state is also checked after every step, not only at epoch ends (see :class:`UVCSearch`). The
 random numbers of the resource samples come from a generator seeded by (seed, step), so s, r, θ
@@ -413,7 +424,9 @@ class UVCFinetune(_Distilled):
         self.spec, self.masks, self.ratio = spec, masks, ratio
 
     def param_groups(self, model: Any, cfg: TrainSettings) -> list[dict[str, Any]]:
-        return default_param_groups(model, cfg.weight_decay, decay_all=self.settings.decay_all_params)
+        # timm's rule under every preset: the official post_train.py builds its AdamW with timm's
+        # create_optimizer, which exempts 1-d parameters and the tokens (decay_all_params is stage 1's quirk)
+        return default_param_groups(model, cfg.weight_decay)
 
     def setup(self, model: Any, device: torch.device) -> None:
         super().setup(model, device)

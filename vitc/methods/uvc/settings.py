@@ -1,19 +1,25 @@
 """``vitc compress uvc`` settings: one dataclass for the CLI, the pipeline YAML and the library.
 
-Presets (``--preset``) set the defaults of the fields the user did not give:
+Presets (``--preset``) set the defaults of the fields the user did not give (on the command line and
+in the pipeline YAML alike); the preset and every effective value are recorded in the artifact's
+metadata and in ``metrics.json``:
 
 * ``small-data`` (default): the constants of :mod:`vitc.methods.uvc.defaults` ``DEFAULTS``, sized for a
   small model on a small data set (vit-micro on ``digits``); UVC's update rules as the paper intends.
-* ``paper``: the paper's intent at ImageNet scale: the official constants (DeiT-T run,
-  ``run_uvc_train.sh``) with the rising z learning-rate schedule 1, 5, 9, 13, 17 that the released
-  code meant to apply, V-channel counts learned, counts projected onto [0, ub − 1].
+* ``paper``: the paper's intent at ImageNet scale: the official constants of the released DeiT-T run
+  (``run_uvc_train.sh``, ``run_post_train.sh``) with the rising z learning-rate schedule 1, 5, 9,
+  13, 17 that the released code meant to apply, V-channel counts learned, counts projected onto
+  [0, ub − 1], timm's weight-decay rule.
 * ``official-code``: the released code to the letter, its quirks included: η_z stays 1 for the whole
   run (its ``PresetLRScheduler`` looks for a ``zlr`` key no parameter group has), the V-channel counts
-  r are always optimised, a count that reaches its upper bound is pinned there, and AdamW decays every
-  parameter (biases, norms and the gate logits included).
+  r are always optimised (the code has no switch), a count that reaches its upper bound is pinned
+  there, and stage 1's AdamW decays every parameter (biases, norms, tokens and the gate logits
+  included; stage 2 uses timm's rule, as ``post_train.py``'s ``create_optimizer`` does).
 
-All three clip every gradient at norm 1.0 before the optimiser steps, as both official stages do
-(``joint_train.py``, ``post_train.py``); the gate step reads the clipped gate gradient.
+All three clip every gradient at global norm 1.0 before the optimiser steps, as both official stages
+do (``joint_train.py``, ``post_train.py``); the gate step reads the clipped gate gradient.
+``--max-grad-norm 0`` turns clipping off. What no preset reproduces is listed in
+:mod:`vitc.methods.uvc.defaults`.
 """
 
 from __future__ import annotations
@@ -69,6 +75,9 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
                                    help="Stage-2 epochs: KD fine-tuning with hard gates and masks re-applied every step.")
     finetune_lr: float = setting(D["finetune_lr"], min=0, min_open=True, help="Stage-2 peak AdamW learning rate.")
     finetune_warmup_epochs: float = setting(D["finetune_warmup_epochs"], min=0, help="Stage-2 linear lr warm-up, in epochs.")
+    finetune_min_lr: float | None = setting(D["finetune_min_lr"], min=0,
+                                            help="Stage-2 learning rate at the end of its cosine (default: --min-lr; "
+                                                 "the official stages end at 0 and 1e-5).")
     kd_alpha: float = setting(D["kd_alpha"], min=0, max=1,
                               help="Weight of the KD term: (1-a)*CE + a*KL(student/T || dense teacher/T)*T^2/numel.")
     kd_tau: float = setting(D["kd_tau"], min=0, min_open=True, help="KD temperature T.")
@@ -100,8 +109,9 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
                                        help="Official projection quirk: a count that reaches its upper bound ub-1 is reset "
                                             "there after every step and can never decrease (default: project onto [0, ub-1]).")
     decay_all_params: bool = setting(D["decay_all_params"],
-                                     help="Official quirk: AdamW weight decay on every parameter, biases, norms, tokens "
-                                          "and gate logits included (default: timm's rule, none on those).")
+                                     help="Official quirk: stage-1 AdamW weight decay on every parameter, biases, norms, "
+                                          "tokens and gate logits included (default: timm's rule, none on those; stage 2 "
+                                          "always uses timm's rule, as the official post-training does).")
 
     def rules(self, label: Label) -> None:
         super().rules(label)
@@ -110,8 +120,10 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
                              f"({self.gate_warmup_epochs}): the search needs at least one epoch with learned gates")
         if not self.z_lr_schedule:
             raise UsageError(f"{label('z_lr_schedule')} needs one or more values >= 0")
-        if self.finetune_lr < self.min_lr:
-            raise UsageError(f"{label('finetune_lr')} ({self.finetune_lr:g}) must not be below {label('min_lr')} ({self.min_lr:g})")
+        if self.finetune_lr < self.finetune_floor:
+            which = "finetune_min_lr" if self.finetune_min_lr is not None else "min_lr"
+            raise UsageError(f"{label('finetune_lr')} ({self.finetune_lr:g}) must not be below {label(which)} "
+                             f"({self.finetune_floor:g})")
 
     @property
     def optimizes_v(self) -> bool:
@@ -121,5 +133,11 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
     def search_loop(self) -> TrainSettings:
         return self.loop()
 
+    @property
+    def finetune_floor(self) -> float:
+        """Stage 2's final learning rate: ``finetune_min_lr``, or ``min_lr`` when that is not given."""
+        return self.finetune_min_lr if self.finetune_min_lr is not None else self.min_lr
+
     def finetune_loop(self) -> TrainSettings:
-        return self.loop(epochs=self.finetune_epochs, lr=self.finetune_lr, warmup_epochs=self.finetune_warmup_epochs)
+        return self.loop(epochs=self.finetune_epochs, lr=self.finetune_lr, warmup_epochs=self.finetune_warmup_epochs,
+                         min_lr=self.finetune_floor)
