@@ -89,11 +89,24 @@ main()
 """
 
 
-def _torchrun_fault(tmp_path: Path, action: str) -> subprocess.CompletedProcess:
+def _torchrun_fault(tmp_path: Path, action: str, launcher: list[str] = TORCHRUN) -> subprocess.CompletedProcess:
     script = tmp_path / "fault.py"
     script.write_text(FAULT.format(action=textwrap.indent(action, " " * 12).strip()))
-    return subprocess.run([*TORCHRUN, str(script), *TRAIN, "--out", str(tmp_path / "out")], env=subprocess_env(),
+    return subprocess.run([*launcher, str(script), *TRAIN, "--out", str(tmp_path / "out")], env=subprocess_env(),
                           capture_output=True, text=True, timeout=240)
+
+
+def test_a_dead_peer_is_named_in_one_line_not_a_gloo_traceback(tmp_path: Path) -> None:
+    """Rank 1 dies without a word (as an OOM kill would) while rank 0 waits in a collective. (torchrun's
+    monitor interval is raised so it does not SIGTERM rank 0 before rank 0 notices.)"""
+    launcher = [*TORCHRUN[:3], "--monitor-interval", "3", *TORCHRUN[3:]]
+    run = _torchrun_fault(tmp_path, "os._exit(3)", launcher)
+    assert run.returncode != 0
+    # what rank 0 printed: its error line, and no "[rank0]: Traceback ..." (torchrun's own report follows)
+    survivor = [ln for ln in run.stderr.splitlines() if ln.startswith("[rank0]") or "error: rank 0" in ln]
+    assert len(survivor) == 1, run.stderr
+    assert survivor[0].startswith("error: rank 0: lost rank 1 (pid ") and "during training" in survivor[0]
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_failing_rank_ends_the_run_and_is_named(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from vitc.core.fileio import atomic_path, write_json
 from vitc.core.metrics import topk_correct
 from vitc.core.progress import log, progress
 from vitc.core.settings import validate as validate_settings
-from vitc.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from vitc.train.distributed import DistInfo, all_reduce_sum, barrier, guard_collectives, init_distributed
 from vitc.train.settings import TrainSettings
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -232,64 +232,65 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
             find_unused_parameters=objective.find_unused_parameters,
         )
 
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
-        train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        objective.on_epoch_start(unwrap(train_model), epoch)
-        train_model.train()
-        sums: dict[str, float] = {}
-        seen = 0
-        t0 = time.perf_counter()
-        with progress(f"{description} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as bar:
-            for i, (images, targets) in enumerate(train_loader):
-                step = epoch * steps_per_epoch + i
-                lr = cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * objective.lr_scale(g, epoch)
-                ctx = StepContext(epoch, step, i, steps_per_epoch, total_steps, lr, device, dist_info)
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, terms = objective.loss(train_model, images, targets, ctx)
-                _check_finite(loss, terms, epoch, i, ckpt_path, device, dist_info)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.max_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    norm = nn.utils.clip_grad_norm_(train_model.parameters(), cfg.max_grad_norm)
-                    if not use_amp and not bool(torch.isfinite(norm)):  # AMP skips such steps by design
-                        raise CheckFailed(f"non-finite gradient norm at epoch {epoch + 1}, step {i + 1}: {float(norm)}"
-                                          + _last_good(ckpt_path))
-                scaler.step(optimizer)
-                scaler.update()
-                objective.after_step(unwrap(train_model), ctx)
-                n = len(targets)
-                seen += n
-                for k, v in {"loss": loss, **terms}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-                bar.advance(description=f"{description} epoch {epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.4f}")
-        keys = sorted(sums)
-        reduced = all_reduce_sum([sums[k] for k in keys] + [float(seen)], device)
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        record.update({k: reduced[j] / max(reduced[-1], 1.0) for j, k in enumerate(keys)})
-        record.update(objective.on_epoch_end(unwrap(train_model), epoch))
-        if val_loader is not None:
-            record.update(validate(objective.eval_model(unwrap(train_model)), val_loader, device))
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        history.append(record)
-        if dist_info.is_main:
-            save_checkpoint(ckpt_path, {
-                "epoch": epoch + 1,
-                "model": unwrap(train_model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if use_amp else {},
-                "objective": objective.state_dict(),
-                "history": history,
-                "config": dataclasses.asdict(cfg),
-            })
-            write_json(out_dir / METRICS_NAME, {"method": objective.name, "epochs": history})
-            summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "seconds"))
-            log(f"{description} epoch {epoch + 1}/{cfg.epochs}: {summary} ({record['seconds']:.1f}s)")
-        barrier()
+    with guard_collectives(dist_info, "training (a collective: gradient all-reduce or metrics)"):
+        for epoch in range(start_epoch, cfg.epochs):
+            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
+            train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+            objective.on_epoch_start(unwrap(train_model), epoch)
+            train_model.train()
+            sums: dict[str, float] = {}
+            seen = 0
+            t0 = time.perf_counter()
+            with progress(f"{description} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as bar:
+                for i, (images, targets) in enumerate(train_loader):
+                    step = epoch * steps_per_epoch + i
+                    lr = cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr * objective.lr_scale(g, epoch)
+                    ctx = StepContext(epoch, step, i, steps_per_epoch, total_steps, lr, device, dist_info)
+                    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                        loss, terms = objective.loss(train_model, images, targets, ctx)
+                    _check_finite(loss, terms, epoch, i, ckpt_path, device, dist_info)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.max_grad_norm is not None:
+                        scaler.unscale_(optimizer)
+                        norm = nn.utils.clip_grad_norm_(train_model.parameters(), cfg.max_grad_norm)
+                        if not use_amp and not bool(torch.isfinite(norm)):  # AMP skips such steps by design
+                            raise CheckFailed(f"non-finite gradient norm at epoch {epoch + 1}, step {i + 1}: {float(norm)}"
+                                              + _last_good(ckpt_path))
+                    scaler.step(optimizer)
+                    scaler.update()
+                    objective.after_step(unwrap(train_model), ctx)
+                    n = len(targets)
+                    seen += n
+                    for k, v in {"loss": loss, **terms}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+                    bar.advance(description=f"{description} epoch {epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.4f}")
+            keys = sorted(sums)
+            reduced = all_reduce_sum([sums[k] for k in keys] + [float(seen)], device)
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+            record.update({k: reduced[j] / max(reduced[-1], 1.0) for j, k in enumerate(keys)})
+            record.update(objective.on_epoch_end(unwrap(train_model), epoch))
+            if val_loader is not None:
+                record.update(validate(objective.eval_model(unwrap(train_model)), val_loader, device))
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(record)
+            if dist_info.is_main:
+                save_checkpoint(ckpt_path, {
+                    "epoch": epoch + 1,
+                    "model": unwrap(train_model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if use_amp else {},
+                    "objective": objective.state_dict(),
+                    "history": history,
+                    "config": dataclasses.asdict(cfg),
+                })
+                write_json(out_dir / METRICS_NAME, {"method": objective.name, "epochs": history})
+                summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "seconds"))
+                log(f"{description} epoch {epoch + 1}/{cfg.epochs}: {summary} ({record['seconds']:.1f}s)")
+            barrier()
     return unwrap(train_model), history
 
 
