@@ -325,3 +325,105 @@ def test_cli_bad_input_is_one_line_error(tmp_path, args, message):
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "x" / "compressed.safetensors").exists()
+
+
+# ---- the ranking key (spec token_score) --------------------------------------------------------------
+
+
+def test_token_score_is_recorded_validated_and_old_specs_load_with_logodds():
+    from vitc.core.spec import ViTSpec, spec_from_model
+    from vitc.core.token_select import TOKEN_SCORES
+
+    assert D.TOKEN_SCORES == TOKEN_SCORES and D.TOKEN_SCORE == "logodds"  # the torch-free copy --help reads
+    _, spec = _micro_with_predictors(0.7)
+    old = spec.to_dict()
+    del old["token_score"]  # a spec written before the field existed
+    assert ViTSpec.from_dict(old).token_score == "logodds"
+    keep = spec.replace(token_score="keep")
+    assert ViTSpec.from_json(keep.to_json()) == keep
+    model = build(keep)
+    assert all(m.score == "keep" for m in model.blocks if isinstance(m, TokenSelect))
+    assert spec_from_model(model, keep.name) == keep
+    with pytest.raises(UsageError, match=r"spec token_score must be one of logodds, keep, got 'logit'") as e:
+        ViTSpec.from_dict({**old, "token_score": "logit"})
+    assert "\n" not in str(e.value)
+    # vitc training attaches predictors that rank by the spec's key
+    torch.manual_seed(0)
+    dense, dspec = resolve_model("vit-nano")
+    trained, tspec = attach_predictors(dense, dspec.replace(token_score="keep"), 0.7, [1, 2, 3])
+    assert tspec.token_score == "keep" and {m.score for m in trained.blocks if isinstance(m, TokenSelect)} == {"keep"}
+    assert DynamicViTSettings().token_score == "logodds"
+
+
+def _saturated_pair() -> tuple[torch.nn.Module, torch.nn.Module, object, object]:
+    """Two vit-nano token-selection models with the same weights, ranking by logodds and by keep; the
+    stage-1 predictor is saturated: log p(keep) rounds to exactly 0.0 for every token in float32 (logit
+    differences ~25) while the log-odds still differ."""
+    torch.manual_seed(0)
+    dense, spec = resolve_model("vit-nano")
+    model, ts_spec = attach_predictors(dense, spec, 0.7, [1, 2, 3])
+    model = _peaky(model)
+    first = next(m for m in model.blocks if isinstance(m, TokenSelect))
+    with torch.no_grad():
+        first.predictor.out_conv[4].weight.mul_(20)
+        first.predictor.out_conv[4].bias.copy_(torch.tensor([25.0, 0.0]))
+    keep_spec = ts_spec.replace(token_score="keep")
+    keep_model = build(keep_spec)
+    keep_model.load_state_dict(model.state_dict())
+    return model.eval(), keep_model.eval(), ts_spec, keep_spec
+
+
+@torch.no_grad()
+def test_saturated_predictor_the_keys_keep_different_tokens_and_each_model_follows_its_own(tmp_path):
+    from vitc.core.artifacts import save_artifact
+    from vitc.methods import load_any
+    from vitc.methods.dynamicvit.forward import embed, gathered_forward
+    from vitc.onnx.export import trace_to_onnx
+    from vitc.onnx.selection import SelectionProbe
+
+    logodds, keep, lo_spec, keep_spec = _saturated_pair()
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    # recorded: both survive an artifact round trip with their key
+    for model, spec, name in ((logodds, lo_spec, "lo"), (keep, keep_spec, "keep")):
+        path = save_artifact(tmp_path / f"{name}.safetensors", spec, model.state_dict(), kind="dynamicvit",
+                             meta={"keep_ratio": 0.7})
+        loaded, art = load_any(path)
+        assert art.spec.token_score == spec.token_score
+        assert (loaded(x) - model(x)).abs().max() == 0
+
+    sel = next(m for m in logodds.blocks if isinstance(m, TokenSelect))
+    log_probs = sel.predictor(logodds.blocks[0](embed(logodds, x))[:, 1:])
+    lp_keep, odds = log_probs[..., 0], log_probs[..., 0] - log_probs[..., 1]
+    assert bool((lp_keep == 0.0).all()) and odds.std(dim=1).min() > 0.1  # saturated, but the odds still differ
+    k = sel.num_keep
+
+    def kept(idx: torch.Tensor) -> list[set[int]]:
+        return [set(row.tolist()) for row in idx]
+
+    lo_logits, lo_idx = gathered_forward(logodds, x)
+    keep_logits, keep_idx = gathered_forward(keep, x)
+    # logodds: exactly the k largest log-odds (no ties); keep: k tokens tied at the top of log p(keep)
+    assert kept(lo_idx[0]) == kept(odds.topk(k, dim=1).indices)
+    assert all(bool((lp_keep[b, list(s)] == lp_keep[b].max()).all()) for b, s in enumerate(kept(keep_idx[0])))
+    assert kept(keep_idx[0]) != kept(lo_idx[0]) and (keep_logits - lo_logits).abs().max() > 1e-3
+    # the training forward's topk decisions follow the same key (strict for logodds)
+    masked = masked_forward(logodds, x, decide="topk")
+    assert [set(torch.nonzero(row).flatten().tolist()) for row in masked.keep_masks[0]] == kept(lo_idx[0])
+    assert (masked.logits - lo_logits).abs().max() <= 1e-5
+    masked_keep = masked_forward(keep, x, decide="topk").keep_masks[0]
+    assert all(bool((lp_keep[b][row > 0] == 0.0).all()) for b, row in enumerate(masked_keep))
+
+    # ONNX: each export ranks by its model's key. Under logodds ONNX Runtime keeps PyTorch's tokens; under
+    # keep it breaks the ties its own way (lowest index first), a valid top-k of log p(keep) that need
+    # not be PyTorch's — why vitc ranks its own models by the log-odds.
+    for model, spec, logits, idx in ((logodds, lo_spec, lo_logits, lo_idx), (keep, keep_spec, keep_logits, keep_idx)):
+        probe = SelectionProbe(trace_to_onnx(model, spec), spec.num_patches, ["CPUExecutionProvider"], threads=1)
+        out, onnx_idx = probe(x.numpy())
+        ref, _ = gathered_forward(model, x, [torch.from_numpy(i) for i in onnx_idx])
+        assert abs(out - ref.numpy()).max() <= 1e-4  # the ONNX computes its model on the tokens it keeps
+        first_kept = kept(torch.from_numpy(onnx_idx[0]))
+        if spec.token_score == "logodds":
+            assert first_kept == kept(idx[0]) and abs(out - logits.numpy()).max() <= 1e-4
+        else:
+            assert all(bool((lp_keep[b, list(s)] == 0.0).all()) for b, s in enumerate(first_kept))
+            assert first_kept != kept(lo_idx[0])
