@@ -4,7 +4,10 @@ Prediction modules (``vitc.core.token_select.PredictorLG``), one per stage, sit 
 at depth/4, depth/2 and 3·depth/4 (3, 6, 9 for 12 blocks). Training keeps every token and masks
 the dropped ones out of attention (:mod:`vitc.methods.dynamicvit.forward`), with Gumbel hard
 decisions and cumulative masks; inference keeps ``floor(N·ρ^s)`` patch tokens at stage s with
-``topk`` + gather, so every shape but the batch is static. Prefix tokens are always kept.
+``topk`` + gather, so every shape but the batch is static. Prefix tokens are always kept. Tokens are
+ranked by the key the spec records (``--token-score``: the log-odds by default, or the official
+log p(keep); see :mod:`vitc.core.token_select`). Checkpoints of the official code are imported by
+:mod:`vitc.methods.dynamicvit.official`.
 
 Loss (official ``DistillDiffPruningLoss`` with ``--distill``; weights from the paper)::
 
