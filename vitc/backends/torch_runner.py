@@ -1,4 +1,9 @@
-"""PyTorch runner: eager, fp32/fp16/bf16; on CUDA optionally ``torch.compile`` or CUDA graphs."""
+"""PyTorch runner: eager, fp32/fp16/bf16; on CUDA optionally ``torch.compile`` or CUDA graphs.
+
+``compile_mode`` is the ``torch.compile`` mode (default ``max-autotune-no-cudagraphs``: Triton GEMM
+autotuning, the fastest kernels, but minutes of tuning for a model with many distinct layer shapes,
+as a UVC result has; ``"default"`` compiles in seconds and keeps cuBLAS for the matrix products).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,14 @@ from vitc.core.errors import UsageError
 from vitc.core.spec import ViTSpec
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODE = "max-autotune-no-cudagraphs"
 
 
 class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, model: nn.Module, spec: ViTSpec | None, device: str = "auto", precision: str = "fp32",
-                 compile: bool = False, cuda_graph: bool = False) -> None:
+                 compile: bool = False, cuda_graph: bool = False, compile_mode: str = COMPILE_MODE) -> None:
         if precision not in _DTYPES:
             raise UsageError(f"torch precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
         from vitc.core.device import pick_device
@@ -36,7 +42,8 @@ class TorchRunner(Runner):
         self.dtype = _DTYPES[precision]
         self.model = model.to(dev, self.dtype).eval()
         self.torch_device = dev
-        self._fn = torch.compile(self.model, mode="max-autotune-no-cudagraphs") if compile else self.model
+        self.compile_mode = compile_mode if compile else None
+        self._fn = torch.compile(self.model, mode=compile_mode) if compile else self.model
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
 
@@ -72,16 +79,17 @@ class TorchRunner(Runner):
     def _graph_run(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         if b not in self._graphs:
-            static_in = x.clone()
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    self._fn(static_in)
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self._fn(static_in)
+            with torch.cuda.device(self.torch_device):  # streams and capture on the runner's GPU, not the current one
+                static_in = x.clone()
+                s = torch.cuda.Stream(self.torch_device)
+                s.wait_stream(torch.cuda.current_stream(self.torch_device))
+                with torch.cuda.stream(s):
+                    for _ in range(3):
+                        self._fn(static_in)
+                torch.cuda.current_stream(self.torch_device).wait_stream(s)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_out = self._fn(static_in)
             self._graphs[b] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[b]
         static_in.copy_(x)
@@ -94,8 +102,8 @@ class TorchRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         threads = {"threads": torch.get_num_threads()} if self.torch_device.type == "cpu" else {}
-        return {**super().describe(), "torch": torch.__version__, "compile": self._fn is not self.model, "cuda_graph": self.cuda_graph,
-                **threads}
+        return {**super().describe(), "torch": torch.__version__, "compile": self._fn is not self.model,
+                "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph, **threads}
 
 
 def _infer_input_shape(model: nn.Module) -> tuple[int, int, int]:

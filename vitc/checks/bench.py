@@ -6,8 +6,8 @@ Protocol, per batch size (trtexec's, with its defaults' spirit):
 * Input: a synthetic batch of the target's own input shape (seeded normal noise; throughput
   depends on shapes, not values), **staged on the device once** — timed iterations exclude host↔device
   copies, like ``trtexec --noDataTransfers``.
-* Warm-up: iterate for ``warmup_ms`` (at least once; this is where ``torch.compile``, CUDA-graph
-  capture and lazy allocations happen).
+* Warm-up: one call (this is where ``torch.compile``, CUDA-graph capture and lazy allocations
+  happen), then iterate for ``warmup_ms`` more, so a long compile does not eat the warm-up.
 * Timed loop: iterate until **both** ``min_iters`` iterations and ``min_seconds`` of wall time are
   reached. Each iteration's latency is ``time.perf_counter`` around the call plus a device
   synchronize (ms); unlike trtexec, no batch is enqueued ahead of the running one, so images/s
@@ -132,8 +132,14 @@ class _Timed:
 
 
 def _warm_up(call: Callable[[], float], warmup_ms: float) -> int:
-    start, n = time.perf_counter(), 0
-    while n == 0 or (time.perf_counter() - start) * 1e3 < warmup_ms:
+    """One call (``torch.compile``, CUDA-graph capture, lazy allocations), then ``warmup_ms`` of iterations.
+
+    The clock starts after the first call: a compile can outlast the whole warm-up, and timing right
+    after it would catch a GPU whose clocks dropped while the CPU compiled.
+    """
+    call()
+    start, n = time.perf_counter(), 1
+    while (time.perf_counter() - start) * 1e3 < warmup_ms:
         call()
         n += 1
     return n
