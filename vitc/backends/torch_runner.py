@@ -92,8 +92,9 @@ class TorchRunner(Runner):
                     static_out = self._fn(static_in)
             self._graphs[b] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[b]
-        static_in.copy_(x)
-        graph.replay()
+        with torch.cuda.device(self.torch_device):  # replayed on the current stream of the GPU it was captured on
+            static_in.copy_(x)
+            graph.replay()
         return static_out
 
     def synchronize(self) -> None:
