@@ -24,6 +24,7 @@ is good enough is finally an accuracy question: measure it with ``vitc eval mode
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -154,7 +155,7 @@ class VerifyReport:
     @staticmethod
     def _required(sel: dict[str, Any]) -> str:
         if sel["min_top1_agreement"] is None:
-            return "not judged on random inputs"
+            return sel.get("not_judged") or "not judged"
         return f">= {sel['min_top1_agreement']:g}% required"
 
     def _tolerance(self) -> str:
@@ -240,8 +241,8 @@ def verify_onnx(
         outs, refs = [], []
         inputs, total, label = _inputs(data, spec, batches, batch_size, seed)
         with progress(f"verify {label}", total) as bar:
-            for x in inputs:
-                out_b, ref_b = (ort_runner(x), ref_runner(x)) if check is None else check(x)
+            for x, y in inputs:
+                out_b, ref_b = (ort_runner(x), ref_runner(x)) if check is None else check(x, y)
                 outs.append(out_b)
                 refs.append(ref_b)
                 bar.advance()
@@ -253,7 +254,7 @@ def verify_onnx(
             onnx=str(onnx_path), against=dep.source, data=label, precision=ort_runner.precision, batch_size=batch_size,
             batches=len(outs), images=len(out), stat=stat, atol=atol, rtol=rtol, errors=errors,
             onnx_backend=ort_runner.describe(), reference_backend=ref_runner.describe(),
-            selection=check.summary(judged=data != "random") if check is not None else None,
+            selection=check.summary() if check is not None else None,
         )
 
 
@@ -272,6 +273,7 @@ class SelectionCheck:
     def __init__(self, probe: Any, model: Any) -> None:
         self.probe, self.model = probe, model
         self.images = self.flipped = self.agree_own = 0
+        self.labelled = self.correct_own = self.classes = 0
 
     @classmethod
     def for_model(cls, onnx_path: str | os.PathLike[str], model: Any, spec: Any, ort_runner: Any) -> SelectionCheck | None:
@@ -289,8 +291,9 @@ class SelectionCheck:
                              f"tokens at {stages} stages: they are not the same model")
         return cls(SelectionProbe(graph, spec.num_patches, ort_runner.session.get_providers(), ort_runner.threads), model)
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ONNX logits, reference logits on the same kept tokens) for one batch x (B, C, H, W).
+    def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ONNX logits, reference logits on the same kept tokens) for one batch x (B, C, H, W); ``labels``
+        (real images) tell whether the model is above chance, which decides whether flips are judged.
 
         PyTorch's own logits and kept tokens come from one gathered forward (the model's own forward
         with the TopK indices kept); only the flipped images run again, on the ONNX's tokens."""
@@ -318,30 +321,48 @@ class SelectionCheck:
         self.images += len(x)
         self.flipped += int(differs.sum())
         self.agree_own += int((out.argmax(1) == ref_own.argmax(1)).sum())
+        self.classes = ref_own.shape[1]
+        if labels is not None:
+            self.labelled += len(labels)
+            self.correct_own += int((ref_own.argmax(1) == np.asarray(labels)).sum())
         return out, ref
 
-    def summary(self, judged: bool) -> dict[str, Any]:
-        """``judged``: real images. On random inputs the logits carry no class evidence and are nearly
-        tied, so a swapped token flips the argmax by chance: the flips are reported, not judged."""
+    def summary(self) -> dict[str, Any]:
+        """Flips are judged on real (labelled) images where the model has class evidence. On random inputs,
+        or where PyTorch's own top-1 on these images is not above chance (more than 3 standard errors
+        above 1/classes), the logits are nearly tied and a swapped token flips the argmax by chance: the
+        flips are then reported, not judged. The tolerance on the logits applies in every case."""
         agreement = 100.0 * self.agree_own / max(self.images, 1)
-        required = MIN_SELECTION_TOP1_AGREEMENT if judged else None
+        why = None
+        own_top1 = 100.0 * self.correct_own / self.labelled if self.labelled else None
+        if not self.labelled:
+            why = "not judged on random inputs"
+        else:
+            chance = 1.0 / max(self.classes, 1)
+            bar = chance + 3.0 * math.sqrt(chance * (1.0 - chance) / self.labelled)
+            if self.correct_own / self.labelled <= bar:
+                why = (f"not judged: the model's own top-1 on these images, {own_top1:.1f}%, is not above chance "
+                       f"({100 * chance:.0f}% + 3 s.e. = {100 * bar:.1f}%), so its logits carry no class evidence")
+        required = None if why else MIN_SELECTION_TOP1_AGREEMENT
         return {"passed": required is None or agreement >= required, "images_flipped": self.flipped,
                 "flip_fraction": self.flipped / max(self.images, 1), "top1_agreement_own_selection": agreement,
-                "min_top1_agreement": required}
+                "min_top1_agreement": required, "not_judged": why, "own_top1": own_top1}
 
 
-def _inputs(data: str, spec: Any, batches: int | None, batch_size: int, seed: int) -> tuple[Iterator[np.ndarray], int, str]:
-    """(batches of float32 images, number of batches, label) for ``random`` or a data spec's val split."""
+def _inputs(data: str, spec: Any, batches: int | None, batch_size: int,
+            seed: int) -> tuple[Iterator[tuple[np.ndarray, np.ndarray | None]], int, str]:
+    """(batches of (float32 images, labels or None), number of batches, label) for ``random`` or a data
+    spec's val split."""
     if data == "random":
         n = batches or RANDOM_BATCHES
         mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
 
-        def gen() -> Iterator[np.ndarray]:
+        def gen() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
             rng = np.random.default_rng(seed)
             for _ in range(n):
                 pixels = rng.random((batch_size, *spec.input_shape), dtype=np.float32)
-                yield (pixels - mean) / std
+                yield (pixels - mean) / std, None
 
         return gen(), n, "random"
     from vitc.core.data import make_loader, parse_data
@@ -350,11 +371,11 @@ def _inputs(data: str, spec: Any, batches: int | None, batch_size: int, seed: in
     loader = make_loader(source.dataset(spec, "val"), batch_size, shuffle=False)
     n = len(loader) if batches is None else min(batches, len(loader))
 
-    def real() -> Iterator[np.ndarray]:
-        for i, (images, _) in enumerate(loader):
+    def real() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for i, (images, labels) in enumerate(loader):
             if i >= n:
                 return
-            yield images.numpy()
+            yield images.numpy(), labels.numpy()
 
     return real(), n, f"{source} val"
 

@@ -48,10 +48,10 @@ class LazyGroup(click.Group):
 
 def fail(ctx: click.Context, message: str, exit_code: int) -> None:
     """``error: MESSAGE`` on stderr (and, with --json, ``{"error", "exit_code"}`` on stdout), then exit."""
-    from vitc.cli.common import JSON_META, json_error
+    from vitc.cli.common import JSON_EMITTED, JSON_META, json_error
 
     click.echo(f"error: {message}", err=True)
-    if ctx.meta.get(JSON_META):
+    if ctx.meta.get(JSON_META) and not ctx.meta.get(JSON_EMITTED):  # one JSON document on stdout, never two
         json_error(message, exit_code)
     ctx.exit(exit_code)
 

@@ -13,6 +13,7 @@ F = Callable[..., Any]
 
 
 JSON_META = "vitc.json"  # set in the context's meta when --json is given: errors then print JSON too
+JSON_EMITTED = "vitc.json.emitted"  # the command already printed its JSON document (e.g. a failed verify report)
 
 
 def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -24,7 +25,7 @@ def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> b
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json,
                         help="Print one JSON object on stdout (progress stays on stderr); an error prints "
-                             '{"error": ..., "exit_code": N} there too.')(f)
+                             '{"error": ..., "exit_code": N} there too, unless the command already printed its report (a failed verify).')(f)
 
 
 def json_error(message: str, exit_code: int) -> None:
@@ -63,6 +64,9 @@ def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]]
         from vitc.core.fileio import json_safe
 
         click.echo(json.dumps(json_safe(result), indent=2, default=_jsonable, allow_nan=False))
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:  # stdout holds this command's one JSON document; a later error adds no second one
+            ctx.meta[JSON_EMITTED] = True
     else:
         click.echo(human(result) if human else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
