@@ -25,7 +25,8 @@ def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> b
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json,
                         help="Print one JSON object on stdout (progress stays on stderr); an error prints "
-                             '{"error": ..., "exit_code": N} there too, unless the command already printed its report (a failed verify).')(f)
+                             '{"error": ..., "exit_code": N} there too, unless the command already printed its '
+                             "report (a failed verify).")(f)
 
 
 def json_error(message: str, exit_code: int) -> None:
