@@ -32,6 +32,8 @@ def _human(r: dict[str, Any]) -> str:
         f"params: {human_count(r['params'])} ({r['params']:,})\n"
         f"MACs:   {human_count(r['macs'])} ({r['macs']:,})\n"
     )
+    if r.get("token_score"):
+        head += f"token selection ranks by: {r['token_score']}\n"
     origin = r.get("origin")
     if origin:
         head += (f"vs the original dense {origin['name']}: MACs {r['macs'] / origin['macs']:.3f}x "

@@ -22,6 +22,7 @@ def summarize(spec: ViTSpec) -> dict[str, Any]:
         row["macs"] = macs.total
         if macs.predictor:
             row["predictor_macs"] = macs.predictor
+    selection = {"token_score": spec.token_score} if any(b.keep_tokens is not None for b in spec.blocks) else {}
     return {
         "name": spec.name,
         "img_size": spec.img_size,
@@ -34,4 +35,5 @@ def summarize(spec: ViTSpec) -> dict[str, Any]:
         "params": count_params(spec),
         "macs": model_macs(spec),
         "blocks": blocks,
+        **selection,  # the key token selection ranks by (logodds: vitc's; keep: the official log p(keep))
     }

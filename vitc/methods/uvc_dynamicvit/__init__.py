@@ -97,9 +97,9 @@ def uvc_model(path: str) -> tuple[nn.Module, ViTSpec, dict[str, Any]]:
     from vitc.core.artifacts import PLAIN, load_artifact, plain_model
     from vitc.core.errors import UsageError
     from vitc.core.models import is_artifact_path
-    from vitc.methods import METHODS
+    from vitc.methods.uvc import UVC
 
-    uvc = METHODS["uvc"]
+    uvc = UVC()
     if not is_artifact_path(path):
         raise UsageError(f"{path} is not an artifact file; give the output of `vitc compress uvc` (or its materialized model)")
     art = load_artifact(path)
@@ -117,9 +117,9 @@ def uvc_model(path: str) -> tuple[nn.Module, ViTSpec, dict[str, Any]]:
 def resolve_teacher(name: str, spec: ViTSpec) -> nn.Module:
     """The teacher model; it must see the same images and produce comparable tokens and logits."""
     from vitc.core.errors import UsageError
-    from vitc.methods import resolve_any
+    from vitc.core.models import resolve_model
 
-    teacher, tspec = resolve_any(name, num_classes=None)
+    teacher, tspec = resolve_model(name)  # a plain model: a compressed artifact is refused, naming its kind
     mismatch = [(what, a, b) for what, a, b in (
         ("input size", tspec.img_size, spec.img_size), ("patch size", tspec.patch_size, spec.patch_size),
         ("embedding width", tspec.embed_dim, spec.embed_dim), ("classes", tspec.num_classes, spec.num_classes),
