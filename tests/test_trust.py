@@ -168,6 +168,10 @@ def test_eval_refuses_a_head_that_does_not_fit_the_data(tmp_path: Path) -> None:
     art = save_model(tmp_path / "seven.safetensors", model, spec)
     fails(invoke("eval", art, "--data", "digits"), 2, "has 7 classes but digits has 10")
     fails(invoke("train", "--model", art, "--data", "digits", "--out", tmp_path / "t"), 2, "has 7 classes but the data has 10")
+    for method, extra in (("uvc", ["--budget", "0.5"]), ("dynamicvit", [])):
+        fails(invoke("compress", method, art, "--data", "digits", *extra, "--out", tmp_path / method), 2,
+              "has 7 classes but the data has 10")
+        assert not (tmp_path / method / "compressed.safetensors").exists()
     assert not (tmp_path / "t").exists()
 
 

@@ -320,11 +320,12 @@ def compress_dynamicvit(
         if kind == "dynamicvit":
             raise UsageError(f"{model} already has token selection (a DynamicViT artifact); start from the dense model")
         if kind != "model":
-            raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first")
+            hint = " (to add token selection to a UVC model: vitc compress uvc+dynamicvit)" if kind == "uvc" else ""
+            raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first{hint}")
     source = parse_data(data)
     seed_everything(settings.seed)  # initial weights of a model created by name, and the predictors
     dense, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint,
-                                num_classes=None if is_file else source.head_classes())
+                                num_classes=source.head_classes())
     return train_token_selection(dense, spec, source, out, settings, source_name=model, parent_meta=parent_meta,
                                  resume=resume)
 

@@ -175,7 +175,7 @@ def load_gateable(name: str, num_classes: int | None, *, pretrained: bool = Fals
         if kind != "model":
             raise UsageError(f"{name} is a {kind} artifact: UVC gates plain ViTs only (give the dense model it came from)")
     vit, spec = resolve_model(name, pretrained=pretrained, checkpoint=checkpoint,
-                              num_classes=None if artifact else num_classes)
+                              num_classes=num_classes)
     if any(b.keep_tokens is not None for b in spec.blocks):
         raise UsageError(f"{name} has DynamicViT token-selection modules between its blocks; UVC cannot gate it")
     return vit, spec
