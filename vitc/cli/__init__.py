@@ -97,11 +97,13 @@ COMMANDS = {
 @click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vitc")
 def cli() -> None:
-    """Compress Vision Transformers (UVC, DynamicViT) and deploy them.
+    """Compress Vision Transformers (UVC, DynamicViT, or both) and deploy them.
 
     \b
     Pipeline:  compress → materialize → export → verify → quantize → build → eval / bench → report
     Chained:   vitc run PIPELINE.yaml        End to end on built-in data: vitc demo
+    Models:    vitc models [FILTER]          Official checkpoints: vitc import dynamicvit CKPT ...
+    Every command takes --json; errors are one line (exit 2: bad input, 1: a failed step or check).
     """
 
 
