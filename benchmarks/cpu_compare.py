@@ -17,42 +17,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-from gpu_throughput import dense_artifact, uvc_architecture  # same folder
-
-if TYPE_CHECKING:
-    from vitc.core.spec import ViTSpec
-
-
-def hand_built_uvc_like(spec: ViTSpec, budget: float) -> ViTSpec:
-    """A spec shaped like a UVC result at ``budget`` (MACs fraction): see the module docstring."""
-    from vitc.core.errors import UsageError
-    from vitc.core.flops import model_macs
-    from vitc.core.spec import BlockSpec
-
-    depth, dense = spec.depth, model_macs(spec)
-    skip = round(0.8 * (depth - 1))  # one late block skipped, as UVC's gates tend to do
-    keep = [i for i in range(depth) if i != skip]
-
-    def shaped(c: float) -> ViTSpec:
-        blocks = []
-        for i in keep:
-            taper = 1.0 - 0.6 * i / (depth - 1)
-            b = spec.blocks[i]
-            heads = max(1, round(b.heads * taper))
-            mlp = max(8, int(round(b.mlp_hidden * taper * c / 8)) * 8)
-            blocks.append(BlockSpec(heads, b.head_dim, min(mlp, b.mlp_hidden)))
-        return spec.replace(name=f"{spec.name}-handbuilt-uvc{budget:g}", blocks=blocks)
-
-    lo, hi = 0.02, 1.6
-    if model_macs(shaped(lo)) / dense > budget:
-        raise UsageError(f"--budget {budget} is below what the hand-built shape can reach")
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if model_macs(shaped(mid)) / dense < budget else (lo, mid)
-    return shaped(lo)
+from gpu_check import dense_artifact, hand_built_uvc_like, uvc_architecture  # same folder
 
 
 @click.command()

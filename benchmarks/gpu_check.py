@@ -1,0 +1,1173 @@
+#!/usr/bin/env python
+"""The one command for a GPU machine: tests, environment, inference and training throughput, in one run.
+
+    pip install --no-deps --no-build-isolation -e . && python benchmarks/gpu_check.py --out $OUT/gpu
+    python benchmarks/gpu_check.py --dry-run --out runs/gpu_check_dry     # same code paths, CPU, tiny models
+
+It writes OUT/gpu_check.json, OUT/gpu_check.md (tables and the acceptance lines), OUT/gpu_check.log (its
+own progress) and OUT/pytest.log; work files (artifacts, ONNX, engines) go to a temporary folder, so a
+device machine returns only those four. Both reports are rewritten after every measurement, so a run
+stopped by a timeout still leaves what it measured. Parts, in order of priority:
+
+1. **environment** — GPU, driver, torch/CUDA/cuDNN, TensorRT and onnxruntime-gpu present or not, pytest
+   plugins, vitc's ``environment()``.
+2. **tests** — ``pytest -m gpu tests/test_gpu.py`` in a subprocess (``-o addopts=''``, no cache, so a
+   machine without pytest-timeout or hypothesis runs it too; ``--tests-timeout`` caps it): the summary
+   line and every test's outcome, streamed, so a killed run still reports the tests that finished.
+3. **architectures** — DeiT-S dense; UVC (budget 0.5) from a short search on synthetic data, as
+   ``vitc compress uvc`` runs it (throughput depends on which blocks, heads and neurons survive, not on
+   weights; a hand-built stand-in of the same MACs if the search fails, and the JSON says which);
+   DynamicViT ρ 0.7 and 0.5 built from the spec (token counts floor(N·ρ^s) before blocks 3, 6, 9 do not
+   depend on training); UVC+DynamicViT (ρ 0.7 on the UVC architecture, predictors at 1/4, 1/2, 3/4 of
+   its depth, as that method places them) when ``"uvc+dynamicvit" in vitc.methods.METHODS``.
+4. **inference** — fp16 eager and CUDA graphs: the dense model against each variant, alternately
+   (``vitc.checks.bench.compare_report``), at batch 1, 32 and 64, the speedup beside the MACs ratio.
+5. **training** — images/s of one dense, one UVC-search and one DynamicViT step with AMP at batch 64:
+   the loop's step (autocast, GradScaler, clipping, the objective's hooks, the per-step loss read) on a
+   batch already on the GPU, so data loading is not measured.
+6. **compile** — as 4 through ``torch.compile`` (``--compile-mode``, inductor's ``default``: the
+   runner's own max-autotune would spend minutes per UVC shape).
+7. **backends** — ONNX Runtime (CUDA provider) and TensorRT fp16 engines, dense vs each variant, when
+   installed (skipped otherwise, with the reason).
+
+``--budget-s`` (default 450: the whole check under 8 minutes on an H100) is checked before every
+measurement: what would not fit is skipped and listed with the reason; a watchdog ends the process
+``--grace-s`` after the budget, keeping the reports written so far. ``--dry-run`` runs the same code on
+the CPU with vit-micro (fp32; parts that need CUDA are recorded as skipped), in well under 5 minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from vitc.backends.base import Runner
+    from vitc.checks.settings import BenchSettings
+    from vitc.core.spec import ViTSpec
+
+START = time.monotonic()
+REPO = Path(__file__).resolve().parents[1]
+FORMAT = "vitc.gpu_check/1"
+NOTE_SYNTHETIC = ("architectures from a short compress run on synthetic data or built from the spec: throughput depends "
+                  "on shapes (heads, MLP widths, blocks, token counts), not on weights; accuracy is not measured here")
+MODES = ("eager", "cuda-graph", "compile")
+CUDA_MODES = ("cuda-graph", "compile")
+PARTS = ("tests", "inference", "training", "compile", "backends")
+TRAIN_KINDS = ("dense", "uvc-search", "dynamicvit")
+ACCEPT_FACTOR = 0.9  # speedup at the acceptance batch >= 0.9 x the MACs ratio
+UVC_DVT = "uvc+dynamicvit"
+
+
+# ------------------------------------------------------------------------------------------------
+# progress, budget, report
+# ------------------------------------------------------------------------------------------------
+
+_LOG: list[Path] = []
+_CHILDREN: list[subprocess.Popen[str]] = []  # process groups this script started (pytest), ended by the watchdog
+
+
+def say(message: str) -> None:
+    """A progress line with wall-clock time and seconds since start, on stdout and in OUT/gpu_check.log."""
+    line = f"[{time.strftime('%H:%M:%S')} +{time.monotonic() - START:6.1f}s] {message}"
+    print(line, flush=True)
+    for path in _LOG:
+        with contextlib.suppress(OSError), path.open("a") as fh:
+            fh.write(line + "\n")
+
+
+class Budget:
+    """Seconds left of ``--budget-s``, counted from the start of the process."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def elapsed(self) -> float:
+        return time.monotonic() - START
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def allows(self, need: float) -> bool:
+        return self.left() >= need
+
+
+class Report:
+    """gpu_check.json and gpu_check.md, rewritten (atomically) whenever something is added."""
+
+    def __init__(self, out: Path, data: dict[str, Any]) -> None:
+        self.out, self.data = out, data
+        self.lock = threading.RLock()
+
+    def save(self) -> None:
+        from vitc.core.fileio import write_json, write_text
+
+        with self.lock:
+            self.data["elapsed_s"] = round(time.monotonic() - START, 1)
+            self.data["acceptance"] = acceptance(self.data["inference"], self.data["plan"])
+            write_json(self.out / "gpu_check.json", self.data)
+            write_text(self.out / "gpu_check.md", render_markdown(self.data))
+
+    def skip(self, what: str, why: str) -> None:
+        say(f"skipped {what}: {why}")
+        with self.lock:
+            self.data["skipped"].append({"what": what, "why": why, "at_s": round(time.monotonic() - START, 1)})
+        self.save()
+
+    def error(self, part: str, exc: BaseException) -> None:
+        tail = traceback.format_exc().strip().splitlines()[-12:]
+        say(f"ERROR in {part}: {type(exc).__name__}: {exc}")
+        with self.lock:
+            self.data["errors"].append({"part": part, "error": f"{type(exc).__name__}: {str(exc)[:500]}", "traceback": tail})
+        self.save()
+
+    def part(self, name: str, status: str, seconds: float, **extra: Any) -> None:
+        with self.lock:
+            self.data["parts"][name] = {"status": status, "seconds": round(seconds, 1), **extra}
+        self.save()
+
+
+@contextlib.contextmanager
+def part(report: Report, name: str) -> Iterator[None]:
+    """Run one part: its time and status are recorded; an exception is recorded and does not stop the check."""
+    say(f"--- {name}")
+    t0 = time.monotonic()
+    try:
+        yield
+    except Exception as e:  # one broken part must not lose the others' results
+        report.error(name, e)
+        report.part(name, "error", time.monotonic() - t0)
+    else:
+        report.part(name, "done", time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------------------------------------
+# what to run
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Everything a run measures; ``--dry-run`` swaps in CPU-sized values."""
+
+    dry_run: bool
+    device: str
+    precision: str
+    model: str
+    batches: list[int]
+    accept_batch: int
+    keep_ratios: list[float]
+    uvc_budget: float
+    uvc_epochs: int
+    uvc_synthetic: int
+    uvc_batch: int
+    uvc_gate_lr: float
+    train_batch: int
+    train_warmup_steps: int
+    train_steps: int
+    warmup_ms: float
+    min_iters: int
+    min_seconds: float
+    compile_mode: str
+    tests_timeout: float
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+
+    def bench_settings(self) -> BenchSettings:
+        from vitc.checks.settings import BenchSettings
+
+        return BenchSettings(batch_sizes=self.batches, device=self.device, precision=self.precision, warmup_ms=self.warmup_ms,
+                             min_iters=self.min_iters, min_seconds=self.min_seconds)
+
+    def pair_seconds(self) -> float:
+        """A first guess at one A/B comparison at one batch size (warm-ups, both sides' timed loops)."""
+        return 2 * self.warmup_ms / 1e3 + 3 * self.min_seconds + 0.5
+
+
+def make_plan(dry_run: bool, **given: Any) -> Plan:
+    values: dict[str, Any] = dict(
+        device="cuda", precision="fp16", model="deit_small_patch16_224", batches=[1, 32, 64], accept_batch=32,
+        keep_ratios=[0.7, 0.5], uvc_budget=0.5, uvc_epochs=4, uvc_synthetic=64, uvc_batch=4, uvc_gate_lr=5.0, train_batch=64,
+        train_warmup_steps=3, train_steps=10, warmup_ms=300.0, min_iters=20, min_seconds=1.0, compile_mode="default",
+        tests_timeout=240.0,
+    )
+    if dry_run:
+        values.update(device="cpu", precision="fp32", model="vit-micro", batches=[1, 8], accept_batch=8, uvc_epochs=2,
+                      uvc_synthetic=32, uvc_gate_lr=1.0, train_batch=8, train_warmup_steps=1, train_steps=3, warmup_ms=0.0, min_iters=3,
+                      min_seconds=0.05, tests_timeout=180.0)
+    values.update({k: v for k, v in given.items() if v is not None})
+    return Plan(dry_run=dry_run, **values)
+
+
+@dataclass
+class Variant:
+    """One model measured: its name, how its architecture was obtained, its artifact and spec."""
+
+    name: str
+    kind: str  # dense | uvc | dynamicvit | uvc+dynamicvit
+    spec: ViTSpec
+    artifact: Path
+    source: str
+    keep_ratio: float | None = None
+    _model: Any = None
+
+    def model(self) -> nn.Module:
+        """The evaluable module (loaded once; runners move it to the device and dtype in place)."""
+        if self._model is None:
+            from vitc.methods import resolve_any
+
+            self._model, _ = resolve_any(str(self.artifact))
+        return self._model
+
+    def describe(self, dense_macs: int) -> dict[str, Any]:
+        from vitc.core.flops import model_macs
+        from vitc.core.summary import count_params
+
+        macs = model_macs(self.spec)
+        return {
+            "name": self.name, "kind": self.kind, "source": self.source, "keep_ratio": self.keep_ratio,
+            "macs": macs, "macs_ratio": dense_macs / macs, "params": count_params(self.spec), "depth": self.spec.depth,
+            "heads": [b.heads for b in self.spec.blocks], "mlp_hidden": [b.mlp_hidden for b in self.spec.blocks],
+            "keep_tokens": [b.keep_tokens for b in self.spec.blocks if b.keep_tokens is not None],
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# architectures (also used by benchmarks/cpu_compare.py)
+# ------------------------------------------------------------------------------------------------
+
+def dense_artifact(model: str, out: Path) -> Path:
+    """The dense model as a vitc artifact (seeded random init unless ``model`` is already an artifact)."""
+    import torch
+
+    from vitc.core.artifacts import save_model
+    from vitc.core.models import is_artifact_path, resolve_model
+
+    if is_artifact_path(model):
+        return Path(model)
+    torch.manual_seed(0)
+    net, spec = resolve_model(model)
+    return save_model(out / "dense.safetensors", net, spec)
+
+
+def uvc_architecture(dense: Path, out: Path, *, given: Path | None, budget: float, synthetic: int, epochs: int,
+                     batch_size: int, device: str, gate_lr: float = 5.0) -> Path:
+    """A materialized UVC model: from ``given`` (compressed or already materialized) or a short search on
+    ``synthetic:N`` data with the settings that make a few epochs reach the budget (the README's DeiT-S
+    recipe: 4 epochs on synthetic:64 at batch 4 → 5 of 12 blocks, MACs ratio 0.424, on the CPU)."""
+    from vitc.core.artifacts import read_header
+    from vitc.core.errors import UsageError
+    from vitc.methods import materialize
+
+    if given is None:
+        from vitc.methods.uvc.compress import compress_uvc
+        from vitc.methods.uvc.settings import UVCSettings
+
+        settings = UVCSettings(budget=budget, epochs=epochs, finetune_epochs=0, batch_size=batch_size, gate_warmup_epochs=0,
+                               z_lr_schedule=(2000.0,), gate_lr=gate_lr, gate_interval=1, device=device)
+        summary = compress_uvc(str(dense), f"synthetic:{synthetic}", out / "uvc", settings)
+        assert summary is not None  # single process
+        given = Path(summary["artifact"])
+    _, kind, _ = read_header(given)
+    if kind == "model":
+        return given
+    if kind != "uvc":
+        raise UsageError(f"--uvc {given} is a {kind} artifact, not a UVC one")
+    return Path(materialize(given, out / "uvc" / "materialized.safetensors")["artifact"])
+
+
+def hand_built_uvc_like(spec: ViTSpec, budget: float) -> ViTSpec:
+    """A spec shaped like a UVC result at ``budget`` (MACs fraction): DeiT-S with one late block skipped and
+    heads/MLP widths shrinking with depth (MLP widths multiples of 8), scaled until its MACs are ``budget``
+    of the dense model's. A stand-in for a searched architecture of the same MACs ratio."""
+    from vitc.core.errors import UsageError
+    from vitc.core.flops import model_macs
+    from vitc.core.spec import BlockSpec
+
+    depth, dense = spec.depth, model_macs(spec)
+    skip = round(0.8 * (depth - 1))  # one late block skipped, as UVC's gates tend to do
+    keep = [i for i in range(depth) if i != skip]
+
+    def shaped(c: float) -> ViTSpec:
+        blocks = []
+        for i in keep:
+            taper = 1.0 - 0.6 * i / (depth - 1)
+            b = spec.blocks[i]
+            heads = max(1, round(b.heads * taper))
+            mlp = max(8, int(round(b.mlp_hidden * taper * c / 8)) * 8)
+            blocks.append(BlockSpec(heads, b.head_dim, min(mlp, b.mlp_hidden)))
+        return spec.replace(name=f"{spec.name}-handbuilt-uvc{budget:g}", blocks=blocks)
+
+    lo, hi = 0.02, 1.6
+    if model_macs(shaped(lo)) / dense > budget:
+        raise UsageError(f"--budget {budget} is below what the hand-built shape can reach")
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if model_macs(shaped(mid)) / dense < budget else (lo, mid)
+    return shaped(lo)
+
+
+def token_selection_variant(base: Variant, keep_ratio: float, kind: str, work: Path) -> Variant:
+    """``base`` with prediction modules before the blocks at 1/4, 1/2, 3/4 of its depth keeping floor(N·ρ^s) tokens."""
+    import torch
+
+    from vitc.core.artifacts import save_model
+    from vitc.core.spec import build
+    from vitc.methods.base import ratio_tag
+    from vitc.methods.dynamicvit.compress import resolve_stages, with_token_selection
+
+    stages = resolve_stages(base.spec, None)
+    spec = with_token_selection(base.spec, keep_ratio, stages)
+    name = f"{kind}-{keep_ratio:g}"
+    torch.manual_seed(1)
+    path = save_model(work / f"{kind.replace('+', '-')}-keep{ratio_tag(keep_ratio)}.safetensors", build(spec, init_weights=True),
+                      spec, meta={"method": kind, "keep_ratio": keep_ratio})
+    kept = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]
+    source = (f"spec: {base.name} + token selection before blocks {','.join(map(str, stages))} keeping "
+              f"{'/'.join(map(str, kept))} of {spec.num_patches} patch tokens")
+    return Variant(name, kind, spec, path, source, keep_ratio)
+
+
+def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_uvc: Path | None) -> list[Variant]:
+    from vitc.core.artifacts import read_header, save_model
+    from vitc.core.errors import VitcError
+    from vitc.core.flops import model_macs
+    from vitc.core.spec import build
+    from vitc.methods import METHODS
+
+    dense_path = dense_artifact(plan.model, work)
+    dense_spec = read_header(dense_path)[0]
+    dense = Variant("dense", "dense", dense_spec, dense_path, f"{plan.model}, seeded random weights")
+    uvc_name = f"uvc-{plan.uvc_budget:g}"
+    search_need = 30.0 if plan.dry_run else 45.0
+    try:
+        if given_uvc is None and not budget.allows(search_need + (20 if plan.dry_run else 100)):
+            raise VitcError(f"budget: {budget.left():.0f} s left, a search needs ~{search_need:.0f} s and the measurements after it more")
+        t0 = time.monotonic()
+        say(f"UVC: {'materializing ' + str(given_uvc) if given_uvc else f'short search on synthetic:{plan.uvc_synthetic}'}")
+        uvc_path = uvc_architecture(dense_path, work, given=given_uvc, budget=plan.uvc_budget, synthetic=plan.uvc_synthetic,
+                                    epochs=plan.uvc_epochs, batch_size=plan.uvc_batch, device=plan.device,
+                                    gate_lr=plan.uvc_gate_lr)
+        source = (f"UVC artifact {given_uvc}" if given_uvc else
+                  f"UVC search: {plan.uvc_epochs} epochs on synthetic:{plan.uvc_synthetic}, batch {plan.uvc_batch}, "
+                  f"budget {plan.uvc_budget:g} ({time.monotonic() - t0:.0f} s on {plan.device})")
+        uvc = Variant(uvc_name, "uvc", read_header(uvc_path)[0], uvc_path, source)
+    except VitcError as e:  # the search missed the budget, or no time for it: a stand-in of the same MACs
+        import torch
+
+        spec = hand_built_uvc_like(dense_spec, plan.uvc_budget)
+        torch.manual_seed(0)
+        path = save_model(work / "uvc-handbuilt.safetensors", build(spec, init_weights=True), spec, meta={"method": "hand-built"})
+        uvc = Variant(uvc_name, "uvc", spec, path, f"HAND-BUILT stand-in at MACs {plan.uvc_budget:g} (no search result: {e})")
+        report.skip("UVC search", f"{e}; measured a hand-built stand-in of the same MACs ratio instead")
+    variants = [dense, uvc]
+    variants += [token_selection_variant(dense, r, "dynamicvit", work) for r in plan.keep_ratios]
+    if UVC_DVT in METHODS:
+        try:
+            variants.append(token_selection_variant(uvc, plan.keep_ratios[0], UVC_DVT, work))
+        except VitcError as e:
+            report.skip(UVC_DVT, str(e))
+    else:
+        report.skip(UVC_DVT, "vitc.methods.METHODS has no 'uvc+dynamicvit' method in this tree")
+    dense_macs = model_macs(dense_spec)
+    with report.lock:
+        report.data["architectures"] = [v.describe(dense_macs) for v in variants]
+    report.save()
+    for v in variants:
+        say(f"  {v.name}: MACs ratio {dense_macs / model_macs(v.spec):.3f}, depth {v.spec.depth} — {v.source}")
+    return variants
+
+
+# ------------------------------------------------------------------------------------------------
+# environment
+# ------------------------------------------------------------------------------------------------
+
+def _dist_version(*names: str) -> str | None:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def describe_environment() -> dict[str, Any]:
+    import onnxruntime as ort
+    import torch
+
+    from vitc.backends.tensorrt.common import tensorrt_version
+    from vitc.checks.environment import environment
+    from vitc.core.device import gpu_info
+
+    cuda = torch.cuda.is_available()
+    providers = ort.get_available_providers()
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        commit = run.stdout.strip() or None
+    return {
+        "gpu": gpu_info(torch.cuda.current_device()) if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "tensorrt": tensorrt_version(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": providers,
+        "onnxruntime_gpu": "CUDAExecutionProvider" in providers,
+        "packages": {name: _dist_version(name) for name in
+                     ("timm", "onnx", "onnxscript", "triton", "pytest", "pytest-timeout", "hypothesis", "onnxruntime-gpu")},
+        "vitc_commit": commit,
+        "vitc": environment(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# tests: pytest -m gpu in a subprocess
+# ------------------------------------------------------------------------------------------------
+
+_OUTCOME = re.compile(r"^(tests/\S+::\S+)\s+(PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b(.*)$")
+_SHORT = re.compile(r"^(FAILED|ERROR) (tests/\S+::\S+)(?: - (.*))?$")
+_SKIP_REASON = re.compile(r"^SKIPPED \[(\d+)\] (\S+): (.*)$")
+_SUMMARY = re.compile(r"^=+ (.*\d+ \w+.*) in ([\d.]+)s")
+
+
+def pytest_command(junit: Path | None, per_test_timeout: float) -> list[str]:
+    """``pytest -m gpu tests/test_gpu.py`` that runs where pytest-timeout or hypothesis are missing: addopts
+    cleared (it only deselects), no cache; ``-o timeout=N`` is read by pytest-timeout when present and is an
+    ignored unknown option (a warning) when it is not."""
+    cmd = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-p", "no:cacheprovider", "-o", "addopts=",
+           "-o", f"timeout={int(per_test_timeout)}", "-v", "-rfEs", "--durations=10", "--color=no"]
+    if junit is not None:
+        cmd.append(f"--junitxml={junit}")
+    return cmd
+
+
+def parse_pytest(lines: Sequence[str]) -> dict[str, Any]:
+    """Per-test outcomes, failure and skip reasons, and the summary line of ``pytest -v -rfEs`` output."""
+    tests: dict[str, dict[str, Any]] = {}
+    skips: list[str] = []
+    summary, seconds = None, None
+    for raw in lines:
+        line = raw.rstrip()
+        if m := _OUTCOME.match(line):
+            detail = re.sub(r"\s*\[\s*\d+%\]\s*$", "", m.group(3)).strip()
+            tests[m.group(1)] = {"outcome": m.group(2).lower(), **({"detail": detail.strip("() ")} if detail else {})}
+        elif m := _SHORT.match(line):
+            tests.setdefault(m.group(2), {"outcome": m.group(1).lower()})["message"] = (m.group(3) or "")[:400]
+        elif m := _SKIP_REASON.match(line):
+            skips.append(f"{m.group(1)} × {m.group(2)}: {m.group(3)}")
+        elif m := _SUMMARY.match(line):
+            summary, seconds = m.group(1), float(m.group(2))
+    counts: dict[str, int] = {}
+    for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)", summary or ""):
+        counts[word.rstrip("s") if word.startswith("error") else word] = int(n)
+    return {"summary": summary, "seconds": seconds, "counts": counts, "tests": tests, "skip_reasons": skips}
+
+
+def run_tests(plan: Plan, report: Report, budget: Budget, out: Path, work: Path) -> None:
+    if _dist_version("pytest") is None:
+        report.skip("tests", "pytest is not installed here")
+        return
+    reserve = 40.0 if plan.dry_run else 200.0  # architectures, eager/graph inference and training come after
+    limit = min(plan.tests_timeout, budget.left() - reserve)
+    if limit < 30:
+        report.skip("tests", f"budget: {budget.left():.0f} s left, {reserve:.0f} s reserved for the benchmarks")
+        return
+    log_path, junit = out / "pytest.log", work / "pytest.xml"
+    cmd = pytest_command(junit, per_test_timeout=min(180.0, limit - 10))
+    say(f"running {' '.join(cmd[2:])} (at most {limit:.0f} s)")
+    lines: list[str] = []
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _CHILDREN.append(proc)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with log_path.open("w") as log:
+            for line in proc.stdout:
+                lines.append(line)
+                log.write(line)
+                log.flush()
+                if _OUTCOME.match(line.rstrip()):
+                    say("  " + line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        rc = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill(proc)
+        rc = proc.wait()
+    reader.join(timeout=10)
+    _CHILDREN.remove(proc)
+    result = parse_pytest(lines)
+    result.update({"command": " ".join(cmd[2:]), "returncode": rc, "timed_out": timed_out, "limit_s": round(limit),
+                   "log": log_path.name})
+    if timed_out:
+        started = [ln.split()[0] for ln in lines if ln.startswith("tests/") and "::" in ln and not _OUTCOME.match(ln.rstrip())]
+        result["running_when_stopped"] = started[-1] if started else None
+        report.skip("tests (rest)", f"pytest stopped after {limit:.0f} s (--tests-timeout / budget); finished tests are reported")
+    with report.lock:
+        report.data["tests"] = result
+    report.save()
+    say(f"pytest: {result['summary'] or 'no summary'} (exit {rc})")
+
+
+# ------------------------------------------------------------------------------------------------
+# inference: dense vs each variant, alternately, per mode
+# ------------------------------------------------------------------------------------------------
+
+def open_torch_runner(plan: Plan, variant: Variant, mode: str) -> Runner:
+    from vitc.backends.torch_runner import TorchRunner
+
+    return TorchRunner(variant.model(), variant.spec, device=plan.device, precision=plan.precision,
+                       cuda_graph=mode == "cuda-graph", compile=mode == "compile", compile_mode=plan.compile_mode)
+
+
+def compare_rows(report_: dict[str, Any], mode: str, backend: str, variant: str) -> list[dict[str, Any]]:
+    """One row per batch size: both sides' images/s and latency, the speedups and the MACs ratio."""
+    macs = report_["macs"]["ratio"] if report_["macs"] else None
+    rows = []
+    for r in report_["results"]:
+        a, b = r["a"], r["b"]
+        rows.append({
+            "mode": mode, "backend": backend, "variant": variant, "batch": r["batch"], "precision": report_["b"]["precision"],
+            "dense_ips": a["images_per_s"], "variant_ips": b["images_per_s"],
+            "dense_ms": a["latency_ms"]["median"], "variant_ms": b["latency_ms"]["median"],
+            "dense_gpu_ms": (a["gpu_compute_ms"] or {}).get("median"), "variant_gpu_ms": (b["gpu_compute_ms"] or {}).get("median"),
+            "speedup": r["speedup"], "speedup_paired": r["speedup_paired"], "speedup_paired_iqr": r["speedup_paired_iqr"],
+            "speedup_gpu": r["speedup_gpu_compute"], "macs_ratio": macs,
+            "speedup_over_macs": r["speedup"] / macs if macs else None,
+            "rounds": r["rounds"], "cv_dense": a["cv"], "cv_variant": b["cv"],
+            "warnings": [w for w in (a["warning"], b["warning"]) if w],
+        })
+    return rows
+
+
+def prepare(runner: Runner, batches: Sequence[int]) -> float:
+    """Run each batch size once (``torch.compile`` compiles, CUDA graphs are captured here); the seconds it took."""
+    from vitc.checks.bench import synthetic_batch
+
+    t0 = time.monotonic()
+    for b in batches:
+        runner.run_staged(runner.stage(synthetic_batch(runner.input_shape, b)))
+    runner.synchronize()
+    return time.monotonic() - t0
+
+
+def run_inference(plan: Plan, variants: list[Variant], modes: Sequence[str], report: Report, budget: Budget) -> None:
+    """Per mode: the dense runner against each variant's, alternately at every batch size (compare_report)."""
+    import torch
+
+    from vitc.checks.bench import compare_report
+
+    settings = plan.bench_settings()
+    dense, others = variants[0], variants[1:]
+    for mode in modes:
+        if mode in CUDA_MODES and not plan.device.startswith("cuda"):
+            report.skip(f"inference {mode}", f"{mode} needs CUDA (this run uses {plan.device})")
+            continue
+        if mode == "compile":
+            torch._dynamo.reset()
+            for name in ("recompile_limit", "cache_size_limit"):  # 2 compiles per model (batch 1, dynamic batch)
+                if hasattr(torch._dynamo.config, name):
+                    setattr(torch._dynamo.config, name, 64)
+        compare_est = plan.pair_seconds() * len(plan.batches)
+        prepare_est = 60.0 if mode == "compile" and not plan.dry_run else 3.0
+        runner_a: Runner | None = None
+        try:
+            for v in others:
+                need = compare_est + prepare_est * (2 if runner_a is None else 1)
+                if not budget.allows(need):
+                    report.skip(f"inference {mode} {v.name}", f"budget: {budget.left():.0f} s left, this comparison needs ~{need:.0f} s")
+                    continue
+                say(f"inference {mode}: dense vs {v.name} at batch {','.join(map(str, plan.batches))}")
+                if runner_a is None:
+                    runner_a = open_torch_runner(plan, dense, mode)
+                    record_prepare(report, mode, "dense", prepare(runner_a, plan.batches))
+                runner_b = open_torch_runner(plan, v, mode)
+                seconds = prepare(runner_b, plan.batches)
+                record_prepare(report, mode, v.name, seconds)
+                prepare_est = max(3.0, 1.2 * seconds)
+                t0 = time.monotonic()
+                rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
+                compare_est = 1.2 * (time.monotonic() - t0)
+                runner_b.close()
+                del runner_b
+                rows = compare_rows(rep, mode, "torch", v.name)
+                with report.lock:
+                    report.data["inference"].extend(rows)
+                    report.data["inference_settings"] = {**rep["settings"], "precision": plan.precision, "device": plan.device,
+                                                         "compile_mode": plan.compile_mode, "speedup": "median latency dense / variant"}
+                report.save()
+                for r in rows:
+                    say(f"  batch {r['batch']:>3}: dense {r['dense_ips']:9.1f} img/s, {v.name} {r['variant_ips']:9.1f} img/s, "
+                        f"speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
+                _release()
+        finally:
+            if runner_a is not None:
+                runner_a.close()
+            del runner_a
+            _release()
+
+
+def record_prepare(report: Report, mode: str, model: str, seconds: float) -> None:
+    """How long the first call at every batch size took (compile or graph capture included)."""
+    say(f"  {model} {mode}: first call at each batch size took {seconds:.1f} s")
+    with report.lock:
+        report.data["prepare"].append({"mode": mode, "model": model, "seconds": round(seconds, 2)})
+
+
+def _release() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------------
+# training throughput: the loop's step, AMP on CUDA
+# ------------------------------------------------------------------------------------------------
+
+FROZEN_TOKENS = ("cls_token", "dist_token", "reg_token", "pos_embed")  # DynamicViT never trains these
+
+
+def training_setup(kind: str, spec: ViTSpec, batch: int, device: torch.device) -> tuple[nn.Module, Any, Any, int]:
+    """(model, objective, loop settings, epoch) of one training step kind, as the compress commands build them."""
+    import torch
+
+    from vitc.core.spec import build
+    from vitc.train.loop import Objective
+    from vitc.train.settings import TrainSettings
+
+    torch.manual_seed(0)
+    dense = build(spec, init_weights=True)
+    if kind == "dense":
+        cfg = TrainSettings(batch_size=batch, device=str(device))
+        return dense, Objective(cfg.label_smoothing), cfg, 0
+    if kind == "uvc-search":
+        from vitc.methods.uvc.model import UVCViT
+        from vitc.methods.uvc.objectives import UVCSearch
+        from vitc.methods.uvc.settings import UVCSettings
+        from vitc.train.distill import frozen_teacher
+
+        settings = UVCSettings(budget=0.5, gate_warmup_epochs=0, batch_size=batch, device=str(device))
+        teacher = frozen_teacher(dense)
+        net = UVCViT(dense)
+        cfg = settings.search_loop()
+        return net, UVCSearch(spec, teacher, settings, cfg.label_smoothing, 1, 0), cfg, 0
+    if kind == "dynamicvit":
+        from vitc.methods.dynamicvit.compress import DynamicViTObjective, MaskedTrainModel, attach_predictors, resolve_stages
+        from vitc.methods.dynamicvit.settings import DynamicViTSettings
+
+        dcfg = DynamicViTSettings(keep_ratio=0.7, batch_size=batch, device=str(device))
+        cfg = dcfg.loop()
+        objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing)  # copies the teacher before the student changes
+        student, _ = attach_predictors(dense, spec, dcfg.keep_ratio, resolve_stages(spec, None))
+        for name, p in student.named_parameters():
+            if name in FROZEN_TOKENS:
+                p.requires_grad_(False)
+        return MaskedTrainModel(student), objective, cfg, dcfg.freeze_epochs  # an epoch where the backbone trains too
+    raise ValueError(f"unknown training step {kind!r}")
+
+
+def train_throughput(kind: str, spec: ViTSpec, plan: Plan) -> dict[str, Any]:
+    """Images/s of ``kind``'s training step at ``plan.train_batch``: vitc.train.loop's step body (autocast fp16 +
+    GradScaler on CUDA, clipping, ``after_step``, the per-step loss read) on one batch already on the device."""
+    import torch
+
+    from vitc.train.distributed import DistInfo
+    from vitc.train.loop import StepContext
+
+    device = torch.device(plan.device)
+    use_amp = device.type == "cuda"
+    batch = plan.train_batch
+    model, objective, cfg, epoch = training_setup(kind, spec, batch, device)
+    model.to(device)
+    objective.setup(model, device)
+    optimizer = torch.optim.AdamW(objective.param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    objective.on_epoch_start(model, epoch)
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, *spec.input_shape, generator=gen).to(device)
+    targets = torch.randint(spec.num_classes, (batch,), generator=gen).to(device)
+    total = plan.train_warmup_steps + plan.train_steps
+    losses: list[float] = []
+
+    def step(i: int) -> None:
+        ctx = StepContext(epoch, i, i, total, total, cfg.lr, device, DistInfo())
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.lr * objective.lr_scale(g, epoch)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss, terms = objective.loss(model, images, targets, ctx)
+        if not bool(torch.isfinite(loss.detach()).all()):  # the loop's NaN guard (a host sync, as there)
+            raise RuntimeError(f"{kind}: non-finite loss at step {i + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.max_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        objective.after_step(model, ctx)
+        logged = {k: float(v.detach()) for k, v in {"loss": loss, **terms}.items()}  # the loop reads every term per step
+        losses.append(logged["loss"])
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(plan.train_warmup_steps):
+        step(i)
+    sync()
+    t0 = time.perf_counter()
+    for i in range(plan.train_warmup_steps, total):
+        step(i)
+    sync()
+    seconds = time.perf_counter() - t0
+    return {
+        "step": kind, "batch": batch, "steps": plan.train_steps, "seconds": round(seconds, 4),
+        "images_per_s": batch * plan.train_steps / seconds, "ms_per_step": 1e3 * seconds / plan.train_steps,
+        "amp": use_amp, "max_grad_norm": cfg.max_grad_norm, "loss_first": losses[0], "loss_last": losses[-1],
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+    }
+
+
+def run_training(plan: Plan, dense: Variant, report: Report, budget: Budget) -> None:
+    need = 8.0 if plan.dry_run else 25.0
+    for kind in TRAIN_KINDS:
+        if not budget.allows(need):
+            report.skip(f"training {kind}", f"budget: {budget.left():.0f} s left, a step measurement needs ~{need:.0f} s")
+            continue
+        say(f"training step {kind}: batch {plan.train_batch}, {plan.train_warmup_steps} warm-up + {plan.train_steps} timed steps")
+        t0 = time.monotonic()
+        try:
+            row = train_throughput(kind, dense.spec, plan)
+        except Exception as e:
+            report.error(f"training {kind}", e)
+            continue
+        finally:
+            _release()
+        with report.lock:
+            report.data["training"].append(row)
+        report.save()
+        say(f"  {kind}: {row['images_per_s']:.1f} img/s ({row['ms_per_step']:.1f} ms/step, AMP {row['amp']})")
+        need = max(need, 1.3 * (time.monotonic() - t0))
+
+
+# ------------------------------------------------------------------------------------------------
+# other backends: ONNX Runtime (CUDA provider) and TensorRT, when installed
+# ------------------------------------------------------------------------------------------------
+
+def available_backends(plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """The backends that can run here, and why each other one cannot."""
+    import onnxruntime as ort
+
+    from vitc.backends.tensorrt.common import tensorrt_version
+
+    cuda = plan.device.startswith("cuda")
+    ok, skipped = [], {}
+    if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+        skipped["onnxruntime"] = "onnxruntime has no CUDAExecutionProvider here (onnxruntime-gpu is not installed)"
+    else:
+        ok.append("onnxruntime")
+    if tensorrt_version() is None:
+        skipped["tensorrt"] = "TensorRT is not installed"
+    elif not cuda:
+        skipped["tensorrt"] = "TensorRT needs CUDA"
+    else:
+        ok.append("tensorrt")
+    return ok, skipped
+
+
+def deployable(variant: Variant, backend: str, plan: Plan, work: Path) -> str:
+    """What ``backend`` loads for ``variant``: an ONNX (fp16 on CUDA) or a TensorRT engine built from it."""
+    from vitc.onnx.export import export_onnx
+
+    fp16 = plan.precision == "fp16"
+    onnx_path = work / "deploy" / f"{variant.artifact.stem}.{'fp16' if fp16 else 'fp32'}.onnx"
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    if not onnx_path.exists():
+        export_onnx(str(variant.artifact), onnx_path, fp16=fp16)
+    if backend == "onnxruntime":
+        return str(onnx_path)
+    from vitc.backends.tensorrt.build import build_engine
+
+    engine = onnx_path.with_suffix(".engine")
+    if not engine.exists():
+        build_engine(onnx_path, engine, min_batch=min(plan.batches), opt_batch=max(plan.batches), max_batch=max(plan.batches),
+                     timing_cache=str(work / "deploy" / "timing.cache"))
+    return str(engine)
+
+
+def run_backends(plan: Plan, variants: list[Variant], report: Report, budget: Budget, work: Path) -> None:
+    from vitc.backends import load_runner
+    from vitc.checks.bench import compare_report
+
+    use, skipped = available_backends(plan)
+    for backend, why in skipped.items():
+        report.skip(f"backend {backend}", why)
+    if plan.dry_run:
+        variants = variants[:2]  # dense and UVC: the export and ORT path, not every model
+    need = (20.0 if plan.dry_run else 60.0) + plan.pair_seconds() * len(plan.batches)
+    settings = plan.bench_settings()
+    for backend in use:
+        opts: dict[str, Any] = {"cuda_graph": True} if backend == "tensorrt" else {}
+        dense, others = variants[0], variants[1:]
+        runner_a: Runner | None = None
+        try:
+            for v in others:
+                if not budget.allows(need * (2 if runner_a is None else 1)):
+                    report.skip(f"backend {backend} {v.name}",
+                                f"budget: {budget.left():.0f} s left, export + comparison needs ~{need:.0f} s")
+                    continue
+                t0 = time.monotonic()
+                say(f"{backend}: dense vs {v.name}")
+                if runner_a is None:
+                    runner_a = load_runner(deployable(dense, backend, plan, work), backend, plan.device, **opts)
+                with load_runner(deployable(v, backend, plan, work), backend, plan.device, **opts) as runner_b:
+                    rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
+                rows = compare_rows(rep, f"{backend} {rep['b']['precision']}", backend, v.name)
+                with report.lock:
+                    report.data["backends"].extend(rows)
+                report.save()
+                for r in rows:
+                    say(f"  batch {r['batch']:>3}: speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
+                need = max(need, 1.3 * (time.monotonic() - t0))
+        finally:
+            if runner_a is not None:
+                runner_a.close()
+            _release()
+
+
+# ------------------------------------------------------------------------------------------------
+# acceptance and the Markdown report
+# ------------------------------------------------------------------------------------------------
+
+def acceptance(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per measured variant and mode: speedup at the acceptance batch >= 0.9 × MACs ratio, and at batch 1
+    no slower than dense (informational; the figures the compressed models are held against)."""
+    out = []
+    accept_batch = int(plan.get("accept_batch", 32))
+    seen: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        seen.setdefault((r["mode"], r["variant"]), {})[r["batch"]] = r
+    for (mode, variant), by_batch in seen.items():
+        if accept_batch in by_batch and by_batch[accept_batch]["macs_ratio"]:
+            r = by_batch[accept_batch]
+            threshold = ACCEPT_FACTOR * r["macs_ratio"]
+            out.append({"variant": variant, "mode": mode, "criterion": f"speedup at batch {accept_batch} >= {ACCEPT_FACTOR:g} x MACs ratio",
+                        "value": r["speedup"], "threshold": threshold, "passed": bool(r["speedup"] >= threshold)})
+        if 1 in by_batch:
+            r = by_batch[1]
+            out.append({"variant": variant, "mode": mode, "criterion": "batch 1 no slower than dense",
+                        "value": r["speedup"], "threshold": 1.0, "passed": bool(r["speedup"] >= 1.0)})
+    return out
+
+
+def acceptance_line(a: dict[str, Any]) -> str:
+    """``PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x MACs ratio: 2.05x vs 2.12x``."""
+    return f"{'PASS' if a['passed'] else 'FAIL'} {a['variant']} [{a['mode']}]: {a['criterion']}: {a['value']:.2f}x vs {a['threshold']:.2f}x"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(d: dict[str, Any]) -> str:
+    """gpu_check.md: environment, tests, architectures, inference and training tables, acceptance lines, skips."""
+    plan = d.get("plan", {})
+    env = d.get("environment") or {}
+    gpu = env.get("gpu") or {}
+    lines = [f"# GPU check{' (DRY RUN: CPU, tiny model — not GPU figures)' if d.get('dry_run') else ''}", ""]
+    lines.append(f"Started {d.get('started')}, {d.get('elapsed_s')} s of a {plan.get('budget_s')} s budget"
+                 f"{'' if d.get('finished') else ' — INCOMPLETE (still running, or stopped)'}.")
+    lines.append("")
+    if env:
+        lines += ["## Environment", ""]
+        lines.append(f"- GPU: {gpu.get('name', 'none')} (capability {gpu.get('capability', '-')}, {gpu.get('memory_gib', '-')} GiB, "
+                     f"driver {gpu.get('driver', '-')}, SM clock {gpu.get('sm_clock_mhz', '-')}/{gpu.get('max_sm_clock_mhz', '-')} MHz)")
+        lines.append(f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, TF32 {env.get('tf32')}")
+        lines.append(f"- TensorRT: {env.get('tensorrt') or 'not installed'}; onnxruntime {env.get('onnxruntime')} "
+                     f"({'CUDA provider present' if env.get('onnxruntime_gpu') else 'no CUDA provider'})")
+        packages = env.get("packages") or {}
+        lines.append("- " + ", ".join(f"{k} {v or 'absent'}" for k, v in packages.items()))
+        lines.append(f"- vitc commit {env.get('vitc_commit') or 'unknown'}")
+        lines.append("")
+    tests = d.get("tests")
+    if tests:
+        lines += ["## Tests (`pytest -m gpu tests/test_gpu.py`)", ""]
+        stopped = f", STOPPED at the time limit while running {tests.get('running_when_stopped')}" if tests.get("timed_out") else ""
+        lines.append(f"{tests.get('summary') or 'no summary line'} — exit {tests.get('returncode')}{stopped}; "
+                     f"full log in {tests.get('log')}.")
+        lines.append("")
+        by_outcome: dict[str, list[str]] = {}
+        for name, t in tests.get("tests", {}).items():
+            by_outcome.setdefault(t["outcome"], []).append(name.split("::", 1)[1])
+        bad = [(name.split("::", 1)[1], t["outcome"].upper(), t.get("message") or t.get("detail") or "")
+               for name, t in tests.get("tests", {}).items() if t["outcome"] in ("failed", "error")]
+        if bad:
+            lines += _table(["test", "outcome", "message"], bad) + [""]
+        if by_outcome.get("passed"):
+            lines += [f"Passed: {', '.join(by_outcome['passed'])}.", ""]
+        if tests.get("skip_reasons"):
+            lines += ["Skipped:"] + [f"- {r}" for r in tests["skip_reasons"]] + [""]
+    archs = d.get("architectures") or []
+    if archs:
+        lines += ["## Architectures", "", NOTE_SYNTHETIC + ".", ""]
+        lines += _table(["variant", "MACs (G)", "MACs ratio", "params (M)", "depth", "heads", "MLP widths", "tokens kept", "source"],
+                        [(a["name"], a["macs"] / 1e9, a["macs_ratio"], a["params"] / 1e6, a["depth"],
+                          "/".join(map(str, a["heads"])), "/".join(map(str, a["mlp_hidden"])),
+                          "/".join(map(str, a["keep_tokens"])) or "-", a["source"]) for a in archs])
+        lines.append("")
+    inference = d.get("inference") or []
+    if inference:
+        s = d.get("inference_settings") or {}
+        lines += [f"## Inference, torch {s.get('precision', plan.get('precision'))} on {s.get('device', plan.get('device'))}", ""]
+        lines.append("speedup = median latency dense / variant, A and B timed alternately (`vitc bench --compare`); paired = median "
+                     "of per-round ratios; GPU = from CUDA-event compute time; MACs ratio = dense / variant. "
+                     f"Warm-up {s.get('warmup_ms')} ms, ≥ {s.get('min_iters')} iterations and ≥ {s.get('min_seconds')} s per side; "
+                     f"compile mode {s.get('compile_mode')}.")
+        lines.append("")
+        lines += _table(["mode", "variant", "batch", "dense img/s", "variant img/s", "speedup", "paired (IQR)", "GPU speedup",
+                         "MACs ratio", "speedup / MACs", "CV dense/variant"],
+                        [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"],
+                          f"{_fmt(r['speedup_paired'])} ({_fmt(r['speedup_paired_iqr'][0])}–{_fmt(r['speedup_paired_iqr'][1])})",
+                          r["speedup_gpu"], r["macs_ratio"], r["speedup_over_macs"], f"{_fmt(r['cv_dense'], 2)}/{_fmt(r['cv_variant'], 2)}")
+                         for r in inference])
+        lines.append("")
+    prepare_rows = [r for r in d.get("prepare") or [] if r["mode"] != "eager"]
+    if prepare_rows:
+        lines += ["First call at every batch size (compile or graph capture): "
+                  + ", ".join(f"{r['model']} {r['mode']} {r['seconds']} s" for r in prepare_rows) + ".", ""]
+    accept = d.get("acceptance") or []
+    if accept:
+        lines += ["## Acceptance (informational)", ""]
+        lines.append(f"Criteria: speedup at batch {plan.get('accept_batch')} {plan.get('precision')} ≥ {ACCEPT_FACTOR:g} × MACs ratio; "
+                     "at batch 1 no slower than dense (speedup ≥ 1).")
+        lines.append("")
+        lines += [f"- {acceptance_line(a)}" for a in accept]
+        lines.append("")
+    training = d.get("training") or []
+    if training:
+        lines += ["## Training step throughput", "",
+                  "vitc.train.loop's step (autocast fp16 + GradScaler on CUDA, clipping, the objective's hooks, per-step loss read) "
+                  "on one batch already on the device: data loading not included.", ""]
+        lines += _table(["step", "batch", "img/s", "ms/step", "AMP", "peak GiB", "loss first → last"],
+                        [(t["step"], t["batch"], t["images_per_s"], t["ms_per_step"], t["amp"], t["peak_memory_gib"],
+                          f"{_fmt(t['loss_first'])} → {_fmt(t['loss_last'])}") for t in training])
+        lines.append("")
+    backends = d.get("backends") or []
+    if backends:
+        lines += ["## Other backends", ""]
+        lines += _table(["backend", "variant", "batch", "dense img/s", "variant img/s", "speedup", "GPU speedup", "MACs ratio"],
+                        [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"], r["speedup_gpu"],
+                          r["macs_ratio"]) for r in backends])
+        lines.append("")
+    skipped = d.get("skipped") or []
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in skipped] + [""]
+    errors = d.get("errors") or []
+    if errors:
+        lines += ["## Errors", ""] + [f"- {e['part']}: {e['error']}" for e in errors] + [""]
+    parts = d.get("parts") or {}
+    if parts:
+        lines.append("Parts: " + ", ".join(f"{k} {v['status']} ({v['seconds']} s)" for k, v in parts.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------------
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """End a process this script started, with the children in its own process group (by that group's id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, 9)
+
+
+def start_watchdog(report: Report, seconds: float) -> threading.Timer:
+    """End the process ``seconds`` after start, reports written: a hung compile must not eat the device time."""
+    def fire() -> None:
+        say(f"watchdog: {seconds:.0f} s passed; writing the reports and stopping")
+        with report.lock:
+            report.data["errors"].append({"part": "watchdog", "error": f"stopped after {seconds:.0f} s (--budget-s + --grace-s)",
+                                          "traceback": []})
+            with contextlib.suppress(Exception):
+                report.save()
+        for proc in list(_CHILDREN):
+            _kill(proc)
+        os._exit(124)
+
+    timer = threading.Timer(max(1.0, seconds - (time.monotonic() - START)), fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def initial_data(plan: Plan, budget_s: float, grace_s: float, parts: Sequence[str], argv: Sequence[str]) -> dict[str, Any]:
+    """The report's skeleton: what was asked, and empty sections that the parts fill."""
+    return {
+        "format": FORMAT, "command": " ".join(["python", "benchmarks/gpu_check.py", *argv]), "dry_run": plan.dry_run,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "finished": False, "elapsed_s": 0.0,
+        "plan": {**plan.__dict__, "budget_s": budget_s, "grace_s": grace_s, "parts": list(parts)},
+        "notes": NOTE_SYNTHETIC, "environment": None, "parts": {}, "tests": None, "architectures": [], "inference": [],
+        "inference_settings": None, "prepare": [], "training": [], "backends": [], "acceptance": [], "skipped": [], "errors": [],
+    }
+
+
+def run_check(plan: Plan, out: Path, work: Path, parts: Sequence[str], budget_s: float, grace_s: float,
+              given_uvc: Path | None, argv: Sequence[str]) -> int:
+    budget = Budget(budget_s)
+    data = initial_data(plan, budget_s, grace_s, parts, argv)
+    report = Report(out, data)
+    report.save()
+    watchdog = start_watchdog(report, budget_s + grace_s)
+    say(f"gpu_check{' --dry-run' if plan.dry_run else ''}: {plan.model} on {plan.device} {plan.precision}, budget {budget_s:.0f} s, "
+        f"parts {','.join(parts)}; reports in {out}, work files in {work}")
+    with part(report, "environment"):
+        data["environment"] = describe_environment()
+        gpu = data["environment"]["gpu"] or {}
+        say(f"GPU {gpu.get('name', 'none')}, driver {gpu.get('driver')}, torch {data['environment']['torch']}, CUDA "
+            f"{data['environment']['cuda']}, TensorRT {data['environment']['tensorrt']}, onnxruntime-gpu "
+            f"{data['environment']['onnxruntime_gpu']}")
+    if plan.device.startswith("cuda") and data["environment"] and data["environment"]["gpu"] is None:
+        with report.lock:
+            data["errors"].append({"part": "environment", "error": "no CUDA GPU is visible: nothing measured (--dry-run runs "
+                                                                    "the same code on a CPU)", "traceback": []})
+        parts = []
+    if "tests" in parts:
+        with part(report, "tests"):
+            run_tests(plan, report, budget, out, work)
+    variants: list[Variant] = []
+    if any(p in parts for p in ("inference", "compile", "backends")):
+        with part(report, "architectures"):
+            variants = architectures(plan, work, report, budget, given_uvc)
+    if variants and "inference" in parts:
+        with part(report, "inference"):
+            run_inference(plan, variants, [m for m in plan.modes if m != "compile"], report, budget)
+    if "training" in parts:
+        with part(report, "training"):
+            from vitc.core.models import resolve_spec
+
+            spec = variants[0].spec if variants else resolve_spec(plan.model)
+            run_training(plan, Variant("dense", "dense", spec, Path(), ""), report, budget)
+    if variants and "compile" in parts and "compile" in plan.modes:
+        with part(report, "compile"):
+            run_inference(plan, variants, ["compile"], report, budget)
+    if variants and "backends" in parts:
+        with part(report, "backends"):
+            run_backends(plan, variants, report, budget, work)
+    watchdog.cancel()
+    with report.lock:
+        data["finished"] = True
+    report.save()
+    failed = (data["tests"] or {}).get("counts", {})
+    bad = bool(data["errors"]) or bool(failed.get("failed")) or bool(failed.get("error"))
+    say(f"done in {time.monotonic() - START:.0f} s: {out / 'gpu_check.json'}, {out / 'gpu_check.md'}"
+        + (" — with errors or failed tests" if bad else ""))
+    for a in data["acceptance"]:
+        say(f"  {acceptance_line(a)}")
+    return 1 if bad else 0
+
+
+def _list(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
+    return None if text is None else [cast(v) for v in text.split(",") if v.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/gpu_check"), show_default=True,
+              help="Folder for gpu_check.json, gpu_check.md, gpu_check.log and pytest.log (nothing else is written there).")
+@click.option("--dry-run", is_flag=True, help="The same code paths on the CPU with vit-micro, fp32, tiny timings (< 5 min).")
+@click.option("--budget-s", type=click.FloatRange(min=10), default=450.0, show_default=True,
+              help="Seconds for the whole check: what would not fit is skipped and recorded.")
+@click.option("--grace-s", type=click.FloatRange(min=0), default=90.0, show_default=True,
+              help="The watchdog stops the process this long after the budget (reports kept).")
+@click.option("--parts", default=",".join(PARTS), show_default=True, help="Parts to run (the environment always runs).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for artifacts, ONNX and engines [default: a temporary folder, removed at the end].")
+@click.option("--model", default=None, help="Dense model [default: deit_small_patch16_224; vit-micro with --dry-run].")
+@click.option("--uvc", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A UVC artifact (compressed or materialized) instead of the short search.")
+@click.option("--batch", "batches", default=None, help="Inference batch sizes [default: 1,32,64; 1,8 with --dry-run].")
+@click.option("--modes", default=None, help=f"Inference modes [default: {','.join(MODES)}].")
+@click.option("--min-seconds", type=float, default=None, help="Timed seconds per side per batch size [default 1.0].")
+@click.option("--min-iters", type=int, default=None, help="Timed iterations per side per batch size [default 20].")
+@click.option("--warmup-ms", type=float, default=None, help="Warm-up per runner and batch size after its first call [default 300].")
+@click.option("--compile-mode", default=None, help="torch.compile mode for the compile part [default: default].")
+@click.option("--tests-timeout", type=float, default=None, help="Seconds the pytest part may take at most [default 240].")
+@click.option("--train-batch", type=int, default=None, help="Training step batch [default 64; 8 with --dry-run].")
+def main(out: Path, dry_run: bool, budget_s: float, grace_s: float, parts: str, work: Path | None, model: str | None,
+         uvc: Path | None, batches: str | None, modes: str | None, min_seconds: float | None, min_iters: int | None,
+         warmup_ms: float | None, compile_mode: str | None, tests_timeout: float | None, train_batch: int | None) -> None:
+    """GPU tests, environment, and dense vs UVC vs DynamicViT throughput in one run; see the module docstring."""
+    chosen = [p.strip() for p in parts.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown:
+        raise click.BadParameter(f"unknown part(s) {', '.join(unknown)} (parts: {', '.join(PARTS)})", param_hint="--parts")
+    mode_list = _list(modes, str)
+    if mode_list and set(mode_list) - set(MODES):
+        raise click.BadParameter(f"modes are {', '.join(MODES)}", param_hint="--modes")
+    plan = make_plan(dry_run, model=model, batches=_list(batches, int), modes=mode_list, min_seconds=min_seconds,
+                     min_iters=min_iters, warmup_ms=warmup_ms, compile_mode=compile_mode, tests_timeout=tests_timeout,
+                     train_batch=train_batch)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "gpu_check.log"
+    log.write_text("")
+    _LOG.append(log)
+    own_work = work is None
+    work_dir = Path(tempfile.mkdtemp(prefix="vitc-gpu-check-")) if work is None else work
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        rc = run_check(plan, out, work_dir, chosen, budget_s, grace_s, uvc, sys.argv[1:])
+    finally:
+        if own_work:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()
