@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The one command for a GPU machine: tests, environment, inference and training throughput, in one run.
 
-    pip install --no-deps --no-build-isolation -e . && python benchmarks/gpu_check.py --out $OUT/gpu
+    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 benchmarks/gpu_check.py --out $OUT/gpu
     python benchmarks/gpu_check.py --dry-run --out runs/gpu_check_dry     # same code paths, CPU, tiny models
 
 It writes OUT/gpu_check.json, OUT/gpu_check.md (tables and the acceptance lines), OUT/gpu_check.log (its
