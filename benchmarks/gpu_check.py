@@ -582,8 +582,6 @@ def run_inference(plan: Plan, variants: list[Variant], modes: Sequence[str], rep
     """Per mode: the dense runner against each variant's, alternately at every batch size (compare_report)."""
     import torch
 
-    from vitc.checks.bench import compare_report
-
     settings = plan.bench_settings()
     dense, others = variants[0], variants[1:]
     for mode in modes:
@@ -606,32 +604,48 @@ def run_inference(plan: Plan, variants: list[Variant], modes: Sequence[str], rep
                     continue
                 say(f"inference {mode}: dense vs {v.name} at batch {','.join(map(str, plan.batches))}")
                 if runner_a is None:
-                    runner_a = open_torch_runner(plan, dense, mode)
-                    record_prepare(report, mode, "dense", prepare(runner_a, plan.batches))
-                runner_b = open_torch_runner(plan, v, mode)
-                seconds = prepare(runner_b, plan.batches)
-                record_prepare(report, mode, v.name, seconds)
-                prepare_est = max(3.0, 1.2 * seconds)
-                t0 = time.monotonic()
-                rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
-                compare_est = 1.2 * (time.monotonic() - t0)
-                runner_b.close()
-                del runner_b
-                rows = compare_rows(rep, mode, "torch", v.name)
-                with report.lock:
-                    report.data["inference"].extend(rows)
-                    report.data["inference_settings"] = {**rep["settings"], "precision": plan.precision, "device": plan.device,
-                                                         "compile_mode": plan.compile_mode, "speedup": "median latency dense / variant"}
-                report.save()
-                for r in rows:
-                    say(f"  batch {r['batch']:>3}: dense {r['dense_ips']:9.1f} img/s, {v.name} {r['variant_ips']:9.1f} img/s, "
-                        f"speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
-                _release()
+                    try:
+                        runner_a = open_torch_runner(plan, dense, mode)
+                        record_prepare(report, mode, "dense", prepare(runner_a, plan.batches))
+                    except Exception as e:  # without the dense side this mode has nothing to compare against
+                        report.error(f"inference {mode} dense", e)
+                        break
+                try:
+                    seconds, compare_s = compare_variant(plan, runner_a, v, mode, settings, report)
+                except Exception as e:  # one variant failing (a capture, a compile) must not cost the others
+                    report.error(f"inference {mode} {v.name}", e)
+                    continue
+                finally:
+                    _release()
+                prepare_est, compare_est = max(3.0, 1.2 * seconds), 1.2 * compare_s
         finally:
             if runner_a is not None:
                 runner_a.close()
             del runner_a
             _release()
+
+
+def compare_variant(plan: Plan, runner_a: Runner, v: Variant, mode: str, settings: BenchSettings,
+                    report: Report) -> tuple[float, float]:
+    """Open ``v``'s runner, run its first calls, compare it with the dense runner; (prepare s, compare s)."""
+    from vitc.checks.bench import compare_report
+
+    with open_torch_runner(plan, v, mode) as runner_b:
+        seconds = prepare(runner_b, plan.batches)
+        record_prepare(report, mode, v.name, seconds)
+        t0 = time.monotonic()
+        rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
+        compare_s = time.monotonic() - t0
+    rows = compare_rows(rep, mode, "torch", v.name)
+    with report.lock:
+        report.data["inference"].extend(rows)
+        report.data["inference_settings"] = {**rep["settings"], "precision": plan.precision, "device": plan.device,
+                                             "compile_mode": plan.compile_mode, "speedup": "median latency dense / variant"}
+    report.save()
+    for r in rows:
+        say(f"  batch {r['batch']:>3}: dense {r['dense_ips']:9.1f} img/s, {v.name} {r['variant_ips']:9.1f} img/s, "
+            f"speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
+    return seconds, compare_s
 
 
 def record_prepare(report: Report, mode: str, model: str, seconds: float) -> None:
@@ -852,10 +866,16 @@ def run_backends(plan: Plan, variants: list[Variant], report: Report, budget: Bu
                     continue
                 t0 = time.monotonic()
                 say(f"{backend}: dense vs {v.name}")
-                if runner_a is None:
-                    runner_a = load_runner(deployable(dense, backend, plan, work), backend, plan.device, **opts)
-                with load_runner(deployable(v, backend, plan, work), backend, plan.device, **opts) as runner_b:
-                    rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
+                try:
+                    if runner_a is None:
+                        runner_a = load_runner(deployable(dense, backend, plan, work), backend, plan.device, **opts)
+                    with load_runner(deployable(v, backend, plan, work), backend, plan.device, **opts) as runner_b:
+                        rep = compare_report(runner_a, runner_b, plan.batches, settings, "dense", v.name)
+                except Exception as e:  # an export or engine build failing for one model must not cost the others
+                    report.error(f"backend {backend} {v.name}", e)
+                    if runner_a is None:
+                        break
+                    continue
                 rows = compare_rows(rep, f"{backend} {rep['b']['precision']}", backend, v.name)
                 with report.lock:
                     report.data["backends"].extend(rows)

@@ -151,3 +151,23 @@ def test_the_watchdog_stops_the_process_and_keeps_the_reports(tmp_path: Path) ->
     assert run.returncode == 124, run.stdout + run.stderr
     d = json.loads((tmp_path / "gpu_check.json").read_text())
     assert d["errors"][-1]["part"] == "watchdog" and d["finished"] is False
+
+
+def test_a_failing_variant_is_recorded_and_the_others_still_measured(tmp_path: Path) -> None:
+    import torch
+
+    from vitc.core.artifacts import save_model
+    from vitc.core.models import resolve_model
+
+    plan = gc.make_plan(True)
+    report = gc.Report(tmp_path, gc.initial_data(plan, 450.0, 0.0, gc.PARTS, []))
+    torch.manual_seed(0)
+    model, spec = resolve_model("vit-nano")
+    path = save_model(tmp_path / "nano.safetensors", model, spec)
+    variants = [gc.Variant("dense", "dense", spec, path, ""), gc.Variant("broken", "uvc", spec, tmp_path / "missing.safetensors", ""),
+                gc.Variant("same", "uvc", spec, path, "")]
+    gc.run_inference(plan, variants, ["eager", "cuda-graph"], report, gc.Budget(450.0))
+    d = report.data
+    assert [e["part"] for e in d["errors"]] == ["inference eager broken"] and "missing.safetensors" in d["errors"][0]["error"]
+    assert {(r["variant"], r["batch"]) for r in d["inference"]} == {("same", 1), ("same", 8)}
+    assert d["skipped"][-1]["what"] == "inference cuda-graph"
