@@ -90,3 +90,19 @@ def _int_or_none(text: str) -> int | None:
         return int(float(text))
     except ValueError:
         return None
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` on this host is alive (a zombie — exited, not yet reaped — counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): kill(0) answered, so it runs
+        return True
+

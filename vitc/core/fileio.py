@@ -155,3 +155,15 @@ def json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # NumPy scalars/arrays, tensors
         return json_safe(obj.tolist())
     return obj
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.checks.environment import environment, trt_available
+from vitc.core.device import process_running
 from vitc.core.errors import CheckFailed, UsageError, VitcError
 from vitc.core.fileio import check_output_dir, write_json
 from vitc.core.progress import log
@@ -93,7 +94,7 @@ class Lock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and _alive(owner):
+                if owner is not None and process_running(owner):
                     raise UsageError(f"{self.path.parent} is in use by another vitc run (pid {owner}); wait for it or "
                                      f"use another --out") from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone (killed, or another machine's)
@@ -113,15 +114,6 @@ class Lock:
         if self._owner() == os.getpid():
             self.path.unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Pipeline:

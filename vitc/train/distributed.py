@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from vitc.core.device import process_running
 from vitc.core.errors import VitcError
 
 
@@ -67,24 +68,11 @@ def lost_peers(info: DistInfo, wait_s: float = 2.0) -> list[tuple[int, int]]:
     local = [(rank, pid) for rank, (peer_host, pid) in enumerate(info.peers) if rank != info.rank and peer_host == host]
     deadline = time.monotonic() + wait_s
     while True:
-        gone = [(rank, pid) for rank, pid in local if not _running(pid)]
+        gone = [(rank, pid) for rank, pid in local if not process_running(pid)]
         if gone or time.monotonic() >= deadline:
             return gone
         time.sleep(0.1)
 
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by torchrun) still answers kill(0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @contextlib.contextmanager

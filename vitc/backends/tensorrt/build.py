@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from vitc import __version__
 from vitc.backends.tensorrt.common import make_logger, require_tensorrt
 from vitc.core.errors import CheckFailed, UsageError, VitcError
-from vitc.core.fileio import atomic_path, check_output_file, write_json
+from vitc.core.fileio import atomic_path, check_output_file, file_sha256, write_json
 from vitc.core.progress import log
 from vitc.core.settings import Label, Settings, setting
 from vitc.onnx.profile import BatchProfile, OnnxInfo, batch_profile, read_onnx
@@ -157,13 +157,6 @@ def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise UsageError(f"{path} is not a vitc engine sidecar (expected format {SIDECAR_FORMAT!r})")
     return data
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], settings: BuildSettings | None = None,

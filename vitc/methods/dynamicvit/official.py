@@ -44,7 +44,6 @@ by DeiT; such a checkpoint is refused as not fitting).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -54,6 +53,7 @@ from typing import Any
 import torch
 
 from vitc.core.errors import UsageError
+from vitc.core.fileio import file_sha256
 from vitc.core.spec import ViTSpec, build
 
 PREDICTORS = "score_predictor"  # the official ModuleList of PredictorLG
@@ -167,13 +167,6 @@ def read_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
                          + f" (expected a state dict, bare or under {', '.join(WRAPPERS)})")
     return state, wrapper
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], settings: Any) -> dict[str, Any]:
