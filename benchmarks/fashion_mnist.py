@@ -21,7 +21,7 @@ skipped, an interrupted training stage continues from its last epoch checkpoint 
 budget) is redone with everything made from it — the others are kept.
 
     python benchmarks/fashion_mnist.py --out runs/fashion-mnist        # ~60 min on an idle 2-core CPU
-    python benchmarks/fashion_mnist.py --smoke --out /tmp/fm-smoke     # ~75 s: 320/160 images, 1 epoch per stage
+    python benchmarks/fashion_mnist.py --smoke --out /tmp/fm-smoke     # ~75 s: 320/160 images, ~1 epoch per stage
 
 Run it on an otherwise idle machine, or with ``--threads 1`` on a shared one: two OpenMP threads that
 share 2 cores with another busy process wait on each other, and training ran 5-30x slower here that
@@ -464,14 +464,18 @@ def run(out: Path, data: str, plan_args: dict[str, Any]) -> dict[str, Any]:
               help="Folder for every artifact, ONNX, state.json and the results (rerun to resume).")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Data spec (fashion-mnist[:PATH]).")
 @click.option("--smoke", is_flag=True,
-              help=f"A quick check of the whole chain: the first {SMOKE_IMAGES[0]}/{SMOKE_IMAGES[1]} train/test images, "
-                   "1 epoch per stage, 64 calibration images, short benches. Its numbers are not results.")
+              help=f"A quick check of the whole chain: the first {SMOKE_IMAGES[0]}/{SMOKE_IMAGES[1]} train/test images "
+                   "(fashion-mnist data; others are used whole), 1 epoch per stage (6 short UVC search epochs, to "
+                   "reach the budget), 64 calibration images, short benches. Its numbers are not results.")
 @click.option("--train-images", type=click.IntRange(min=1), default=None, help="Use only the first N training images.")
 @click.option("--test-images", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
-@click.option("--dense-epochs", type=click.IntRange(min=1), default=None, help=f"[default: {DENSE_EPOCHS}]")
+@click.option("--dense-epochs", type=click.IntRange(min=1), default=None,
+              help=f"Baseline training epochs [default: {DENSE_EPOCHS}]")
 @click.option("--uvc-epochs", type=click.IntRange(min=1), default=None, help=f"UVC search epochs [default: {UVC_EPOCHS}]")
-@click.option("--uvc-finetune-epochs", type=click.IntRange(min=0), default=None, help=f"[default: {UVC_FINETUNE_EPOCHS}]")
-@click.option("--dvt-epochs", type=click.IntRange(min=1), default=None, help=f"[default: {DVT_EPOCHS}]")
+@click.option("--uvc-finetune-epochs", type=click.IntRange(min=0), default=None,
+              help=f"UVC KD fine-tuning epochs [default: {UVC_FINETUNE_EPOCHS}]")
+@click.option("--dvt-epochs", type=click.IntRange(min=1), default=None,
+              help=f"Epochs of each DynamicViT run [default: {DVT_EPOCHS}]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads [default: torch's, one per core]. Use 1 on a machine other jobs share: "
@@ -489,7 +493,15 @@ def main(out: Path, data: str, smoke: bool, train_images: int | None, test_image
         torch.set_num_threads(threads)
 
     if smoke:
-        train_images, test_images = train_images or SMOKE_IMAGES[0], test_images or SMOKE_IMAGES[1]
+        from vitc.core.data import parse_data
+
+        try:
+            subsettable = parse_data(data).kind == "fashion-mnist"  # other (small) data sets are used whole
+        except VitcError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        if subsettable:
+            train_images, test_images = train_images or SMOKE_IMAGES[0], test_images or SMOKE_IMAGES[1]
     plan_args = {
         "train_images": train_images, "test_images": test_images,
         "dense_epochs": dense_epochs or (1 if smoke else DENSE_EPOCHS),
