@@ -285,27 +285,8 @@ _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".
 
 
 class DataFileError(UsageError):
-    """A data file that cannot be read, named in one line — also when it is read in a DataLoader worker.
-
-    torch re-raises a worker's exception in the main process as ``type(e)(text)``, where ``text`` is
-    "Caught X in DataLoader worker process N.", then the worker's whole traceback. Built from such a text,
-    this class keeps only the original message (the traceback's last line), so the CLI still prints one line.
-    """
-
-    def __init__(self, message: object = "", *args: object) -> None:
-        if isinstance(message, str) and "\nOriginal Traceback" in message:
-            message = _original_message(message, type(self))
-        super().__init__(message, *args)
-
-
-def _original_message(text: str, cls: type) -> str:
-    """The message of the ``cls`` exception at the end of a formatted traceback ``text``."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
-        for line in reversed(lines):
-            if line.startswith(name + ": "):
-                return line[len(name) + 2 :]
-    return lines[-1] if lines else text
+    """A data file that cannot be read, named in one line — also when it is read in a DataLoader worker
+    (every :class:`~vitc.core.errors.VitcError` strips the worker traceback torch adds)."""
 
 
 def load_image(path: str) -> object:

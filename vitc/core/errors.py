@@ -11,9 +11,30 @@ EXIT_USAGE = 2
 
 
 class VitcError(Exception):
-    """A failure the user can act on; the CLI prints ``error: <message>`` and exits ``exit_code``."""
+    """A failure the user can act on; the CLI prints ``error: <message>`` and exits ``exit_code``.
+
+    Raised inside a DataLoader worker, torch re-raises it in the main process as ``type(e)(text)`` with
+    "Caught X in DataLoader worker process N." and the worker's whole traceback in ``text``; built from
+    such a text, the error keeps only its original message (the traceback's last line), so the CLI
+    still prints one line.
+    """
 
     exit_code = EXIT_FAILED
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        if isinstance(message, str) and "\nOriginal Traceback" in message:
+            message = _original_message(message, type(self))
+        super().__init__(message, *args)
+
+
+def _original_message(text: str, cls: type) -> str:
+    """The message of the ``cls`` exception at the end of a formatted traceback ``text``."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+        for line in reversed(lines):
+            if line.startswith(name + ": "):
+                return line[len(name) + 2 :]
+    return lines[-1] if lines else text
 
 
 class UsageError(VitcError):
