@@ -21,11 +21,13 @@ from vitc.pipeline.config import config_from_dict
 from vitc.pipeline.run import Pipeline
 
 
-def _uvc_nano(path: Path) -> Path:
-    """A UVC artifact of vit-nano: every block kept, one of two heads and half the MLP neurons removed."""
+def _uvc_nano(path: Path, skip: tuple[int, ...] = ()) -> Path:
+    """A UVC artifact of vit-nano: blocks ``skip`` skipped, one of two heads and half the MLP neurons removed."""
     torch.manual_seed(0)
     vit, spec = resolve_model("vit-nano")
     net = UVCViT(vit, gate_mode="hard")
+    for i in skip:
+        net.gate_logits.data[i] = torch.tensor([0.3, -0.2])  # skip > keep
     counts = torch.tensor([[1.0, 32.0]] * spec.depth)
     masks = masks_from_counts(net.vit, spec, counts, None)
     apply_masks(net.vit, masks)
@@ -100,6 +102,19 @@ def test_bad_inputs_are_one_line(combined: dict, tmp_path: Path) -> None:
     r = runner.invoke(cli, ["compress", "uvc+dynamicvit", str(combined["uvc"]), "--teacher", "vit-micro", *args])
     assert r.exit_code == 2 and "--teacher vit-micro has input size 32 but the UVC model has 16" in one_error_line(r.output)
     assert not (tmp_path / "x" / "compressed.safetensors").exists()
+
+
+@pytest.mark.parametrize("skip, expect", [((0, 3), [1]), ((0, 1, 3), None)])
+def test_a_shallow_uvc_model_gets_fewer_stages_or_one_line(tmp_path: Path, skip: tuple[int, ...],
+                                                           expect: list[int] | None) -> None:
+    uvc = _uvc_nano(tmp_path / "uvc.safetensors", skip=skip)
+    r = CliRunner().invoke(cli, ["compress", "uvc+dynamicvit", str(uvc), "--data", "digits", "--epochs", "1",
+                                 "--batch-size", "128", "--out", str(tmp_path / "o"), "--json"])
+    if expect is None:  # one block left: no place between two blocks for a predictor
+        assert r.exit_code == 2 and "has 1 block: a token-selection stage sits between two blocks" in one_error_line(r.output)
+        return
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["stages"] == expect
 
 
 def test_the_dense_model_can_be_the_teacher(combined: dict, tmp_path: Path) -> None:

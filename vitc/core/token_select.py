@@ -59,8 +59,13 @@ def keep_counts(num_patches: int, keep_ratio: float, num_stages: int) -> list[in
 
 
 def default_stages(depth: int) -> list[int]:
-    """Blocks before which the predictors sit: depth/4, depth/2, 3*depth/4 (3, 6, 9 for 12 blocks)."""
-    return [depth // 4, depth // 2, (3 * depth) // 4]
+    """Blocks before which the predictors sit: depth/4, depth/2, 3*depth/4 (3, 6, 9 for 12 blocks).
+
+    Shallower models (a UVC model can keep 2 or 3 blocks) get the distinct ones of those sites moved
+    into [1, depth-1] — fewer stages, each still between two blocks; a 1-block model has none.
+    """
+    sites = [depth // 4, depth // 2, (3 * depth) // 4]
+    return sorted({min(max(s, 1), depth - 1) for s in sites}) if depth >= 2 else []
 
 
 class PredictorLG(nn.Module):

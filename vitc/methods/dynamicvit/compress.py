@@ -85,6 +85,9 @@ def resolve_stages(spec: ViTSpec, stages: list[int] | None) -> list[int]:
     stages = list(stages) if given else default_stages(depth)  # type: ignore[arg-type]
     what = "--stages" if given else f"default stages {','.join(map(str, stages))} for depth {depth}"
     if not stages:
+        if not given:
+            raise UsageError(f"{spec.name} has {depth} block{'s' if depth != 1 else ''}: a token-selection stage sits "
+                             "between two blocks, so it needs at least 2 (give a deeper model)")
         raise UsageError(f"{what}: at least one stage is needed")
     bad = [s for s in stages if not 1 <= s <= depth - 1]
     if bad:
