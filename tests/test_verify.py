@@ -178,7 +178,7 @@ def test_selection_flips_are_reported_and_numerics_checked_on_the_same_tokens(dv
     other = save_model(tmp_path / "other-predictors.safetensors", model, art.spec, meta=art.meta)
     report = verify_onnx(dvt["onnx"], str(other), batch_size=8, threads=1)
     sel = report.selection
-    assert sel["images_flipped"] > 0
+    assert sel["images_flipped"] > 0 and 0 <= sel["top1_changed_by_selection"] <= sel["images_flipped"]
     assert report.errors.max_abs <= 1e-4  # aligned: the backbone computes the same on the same tokens
     assert sel["passed"] and sel["min_top1_agreement"] is None  # random inputs: flips reported, not judged
     assert report.passed
@@ -189,19 +189,64 @@ def test_selection_flips_are_reported_and_numerics_checked_on_the_same_tokens(dv
     assert report.to_dict()["selection"]["images_flipped"] == sel["images_flipped"]
 
 
-@pytest.mark.parametrize("correct, agree, judged, passed", [
-    (31, 32, True, True),   # 97% top-1, every image agrees: judged, passes
-    (31, 31, True, False),  # 97% top-1, one flip changed the argmax (96.9% < 99%): judged, fails
-    (9, 20, True, False),   # 28% top-1 is above chance + 3 s.e. (26.0%): judged, fails
-    (3, 20, False, True),   # 9% top-1, at chance: the flips are reported, not judged
+def test_a_selection_that_changes_decisions_fails(dvt, tmp_path):
+    """The ONNX's predictor picks other tokens than the artifact's on every image; labelled with the
+    artifact's own predictions (so the flips are judged), the swaps change the fp32 top-1 on several
+    of 64 images — significantly more than 1% — and the check fails, while the numerics still pass."""
+    import numpy as np
+
+    from vitc.backends.ort_runner import OrtRunner
+    from vitc.checks.verify import SelectionCheck, binomial_tail, compare_outputs
+    from vitc.core.artifacts import load_artifact
+    from vitc.methods.dynamicvit.forward import gathered_forward
+
+    art = load_artifact(dvt["artifact"])
+    torch.manual_seed(7)
+    model = build(art.spec)
+    model.load_state_dict({k: (torch.randn_like(v) if ".predictor." in k and v.ndim == 2 else v)
+                           for k, v in art.tensors.items()})
+    model.eval()
+    rng = np.random.default_rng(0)
+    with OrtRunner(dvt["onnx"], threads=1) as runner:
+        check = SelectionCheck.for_model(dvt["onnx"], model, art.spec, runner)
+        assert check is not None
+        for _ in range(2):
+            x = rng.standard_normal((32, *art.spec.input_shape)).astype(np.float32)
+            with torch.inference_mode():
+                own, _ = gathered_forward(model, torch.from_numpy(x))
+            out, ref = check(x, own.argmax(1).numpy())
+            assert compare_outputs(out, ref, 1e-4, 1e-3, "elemwise").passed  # same tokens, same numbers
+    summary = check.summary()
+    assert summary["min_top1_agreement"] is not None  # the model is right on every image: judged
+    assert summary["images_flipped"] == 64 and summary["top1_changed_by_selection"] >= 3
+    assert summary["p_value"] == binomial_tail(summary["top1_changed_by_selection"], 64, 0.01) < 0.05
+    assert not summary["passed"]
+
+
+@pytest.mark.parametrize("correct, changed, judged, passed", [
+    (31, 0, True, True),    # 97% top-1, no swap changed a top-1: judged, passes
+    (31, 1, True, True),    # one change in 32 is what a 1% rate gives 28% of the time (p = 0.275): passes
+    (31, 3, True, False),   # three in 32 is not (p = 0.004): the selection changes decisions, fails
+    (9, 12, True, False),   # 28% top-1 is above chance + 3 s.e. (26.0%): judged, fails
+    (3, 12, False, True),   # 9% top-1, at chance: the flips are reported, not judged
 ])
-def test_flips_are_judged_only_where_the_model_is_above_chance(correct, agree, judged, passed):
+def test_flips_are_judged_only_where_the_model_is_above_chance(correct, changed, judged, passed):
     from vitc.checks.verify import SelectionCheck
 
     check = SelectionCheck.__new__(SelectionCheck)
     check.images = check.labelled = 32
-    check.classes, check.flipped = 10, 32 - agree
-    check.correct_own, check.agree_own = correct, agree
+    check.classes, check.flipped, check.changed = 10, 20, changed
+    check.correct_own, check.agree_own = correct, 32 - changed
     summary = check.summary()
     assert (summary["min_top1_agreement"] is not None) == judged and summary["passed"] == passed
     assert (summary["not_judged"] is None) == judged
+    assert summary["top1_changed_by_selection"] == changed
+
+
+def test_selection_significance_is_an_exact_binomial_tail():
+    from vitc.checks.verify import binomial_tail
+
+    assert binomial_tail(0, 32, 0.01) == 1.0 and binomial_tail(33, 32, 0.01) == 0.0
+    assert binomial_tail(1, 32, 0.01) == pytest.approx(1 - 0.99**32)
+    assert binomial_tail(2, 32, 0.01) == pytest.approx(1 - 0.99**32 - 32 * 0.01 * 0.99**31)
+    assert 0.0 < binomial_tail(200, 10_000, 0.01) < 1e-15  # large n stays finite (log space)
