@@ -5,8 +5,8 @@ From ONE dense vit-micro trained on Fashion-MNIST's 60k training images (``vitc 
 
 * ``uvc-0.50``: UVC at MACs budget 0.5 (search + KD fine-tuning), materialized;
 * ``dynamicvit-keep0.50/0.70/0.90``: DynamicViT trained at rho 0.7, materialized at 0.5, 0.7 and 0.9;
-* ``uvc-0.50+dynamicvit-keep0.70``: DynamicViT trained on the UVC model — only when
-  ``"uvc+dynamicvit" in vitc.methods.METHODS`` (otherwise the row is skipped with a note).
+* ``uvc-0.50+dynamicvit-keep0.70``: DynamicViT token selection trained on the UVC model
+  (``vitc compress uvc+dynamicvit``).
 
 Every variant is evaluated on the whole test split through PyTorch, and through ONNX Runtime in fp32
 (``vitc export``, parity-checked against PyTorch) and int8 (``vitc quantize``, 512 calibration images
@@ -378,7 +378,6 @@ def run(out: Path, data: str, plan_args: dict[str, Any]) -> dict[str, Any]:
     from vitc.core.artifacts import read_header
     from vitc.core.fileio import check_output_dir, make_dirs, write_json, write_text
     from vitc.core.flops import model_macs
-    from vitc.methods import METHODS
 
     check_output_dir(out)
     make_dirs(out)
@@ -417,17 +416,12 @@ def run(out: Path, data: str, plan_args: dict[str, Any]) -> dict[str, Any]:
     variants = [("dense", dense_art, dense_key), ("uvc-0.50", uvc["materialized"][0], uvc_key)]
     variants += [(f"dynamicvit-keep{r:.2f}", path, {**dvt_key, "ratio": r})
                  for r, path in zip(DVT_RATIOS, dvt_run["materialized"])]
-    if COMBINED in METHODS:
-        uvc_compressed = str(out / "uvc" / "compressed.safetensors")
-        both = book.run(COMBINED, f"UVC {UVC_BUDGET} + DynamicViT at rho {DVT_TRAIN_RATIO}: {plan.dvt_epochs} epochs",
-                        lambda resume: compress_dynamicvit(plan, spec, out, uvc_compressed, COMBINED, COMBINED,
-                                                           (DVT_TRAIN_RATIO,), resume),
-                        both_key, out / COMBINED, epochs=plan.dvt_epochs)
-        variants.append((f"uvc-0.50+dynamicvit-keep{DVT_TRAIN_RATIO:.2f}", both["materialized"][0], both_key))
-    else:
-        notes.append(f"UVC {UVC_BUDGET} + DynamicViT skipped: this vitc has no '{COMBINED}' method "
-                     f"(known: {', '.join(METHODS)}); rerun with the same --out once it has, and only that row is added.")
-        log(f"note: {notes[-1]}")
+    uvc_compressed = str(out / "uvc" / "compressed.safetensors")
+    both = book.run(COMBINED, f"UVC {UVC_BUDGET} + DynamicViT at rho {DVT_TRAIN_RATIO}: {plan.dvt_epochs} epochs",
+                    lambda resume: compress_dynamicvit(plan, spec, out, uvc_compressed, COMBINED, COMBINED,
+                                                       (DVT_TRAIN_RATIO,), resume),
+                    both_key, out / COMBINED, epochs=plan.dvt_epochs)
+    variants.append((f"uvc-0.50+dynamicvit-keep{DVT_TRAIN_RATIO:.2f}", both["materialized"][0], both_key))
 
     deploy_key = {"calib_samples": plan.calib_samples, "bench_min_seconds": plan.bench_min_seconds,
                   "bench_min_iters": plan.bench_min_iters}
@@ -437,7 +431,7 @@ def run(out: Path, data: str, plan_args: dict[str, Any]) -> dict[str, Any]:
                               lambda resume, n=name, a=artifact: deploy(plan, spec, out, n, a, dense_macs),
                               {"model": key, **deploy_key})
 
-    names = ["dense", "uvc", "dynamicvit"] + ([COMBINED] if COMBINED in METHODS else []) + [f"deploy {n}" for n in rows]
+    names = ["dense", "uvc", "dynamicvit", COMBINED] + [f"deploy {n}" for n in rows]
     stages = [{"stage": n, "seconds": book.state["stages"][n]["seconds"], "epochs": book.state["stages"][n].get("epochs")}
               for n in names]
     report = {
