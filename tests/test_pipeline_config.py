@@ -68,3 +68,28 @@ def test_invalid_yaml_is_one_line(tmp_path):
     p.write_text("model: [unclosed\n")
     with pytest.raises(UsageError, match="invalid YAML"):
         load_config(p)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_demo_is_a_valid_pipeline_with_every_method(fast, tmp_path):
+    """`vitc demo` (and --fast) validate as pipeline YAML and plan dense, UVC, DynamicViT at three ratios and
+    UVC+DynamicViT at three ratios, each deployed in four formats."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vitc.cli import cli
+
+    r = CliRunner().invoke(cli, ["demo", "--dry-run", "--json", "--out", str(tmp_path / "demo"), *(["--fast"] if fast else [])])
+    assert r.exit_code == 0, r.output
+    names = [s["name"] for s in json.loads(r.stdout)["stages"]]
+    budget = "0.70" if fast else "0.50"
+    assert names[:7] == ["dense/train", f"uvc-{budget}/compress", f"uvc-{budget}/materialize", "dynamicvit-0.70/compress",
+                         "dynamicvit-0.70/materialize", f"uvc-{budget}+dynamicvit-0.70/compress",
+                         f"uvc-{budget}+dynamicvit-0.70/materialize"]
+    variants = ["dense", f"uvc-{budget}", *(f"dynamicvit-keep{r}" for r in ("0.50", "0.70", "0.90")),
+                *(f"uvc-{budget}+dynamicvit-keep{r}" for r in ("0.50", "0.70", "0.90"))]
+    for v in variants:
+        for step in ("export", "export-fp16", "quantize", "verify-fp32", "verify-fp16", "verify-int8", "eval-onnxruntime-int8"):
+            assert f"{v}/{step}" in names, (v, step)
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())  # a dry run writes nothing
