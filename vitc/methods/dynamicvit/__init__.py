@@ -57,9 +57,15 @@ class DynamicViT(Method):
         return Materialized(model, spec, keep_ratio=ratio, meta={"keep_ratio": ratio})
 
     def describe(self, r: dict[str, Any]) -> str:
+        return f"{self._tokens_line(r)}\n{self._training_line(r)}  MACs {r['macs'] / r['dense_macs']:.3f}x dense  ({r['seconds']:.1f}s)"
+
+    @staticmethod
+    def _tokens_line(r: dict[str, Any]) -> str:
+        return (f"wrote {r['artifact']}  keep ratio {r['keep_ratio']:g}: tokens {'/'.join(map(str, r['keep_tokens']))} "
+                f"before blocks {','.join(map(str, r['stages']))}")
+
+    @staticmethod
+    def _training_line(r: dict[str, Any]) -> str:
         kept = "/".join(f"{f:.3f}" if f is not None else "-" for f in r["kept_fraction"])
         top1 = f"{r['val_top1']:.2f}%" if r["val_top1"] is not None else "-"
-        return (f"wrote {r['artifact']}  keep ratio {r['keep_ratio']:g}: tokens {'/'.join(map(str, r['keep_tokens']))} "
-                f"before blocks {','.join(map(str, r['stages']))}\n"
-                f"val top-1 {top1}  kept fraction (train) {kept}  "
-                f"MACs {r['macs'] / r['dense_macs']:.3f}x dense  ({r['seconds']:.1f}s)")
+        return f"val top-1 {top1}  kept fraction (train) {kept}"

@@ -82,11 +82,7 @@ class UVCDynamicViT(DynamicViT):
         return f"{parent}+dynamicvit-keep{ratio_tag(ratio)}" if parent else f"{self.kind}-keep{ratio_tag(ratio)}"
 
     def describe(self, r: dict[str, Any]) -> str:
-        kept = "/".join(f"{f:.3f}" if f is not None else "-" for f in r["kept_fraction"])
-        top1 = f"{r['val_top1']:.2f}%" if r["val_top1"] is not None else "-"
-        return (f"wrote {r['artifact']}  keep ratio {r['keep_ratio']:g}: tokens {'/'.join(map(str, r['keep_tokens']))} "
-                f"before blocks {','.join(map(str, r['stages']))} (UVC model)\n"
-                f"val top-1 {top1}  kept fraction (train) {kept}  ({r['seconds']:.1f}s)\n"
+        return (f"{self._tokens_line(r)} (UVC model)\n{self._training_line(r)}  ({r['seconds']:.1f}s)\n"
                 f"MACs {r['macs'] / 1e6:.2f} M: {r['macs_vs_input']:.3f}x its UVC input, {r['macs_vs_origin']:.3f}x the "
                 f"original dense {r['origin']['name']} ({r['origin']['macs'] / 1e6:.2f} M)")
 
