@@ -90,6 +90,17 @@ def test_same_seed_same_model_other_seed_other_model(tmp_path: Path) -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize(("epochs", "warmup", "warned"), [("1", "5", True), ("2", "2", True), ("2", "0.5", False)])
+def test_a_warmup_that_covers_the_run_is_a_warning(tmp_path: Path, epochs: str, warmup: str, warned: bool) -> None:
+    args = ["train", "--model", "vit-nano", "--data", "synthetic:32", "--batch-size", "16", "--device", "cpu",
+            "--epochs", epochs, "--warmup-epochs", warmup, "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    line = (f"warning: train: the {warmup}-epoch learning-rate warm-up covers all {epochs} epoch(s), so the rate "
+            "only rises and never decays; shorten the warm-up or train longer")
+    assert (line in result.stderr.splitlines()) is warned
+
+
 def test_cosine_schedule_with_warmup() -> None:
     lrs = [cosine_lr(s, total=10, warmup=2, base=1.0, minimum=0.1) for s in range(10)]
     assert lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0

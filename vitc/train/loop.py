@@ -202,6 +202,9 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if 0 < total_steps <= warmup_steps and cfg.lr > cfg.min_lr:
+        log(f"warning: {description}: the {cfg.warmup_epochs:g}-epoch learning-rate warm-up covers all {cfg.epochs} "
+            f"epoch(s), so the rate only rises and never decays; shorten the warm-up or train longer")
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
