@@ -66,7 +66,7 @@ def run(pipeline: Path, out: Path | None, resume: bool, force: bool, dry_run: bo
 
 @click.command()
 @out_option("Output folder: one sub-folder per variant, plus report.md, report.json and pareto.png.", required=False)
-@click.option("--fast", is_flag=True, help="A few epochs per stage (< 3 min): checks the toolchain, not accuracy.")
+@click.option("--fast", is_flag=True, help="A few epochs per stage (< 4 min): checks the toolchain, not accuracy.")
 @run_options
 @json_option
 def demo(out: Path | None, fast: bool, resume: bool, force: bool, dry_run: bool, allow_fail: bool, as_json: bool) -> None:
@@ -75,7 +75,7 @@ def demo(out: Path | None, fast: bool, resume: bool, force: bool, dry_run: bool,
     Trains the baseline, compresses it with UVC (budget 0.5) and DynamicViT (rho 0.7, materialized
     at 0.5/0.7/0.9), exports fp32/fp16/INT8 ONNX, verifies, evaluates, benchmarks and writes
     OUT/report.md, OUT/report.json and OUT/pareto.png (default OUT: runs/demo, runs/demo-fast with
-    --fast). About 20 min on 2 CPU cores; --fast < 3 min.
+    --fast). About 14 min on 2 CPU cores; --fast < 4 min.
     """
     from vitc.pipeline.demo import demo_config
     from vitc.pipeline.run import run_pipeline
