@@ -202,9 +202,6 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if 0 < total_steps <= warmup_steps and cfg.lr > cfg.min_lr:
-        log(f"warning: {description}: the {cfg.warmup_epochs:g}-epoch learning-rate warm-up covers all {cfg.epochs} "
-            f"epoch(s), so the rate only rises and never decays; shorten the warm-up or train longer")
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -227,6 +224,11 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
         log(f"resuming {description} from {ckpt_path} after epoch {start_epoch}/{cfg.epochs}"
             + (f" (settings changed since the checkpoint: {changed}; the run will differ from an uninterrupted one)"
                if changed else ""))
+
+    # after a resumed checkpoint is accepted, so a refused one stays a one-line error
+    if start_epoch < cfg.epochs and 0 < total_steps <= warmup_steps and cfg.lr > cfg.min_lr:
+        log(f"warning: {description}: the {cfg.warmup_epochs:g}-epoch learning-rate warm-up covers all {cfg.epochs} "
+            f"epoch(s), so the rate only rises and never decays; shorten the warm-up or train longer")
 
     train_model: nn.Module = model
     if dist_info.enabled:
