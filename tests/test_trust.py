@@ -396,6 +396,13 @@ def test_click_usage_errors_are_json_too_through_the_console_script() -> None:
     assert run.returncode == 2
     doc = json.loads(run.stdout)
     assert doc["exit_code"] == 2 and "'fp64' is not one of" in doc["error"]
+    assert run.stderr.splitlines() == [f"error: {doc['error']} (see 'vitc bench --help')"]
+
+
+def test_click_usage_errors_are_one_line_through_the_console_script() -> None:
+    run = subprocess.run([*VITC, "no-such-command"], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.splitlines() == ["error: No such command 'no-such-command'. (see 'vitc --help')"]
 
 
 # ---- 9. honest benchmarks -----------------------------------------------------------------------------

@@ -108,8 +108,9 @@ def cli() -> None:
 
 
 def main() -> None:
-    """The console script: as Click's standalone mode, plus a JSON error document for usage errors that
-    Click raises while parsing (a bad option value) when --json was given."""
+    """The console script: as Click's standalone mode, except that a usage error Click raises while parsing
+    (a bad option value, an unknown command) is one ``error:`` line, plus a JSON error document when
+    --json was given."""
     import json
     import sys
 
@@ -119,7 +120,10 @@ def main() -> None:
     try:
         code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
     except click.ClickException as e:
-        e.show()
+        # one `error:` line like every other failure (Click's own form is three: usage, hint, error)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
         if "--json" in sys.argv[1:]:
             click.echo(json.dumps({"error": e.format_message(), "exit_code": e.exit_code}))
         sys.exit(e.exit_code)
