@@ -40,7 +40,9 @@ baseline: {epochs: 12, warmup_epochs: 2.0, batch_size: 16}
 # and the counts move fast (count_lr 4), at budget 0.7: on a barely trained model every block's skip
 # gate sees the same resource gradient, so under a steep schedule they all flip together (8 blocks
 # -> 1 in one step), leaving nothing for token selection; pruning heads and neurons keeps all 8 blocks.
-uvc: {budgets: [0.7], epochs: 3, finetune_epochs: 2, gate_warmup_epochs: 0, z_lr_schedule: [2000.0], gate_lr: 0.0, count_lr: 4.0}
+# The fine-tune warms up over half an epoch (the preset's 2 would cover both epochs and never decay).
+uvc: {budgets: [0.7], epochs: 3, finetune_epochs: 2, finetune_warmup_epochs: 0.5, gate_warmup_epochs: 0,
+      z_lr_schedule: [2000.0], gate_lr: 0.0, count_lr: 4.0}
 dynamicvit: {epochs: 2, freeze_epochs: 1}
 uvc+dynamicvit: {budget: 0.7, epochs: 2, freeze_epochs: 1}
 export: {calib_samples: 64}
