@@ -78,6 +78,8 @@ from typing import Any
 
 import click
 
+from vitc.core.progress import log
+
 MODEL = "vit-micro"
 UVC_BUDGET = 0.5
 DVT_TRAIN_RATIO = 0.7
@@ -119,10 +121,6 @@ class Plan:
     bench_min_seconds: float
     bench_min_iters: int
     seed: int = 0
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Book:

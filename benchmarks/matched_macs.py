@@ -127,9 +127,11 @@ def deploy_and_measure(models: list[dict[str, Any]], data: str, bench: Any) -> l
         if m["method"] == DENSE:
             dense_onnx, dense_macs = onnx, macs
         assert dense_onnx is not None
-        top1 = evaluate_target(str(onnx), data, backend="onnxruntime", device="cpu")["top1"]
+        evaluated = evaluate_target(str(onnx), data, backend="onnxruntime", device="cpu")
+        top1 = evaluated["top1"]
         row = {**{k: v for k, v in m.items() if k != "artifact"}, "artifact": str(art), "onnx": str(onnx),
-               "macs": macs, "macs_ratio": macs / dense_macs, "params": count_params(spec), "top1_ort": top1}
+               "macs": macs, "macs_ratio": macs / dense_macs, "params": count_params(spec), "top1_ort": top1,
+               "images": evaluated["images"]}
         if m["method"] == DENSE:
             row.update({"img_s_32": None, "speedup_32": 1.0})
         else:
@@ -174,10 +176,10 @@ def deits_shapes(out: Path, bench_settings: Any, smoke: bool) -> dict[str, Any]:
     onnx = {}
     for key, art in (("dense", dense), ("combined", target)):
         onnx[key] = cached(folder / f"{key}.onnx", f"export {key}", lambda art=art, key=key: export_onnx(str(art), folder / f"{key}.onnx"))
-    macs = {k: model_macs(read_header(a, verify=False)[0]) for k, a in (("dense", dense), ("combined", target))}
+    spec = read_header(target, verify=False)[0]
+    macs = {"dense": model_macs(read_header(dense, verify=False)[0]), "combined": model_macs(spec)}
     log("bench DeiT-S dense vs combined (ORT CPU, batch 1 and 32, alternating)")
     report = compare_targets(str(onnx["dense"]), str(onnx["combined"]), bench_settings, batch_sizes=[1, 32])
-    spec = read_header(target, verify=False)[0]
     return {
         "model": name,
         "architecture": {"blocks": spec.depth, "heads": [b.heads for b in spec.blocks],
@@ -241,10 +243,7 @@ def main(out: Path, data: str, baseline: Path | None, seed: int, skip_deits: boo
     except VitcError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    from vitc.core.data import parse_data
-    from vitc.core.models import SMALL_CONFIGS
-
-    meta = {"data": data, "images": len(parse_data(data).dataset(SMALL_CONFIGS["vit-micro"], "val")),  # type: ignore[arg-type]
+    meta = {"data": data, "images": rows[0]["images"],  # the val images every model was evaluated on
             "recipes": "UVC 30 search + 60 fine-tune epochs; DynamicViT 30 epochs, 5 frozen" if not smoke else "smoke",
             "seconds": round(time.perf_counter() - t0, 1), "seed": seed}
     result = {"benchmark": "matched_macs", "meta": meta, "rows": rows, "deits": deits, "environment": environment()}
