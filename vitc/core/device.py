@@ -105,4 +105,3 @@ def process_running(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:  # no /proc (macOS): kill(0) answered, so it runs
         return True
-

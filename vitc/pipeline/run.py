@@ -115,7 +115,6 @@ class Lock:
             self.path.unlink(missing_ok=True)
 
 
-
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, out_dir: Path, resume: bool = False) -> None:
         self.cfg, self.out, self.resume = cfg, out_dir, resume

@@ -74,7 +74,6 @@ def lost_peers(info: DistInfo, wait_s: float = 2.0) -> list[tuple[int, int]]:
         time.sleep(0.1)
 
 
-
 @contextlib.contextmanager
 def guard_collectives(info: DistInfo, what: str) -> Iterator[None]:
     """Turn a collective's failure after a peer died into one :class:`PeerLost` line naming the peer."""

@@ -158,7 +158,6 @@ def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data
 
 
-
 def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], settings: BuildSettings | None = None,
                  **options: Any) -> dict[str, Any]:
     """Build ``out`` (a TensorRT engine) and ``out.json`` from ``onnx_path``; return the sidecar dict.

@@ -168,7 +168,6 @@ def read_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     return state, wrapper
 
 
-
 def import_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], settings: Any) -> dict[str, Any]:
     """``vitc import dynamicvit``: write the ``dynamicvit`` artifact ``out`` of an official checkpoint.
 
