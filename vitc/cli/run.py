@@ -72,8 +72,9 @@ def run(pipeline: Path, out: Path | None, resume: bool, force: bool, dry_run: bo
 def demo(out: Path | None, fast: bool, resume: bool, force: bool, dry_run: bool, allow_fail: bool, as_json: bool) -> None:
     """End to end on the embedded digits data with vit-micro, on CPU.
 
-    Trains the baseline, compresses it with UVC (budget 0.5) and DynamicViT (rho 0.7, materialized
-    at 0.5/0.7/0.9), exports fp32/fp16/INT8 ONNX, verifies, evaluates, benchmarks and writes
+    Trains the baseline, compresses it with UVC (budget 0.5), DynamicViT (rho 0.7) and DynamicViT on
+    the UVC model (uvc+dynamicvit, rho 0.7), materializes the token-selection models at 0.5/0.7/0.9
+    (--fast: UVC at budget 0.7), exports fp32/fp16/INT8 ONNX, verifies, evaluates, benchmarks and writes
     OUT/report.md, OUT/report.json and OUT/pareto.png (default OUT: runs/demo, runs/demo-fast with
     --fast). About 14 min on 2 CPU cores; --fast < 4 min.
     """

@@ -1,9 +1,9 @@
 """The built-in pipeline behind ``vitc demo``: digits, vit-micro, every stage, CPU only.
 
 Default (~14 min on 2 CPU cores): train the baseline, UVC at budget 0.5, DynamicViT trained at
-ρ = 0.7 and materialized at 0.5/0.7/0.9, export fp32/fp16 ONNX, INT8 Q/DQ, verify, eval, bench on
-CPU, report. ``fast`` (< 4 min) runs the same stages with a handful of epochs — a smoke test of the
-toolchain, not an accuracy result.
+ρ = 0.7 and UVC+DynamicViT (on the UVC model, ρ = 0.7), both materialized at 0.5/0.7/0.9, export
+fp32/fp16 ONNX, INT8 Q/DQ, verify, eval, bench on CPU, report. ``fast`` (< 4 min) runs the same
+stages with a handful of epochs — a smoke test of the toolchain, not an accuracy result.
 """
 
 from __future__ import annotations
