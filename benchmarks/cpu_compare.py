@@ -40,7 +40,7 @@ def main(model: str, uvc: Path | None, budget: float, batches: str, out: Path, w
     from vitc.core.artifacts import read_header, save_model
     from vitc.core.errors import VitcError
     from vitc.core.fileio import write_json
-    from vitc.core.spec import build
+    from vitc.core.spec import build_model
     from vitc.core.validation import parse_int_list
 
     try:
@@ -51,7 +51,7 @@ def main(model: str, uvc: Path | None, budget: float, batches: str, out: Path, w
             source = f"UVC artifact {uvc}"
         else:
             spec = hand_built_uvc_like(read_header(dense)[0], budget)
-            compressed = save_model(out / "uvc-handbuilt.safetensors", build(spec), spec, meta={"method": "hand-built"})
+            compressed = save_model(out / "uvc-handbuilt.safetensors", build_model(spec), spec, meta={"method": "hand-built"})
             source = f"HAND-BUILT DeiT-S-shaped stand-in at MACs budget {budget:g} (not a UVC search result)"
         report = compare_targets(str(dense), str(compressed), device="cpu", batch_sizes=parse_int_list(batches, "--batch"),
                                  warmup_ms=warmup_ms, min_iters=min_iters, min_seconds=min_seconds)

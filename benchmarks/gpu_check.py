@@ -329,7 +329,7 @@ def token_selection_variant(base: Variant, keep_ratio: float, kind: str, work: P
     import torch
 
     from vitc.core.artifacts import save_model
-    from vitc.core.spec import build
+    from vitc.core.spec import build_model
     from vitc.methods.base import ratio_tag
     from vitc.methods.dynamicvit.compress import resolve_stages, with_token_selection
 
@@ -337,7 +337,7 @@ def token_selection_variant(base: Variant, keep_ratio: float, kind: str, work: P
     spec = with_token_selection(base.spec, keep_ratio, stages)
     name = f"{kind}-{keep_ratio:g}"
     torch.manual_seed(1)
-    path = save_model(work / f"{kind.replace('+', '-')}-keep{ratio_tag(keep_ratio)}.safetensors", build(spec, init_weights=True),
+    path = save_model(work / f"{kind.replace('+', '-')}-keep{ratio_tag(keep_ratio)}.safetensors", build_model(spec, init_weights=True),
                       spec, meta={"method": kind, "keep_ratio": keep_ratio})
     kept = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]
     source = (f"spec: {base.name} + token selection before blocks {','.join(map(str, stages))} keeping "
@@ -349,7 +349,7 @@ def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_
     from vitc.core.artifacts import read_header, save_model
     from vitc.core.errors import VitcError
     from vitc.core.flops import model_macs
-    from vitc.core.spec import build
+    from vitc.core.spec import build_model
     from vitc.methods import METHODS
 
     dense_path = dense_artifact(plan.model, work)
@@ -374,7 +374,7 @@ def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_
 
         spec = hand_built_uvc_like(dense_spec, plan.uvc_budget)
         torch.manual_seed(0)
-        path = save_model(work / "uvc-handbuilt.safetensors", build(spec, init_weights=True), spec, meta={"method": "hand-built"})
+        path = save_model(work / "uvc-handbuilt.safetensors", build_model(spec, init_weights=True), spec, meta={"method": "hand-built"})
         uvc = Variant(uvc_name, "uvc", spec, path, f"HAND-BUILT stand-in at MACs {plan.uvc_budget:g} (no search result: {e})")
         report.skip("UVC search", f"{e}; measured a hand-built stand-in of the same MACs ratio instead")
     variants = [dense, uvc]
@@ -676,12 +676,12 @@ def training_setup(kind: str, spec: ViTSpec, batch: int, device: torch.device) -
     """(model, objective, loop settings, epoch) of one training step kind, as the compress commands build them."""
     import torch
 
-    from vitc.core.spec import build
+    from vitc.core.spec import build_model
     from vitc.train.loop import Objective
     from vitc.train.settings import TrainSettings
 
     torch.manual_seed(0)
-    dense = build(spec, init_weights=True)
+    dense = build_model(spec, init_weights=True)
     if kind == "dense":
         cfg = TrainSettings(batch_size=batch, device=str(device))
         return dense, Objective(cfg.label_smoothing), cfg, 0

@@ -73,11 +73,11 @@ def dvt_spec() -> ViTSpec:
 def dvt_model(seed: int) -> torch.nn.Module:
     import torch
 
-    from vitc.core.spec import build
+    from vitc.core.spec import build_model
     from vitc.core.token_select import TokenSelect
 
     torch.manual_seed(seed)
-    model = build(dvt_spec(), init_weights=True)
+    model = build_model(dvt_spec(), init_weights=True)
     with torch.no_grad():  # timm's init gives near-equal token scores; spread them as training would
         for sel in model.modules():
             if isinstance(sel, TokenSelect):
@@ -97,12 +97,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, A
 
         from vitc.core.artifacts import save_model
         from vitc.core.models import SMALL_CONFIGS
-        from vitc.core.spec import build
+        from vitc.core.spec import build_model
 
         if name == "dense":
             torch.manual_seed(0)
             spec = SMALL_CONFIGS["vit-nano"]
-            save_model(art, build(spec, init_weights=True), spec)
+            save_model(art, build_model(spec, init_weights=True), spec)
             from click.testing import CliRunner
 
             from vitc.cli import cli

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from vitc.cli import cli
 from vitc.core.errors import UsageError
 from vitc.core.models import SMALL_CONFIGS, resolve_model
-from vitc.core.spec import build
+from vitc.core.spec import build_model
 from vitc.core.token_select import PredictorLG, TokenSelect, default_stages, keep_counts
 from vitc.methods.dynamicvit import defaults as D
 from vitc.methods.dynamicvit.compress import (
@@ -227,7 +227,7 @@ def test_training_tree_has_the_keys_of_build(tmp_path):
     from vitc.core.artifacts import load_artifact, save_artifact
 
     model, spec = _micro_with_predictors(0.7)
-    assert list(model.state_dict()) == list(build(spec).state_dict())
+    assert list(model.state_dict()) == list(build_model(spec).state_dict())
     path = save_artifact(tmp_path / "c.safetensors", spec, model.state_dict(), kind="dynamicvit", meta={"keep_ratio": 0.7})
     art = load_artifact(path)
     m5, s5 = materialize_ratio(art, 0.5)
@@ -256,7 +256,7 @@ def test_deit_small_macs_at_keep_07():
     assert [b["tokens"] for b in info["blocks"]] == [197] * 3 + [138] * 3 + [97] * 3 + [68] * 3
     assert 2.8e9 <= info["macs"] <= 3.1e9
     assert 4.55e9 <= dense_macs(dvt) <= 4.65e9
-    assert info["params"] - sum(p.numel() for p in build(spec).parameters()) == 3 * 241_250
+    assert info["params"] - sum(p.numel() for p in build_model(spec).parameters()) == 3 * 241_250
 
 
 def test_cls_attention_baseline_keeps_every_token_at_ratio_one():
@@ -341,7 +341,7 @@ def test_token_score_is_recorded_validated_and_old_specs_load_with_logodds():
     assert ViTSpec.from_dict(old).token_score == "logodds"
     keep = spec.replace(token_score="keep")
     assert ViTSpec.from_json(keep.to_json()) == keep
-    model = build(keep)
+    model = build_model(keep)
     assert all(m.score == "keep" for m in model.blocks if isinstance(m, TokenSelect))
     assert spec_from_model(model, keep.name) == keep
     with pytest.raises(UsageError, match=r"spec token_score must be one of logodds, keep, got 'logit'") as e:
@@ -368,7 +368,7 @@ def _saturated_pair() -> tuple[torch.nn.Module, torch.nn.Module, object, object]
         first.predictor.out_conv[4].weight.mul_(20)
         first.predictor.out_conv[4].bias.copy_(torch.tensor([25.0, 0.0]))
     keep_spec = ts_spec.replace(token_score="keep")
-    keep_model = build(keep_spec)
+    keep_model = build_model(keep_spec)
     keep_model.load_state_dict(model.state_dict())
     return model.eval(), keep_model.eval(), ts_spec, keep_spec
 

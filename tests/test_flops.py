@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitc.cli import cli
 from vitc.core.flops import model_macs, per_block_macs, predictor_macs
 from vitc.core.models import SMALL_CONFIGS, resolve_spec
-from vitc.core.spec import BlockSpec, ViTSpec, build
+from vitc.core.spec import BlockSpec, ViTSpec, build_model
 from vitc.core.summary import count_params
 
 
@@ -60,7 +60,7 @@ CROSS_CHECK = {
 def test_macs_match_torch_flop_counter(key: str) -> None:
     """flop_counter counts 2·MACs of every matmul/conv; with fused attention off QKᵀ and attn·V are matmuls."""
     spec = CROSS_CHECK[key]
-    model = build(spec, init_weights=True)
+    model = build_model(spec, init_weights=True)
     for blk in model.blocks:
         if hasattr(blk, "attn"):
             blk.attn.fused_attn = False

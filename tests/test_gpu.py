@@ -36,7 +36,7 @@ from vitc.checks.bench import BenchSettings, measure, synthetic_batch
 from vitc.cli import cli
 from vitc.core.artifacts import load_artifact, save_artifact, save_model
 from vitc.core.models import resolve_model, resolve_spec
-from vitc.core.spec import ViTSpec, build
+from vitc.core.spec import ViTSpec, build_model
 from vitc.core.token_select import TokenSelect
 from vitc.methods import materialize, resolve_any
 from vitc.methods.dynamicvit.forward import gathered_forward
@@ -81,7 +81,7 @@ def spread_predictors(model: torch.nn.Module, std: float = 0.5) -> None:
 
 def dense_artifact(folder: Path, spec: ViTSpec, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    return save_model(folder / "dense.safetensors", build(spec, init_weights=True), spec)
+    return save_model(folder / "dense.safetensors", build_model(spec, init_weights=True), spec)
 
 
 def uvc_artifact(folder: Path, spec: ViTSpec, seed: int = 1) -> Path:
@@ -94,7 +94,7 @@ def uvc_artifact(folder: Path, spec: ViTSpec, seed: int = 1) -> Path:
     from vitc.methods.uvc.model import UVCViT, apply_masks, masks_from_counts
 
     torch.manual_seed(seed)
-    vit = build(spec, init_weights=True)
+    vit = build_model(spec, init_weights=True)
     gates = torch.tensor([[1.0, -1.0] if i in UVC_SKIPPED else [-1.0, 1.0] for i in range(spec.depth)])  # (skip, keep)
     counts = torch.tensor([[float(i % 4), float(97 * i + 13)] for i in range(spec.depth)])
     masks = masks_from_counts(vit, spec, counts, None)
@@ -109,7 +109,7 @@ def dynamicvit_artifact(folder: Path, spec: ViTSpec, keep_ratio: float = 0.7, se
     from vitc.methods.dynamicvit.compress import attach_predictors, resolve_stages
 
     torch.manual_seed(seed)
-    student, new_spec = attach_predictors(build(spec, init_weights=True), spec, keep_ratio, resolve_stages(spec, None))
+    student, new_spec = attach_predictors(build_model(spec, init_weights=True), spec, keep_ratio, resolve_stages(spec, None))
     spread_predictors(student)
     path = save_artifact(folder / "dynamicvit.safetensors", new_spec, student.state_dict(), kind="dynamicvit",
                          meta={"method": "dynamicvit", "keep_ratio": keep_ratio})

@@ -12,7 +12,7 @@ import torch
 from vitc.core.artifacts import load_model, save_model
 from vitc.core.errors import UsageError
 from vitc.core.models import SMALL_CONFIGS
-from vitc.core.spec import BlockSpec, ViTSpec, build, spec_from_model
+from vitc.core.spec import BlockSpec, ViTSpec, build_model, spec_from_model
 
 # (timm name, extra create_model kwargs, what the spec must show)
 ROUND_TRIP = [
@@ -66,7 +66,7 @@ COMPRESSED = {
 def test_compressed_specs_round_trip(tmp_path: Path, key: str) -> None:
     spec = COMPRESSED[key]
     torch.manual_seed(0)
-    model = build(spec, init_weights=True)
+    model = build_model(spec, init_weights=True)
     assert spec_from_model(model, spec.name) == spec
     loaded, _ = load_model(save_model(tmp_path / "m.safetensors", model, spec))
     x = torch.randn(3, *spec.input_shape)

@@ -18,7 +18,7 @@ from vitc.core.artifacts import load_artifact, save_model
 from vitc.core.errors import CheckFailed
 from vitc.core.flops import model_macs
 from vitc.core.models import SMALL_CONFIGS, resolve_model
-from vitc.core.spec import build
+from vitc.core.spec import build_model
 from vitc.methods.uvc.compress import materialize_uvc, model_from_artifact, save_uvc
 from vitc.methods.uvc.model import BlockMasks, UVCViT, apply_masks, masks_from_counts
 from vitc.methods.uvc.objectives import UVCSearch, UVCSettings, distillation_loss, z_lr_at
@@ -124,7 +124,7 @@ def _search_steps(budget: float, steps: int, prune_v: bool = False, count_lr: fl
     net = UVCViT(vit)
     settings = UVCSettings(budget=budget, prune_v=prune_v, gate_warmup_epochs=0, count_lr=count_lr,
                            z_lr_schedule=(10.0,), gate_interval=gate_interval)
-    search = UVCSearch(spec, build(spec, init_weights=True).eval(), settings, 0.1, epochs=5, seed=0)
+    search = UVCSearch(spec, build_model(spec, init_weights=True).eval(), settings, 0.1, epochs=5, seed=0)
     search.setup(net, torch.device("cpu"))
     opt = torch.optim.AdamW(default_param_groups(net, 0.05, skip={"gate_logits"}), lr=1e-3)
     search.on_epoch_start(net, 0)
@@ -230,7 +230,7 @@ def test_sliced_model_equals_the_masked_model(tmp_path):
         assert model.blocks[j].attn.scale == pytest.approx(16 ** -0.5)
     x = torch.randn(5, *spec.input_shape)
     assert torch.allclose(model(x), model_from_artifact(art)(x), atol=1e-5)
-    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build(art.spec).parameters())
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build_model(art.spec).parameters())
 
 
 def test_materialize_refuses_to_write_a_model_that_differs(tmp_path, monkeypatch):
@@ -297,7 +297,7 @@ def test_models_uvc_cannot_gate_are_refused_with_one_line(tmp_path):
     blocks = list(spec.blocks)
     blocks[2] = type(blocks[2])(blocks[2].heads, blocks[2].head_dim, blocks[2].mlp_hidden, keep_tokens=8)
     token_spec = spec.replace(blocks=blocks)
-    token_art = save_model(tmp_path / "t.safetensors", build(token_spec, init_weights=True), token_spec)
+    token_art = save_model(tmp_path / "t.safetensors", build_model(token_spec, init_weights=True), token_spec)
     res = runner.invoke(cli, ["compress", "uvc", str(token_art), *args])
     assert res.exit_code == 2 and "token-selection" in one_error_line(res.output)
 
@@ -426,7 +426,7 @@ def _search_fit(tmp_path: Path, max_grad_norm: float | None) -> _Recording:
 
     torch.manual_seed(0)
     vit, spec = resolve_model("vit-nano")
-    teacher = build(spec, init_weights=True).eval()
+    teacher = build_model(spec, init_weights=True).eval()
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(32, *spec.input_shape, generator=g),
                                           torch.randint(0, 10, (32,), generator=g))
@@ -455,7 +455,7 @@ def test_the_gate_step_reads_the_clipped_gate_gradient(tmp_path):
 def test_quirk_z_lr_dynamic_off_keeps_eta_z_at_the_first_value():
     torch.manual_seed(0)
     vit, spec = resolve_model("vit-nano")
-    teacher = build(spec, init_weights=True).eval()
+    teacher = build_model(spec, init_weights=True).eval()
     x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
     dz = {}
     for dynamic in (True, False):

@@ -15,7 +15,7 @@ from vitc.cli import cli
 from vitc.core.artifacts import save_model
 from vitc.core.errors import UsageError
 from vitc.core.models import SMALL_CONFIGS
-from vitc.core.spec import build
+from vitc.core.spec import build_model
 
 # ------------------------------------------------------------------------------------------------
 # the comparison rules
@@ -94,7 +94,7 @@ def test_random_inputs_report_and_text(dvt):
 def test_different_weights_fail_with_exit_1_and_json(dense, tmp_path):
     torch.manual_seed(123)
     spec = SMALL_CONFIGS["vit-nano"]
-    other = save_model(tmp_path / "other.safetensors", build(spec, init_weights=True), spec)
+    other = save_model(tmp_path / "other.safetensors", build_model(spec, init_weights=True), spec)
     r = CliRunner().invoke(cli, ["verify", dense["onnx"], "--against", str(other), "--batches", "2", "--batch-size", "4", "--json"])
     assert r.exit_code == 1, r.output
     report = json.loads(r.stdout)
@@ -111,7 +111,7 @@ def test_cli_verify_passes_with_exit_0(dense):
 def test_mismatched_input_shapes_are_a_one_line_usage_error(dense, tmp_path):
     torch.manual_seed(0)
     spec = SMALL_CONFIGS["vit-micro"]  # 32 px, the ONNX takes 16 px
-    micro = save_model(tmp_path / "micro.safetensors", build(spec, init_weights=True), spec)
+    micro = save_model(tmp_path / "micro.safetensors", build_model(spec, init_weights=True), spec)
     with pytest.raises(UsageError, match=r"takes input 3x16x16 but .*micro\.safetensors takes 3x32x32: they are not the same model"):
         verify_onnx(dense["onnx"], str(micro))
     r = CliRunner().invoke(cli, ["verify", dense["onnx"], "--against", str(micro)])
@@ -173,7 +173,7 @@ def test_selection_flips_are_reported_and_numerics_checked_on_the_same_tokens(dv
     art = load_artifact(dvt["artifact"])
     torch.manual_seed(7)
     tensors = {k: (torch.randn_like(v) if ".predictor." in k and v.ndim == 2 else v) for k, v in art.tensors.items()}
-    model = build(art.spec)
+    model = build_model(art.spec)
     model.load_state_dict(tensors)
     other = save_model(tmp_path / "other-predictors.safetensors", model, art.spec, meta=art.meta)
     report = verify_onnx(dvt["onnx"], str(other), batch_size=8, threads=1)
@@ -202,7 +202,7 @@ def test_a_selection_that_changes_decisions_fails(dvt, tmp_path):
 
     art = load_artifact(dvt["artifact"])
     torch.manual_seed(7)
-    model = build(art.spec)
+    model = build_model(art.spec)
     model.load_state_dict({k: (torch.randn_like(v) if ".predictor." in k and v.ndim == 2 else v)
                            for k, v in art.tensors.items()})
     model.eval()

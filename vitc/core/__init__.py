@@ -1,4 +1,4 @@
-"""The bottom layer: errors, atomic file I/O, progress, the spec and ``build``, analytic MACs, the model
+"""The bottom layer: errors, atomic file I/O, progress, the spec and ``build_model``, analytic MACs, the model
 registry (timm names, small configs, checkpoints), artifacts, data sources, devices and settings schemas.
 
 Layers import only downward: core → train → methods → onnx → backends → checks → pipeline → cli.

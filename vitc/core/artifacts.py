@@ -22,7 +22,7 @@ from torch import nn
 from vitc import __version__
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import atomic_path
-from vitc.core.spec import ViTSpec, build
+from vitc.core.spec import ViTSpec, build_model
 
 META_SPEC = "vitc.spec"
 META_KIND = "vitc.kind"
@@ -150,7 +150,7 @@ def check_spec_matches_tensors(spec: ViTSpec, tensors: dict[str, torch.Tensor], 
     """The spec must describe the tensors (checked on the meta device, so nothing is allocated): an edited spec
     (a larger img_size, more heads...) is refused here, before a model or a data set of its size is built."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build(spec).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
     for name, shape in expected.items():
         got = tensors.get(name)
         if got is None:
@@ -175,7 +175,7 @@ def plain_model(art: Artifact) -> nn.Module:
     if art.kind != PLAIN:
         raise UsageError(f"{art.path} is a compressed artifact (kind {art.kind!r}); this step takes a plain model "
                          "(run `vitc materialize` on it first)")
-    model = build(art.spec)
+    model = build_model(art.spec)
     load_state_dict_strict(model, art.tensors, str(art.path))
     return model.eval()
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vitc.core.errors import UsageError
-from vitc.core.spec import BlockSpec, ViTSpec, build, spec_from_model
+from vitc.core.spec import BlockSpec, ViTSpec, build_model, spec_from_model
 
 
 def _small(name: str, img: int, patch: int, dim: int, depth: int, heads: int, mlp: int) -> ViTSpec:
@@ -87,7 +87,7 @@ def _from_name(name: str, pretrained: bool, num_classes: int | None, img_size: i
             spec = spec.replace(num_classes=num_classes)
         if img_size is not None:
             spec = spec.replace(img_size=img_size)
-        return build(spec, init_weights=True), spec
+        return build_model(spec, init_weights=True), spec
     import timm
 
     if not timm.is_model(name):

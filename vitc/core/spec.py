@@ -1,4 +1,4 @@
-"""The architecture spec: a small JSON description of a timm ViT, and ``build(spec)`` back to timm.
+"""The architecture spec: a small JSON description of a timm ViT, and ``build_model(spec)`` back to timm.
 
 A spec describes everything the weights do not: image and patch size, prefix tokens (class,
 distillation, registers), pooling, LayerScale, and per block the number of heads, the head size,
@@ -398,7 +398,7 @@ def spec_from_model(model: nn.Module, name: str | None = None) -> ViTSpec:
 # ------------------------------------------------------------------------------------------------
 
 
-def build(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
+def build_model(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
     """Create the timm ``VisionTransformer`` a spec describes (weights random, or skipped if not init)."""
     from timm.layers import LayerNorm, Mlp
     from timm.layers.attention import Attention
@@ -489,4 +489,4 @@ def describe_blocks(spec: ViTSpec) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["BlockSpec", "ViTSpec", "build", "describe_blocks", "spec_from_model"]
+__all__ = ["BlockSpec", "ViTSpec", "build_model", "describe_blocks", "spec_from_model"]

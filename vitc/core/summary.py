@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vitc.core.flops import model_macs, per_block_macs
-from vitc.core.spec import ViTSpec, build, describe_blocks
+from vitc.core.spec import ViTSpec, build_model, describe_blocks
 
 
 def count_params(spec: ViTSpec) -> int:
@@ -13,7 +13,7 @@ def count_params(spec: ViTSpec) -> int:
     import torch
 
     with torch.device("meta"):
-        return sum(p.numel() for p in build(spec).parameters())
+        return sum(p.numel() for p in build_model(spec).parameters())
 
 
 def summarize(spec: ViTSpec) -> dict[str, Any]:

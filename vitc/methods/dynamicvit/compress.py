@@ -40,7 +40,7 @@ from vitc.core.artifacts import Artifact, load_state_dict_strict, save_artifact
 from vitc.core.errors import UsageError
 from vitc.core.flops import model_macs
 from vitc.core.settings import validate as validate_settings
-from vitc.core.spec import ViTSpec, build
+from vitc.core.spec import ViTSpec, build_model
 from vitc.core.token_select import TokenSelect, default_stages, keep_counts
 from vitc.core.validation import check_fraction
 from vitc.methods.dynamicvit.forward import Decide, MaskedOutput, masked_forward
@@ -140,7 +140,7 @@ def dense_macs(spec: ViTSpec) -> int:
 def attach_predictors(model: Any, spec: ViTSpec, keep_ratio: float, stages: list[int]) -> tuple[nn.Module, ViTSpec]:
     """Insert a fresh ``TokenSelect`` before each stage block of a dense timm ViT, in place.
 
-    The result has exactly the module tree (and state-dict keys) of ``build(new_spec)``; the modules
+    The result has exactly the module tree (and state-dict keys) of ``build_model(new_spec)``; the modules
     rank tokens by ``spec.token_score`` (carried into ``new_spec``).
     """
     check_dense(spec, spec.name)
@@ -163,7 +163,7 @@ def model_from_artifact(art: Artifact) -> nn.Module:
     """The inference model of a ``dynamicvit`` artifact, at its trained keep ratio."""
     if not stage_blocks(art.spec):
         raise UsageError(f"{art.path}: a dynamicvit artifact without token selection")
-    model = build(art.spec)
+    model = build_model(art.spec)
     load_state_dict_strict(model, art.tensors, str(art.path))
     return model.eval()
 
@@ -175,7 +175,7 @@ def materialize_ratio(art: Artifact, keep_ratio: float) -> tuple[nn.Module, ViTS
         raise UsageError(f"{art.path}: no token selection to materialize")
     check_keep_ratio(keep_ratio, "--keep-ratios")
     spec = with_token_selection(art.spec, keep_ratio, stages)
-    model = build(spec)
+    model = build_model(spec)
     load_state_dict_strict(model, art.tensors, str(art.path))
     return model.eval(), spec
 

@@ -1,7 +1,7 @@
 """DynamicViT's training forward: every token kept, dropped ones masked out of attention.
 
 The student is a plain timm ``VisionTransformer`` whose ``model.blocks`` holds ``TokenSelect``
-modules before the stage blocks (the inference tree of :func:`vitc.core.spec.build`). Nothing is
+modules before the stage blocks (the inference tree of :func:`vitc.core.spec.build_model`). Nothing is
 patched: :func:`masked_forward` walks ``model.blocks`` and applies each timm ``Block``'s own
 submodules (norm1, attn.qkv, attn.proj, ls1, drop_path1, norm2, mlp, ls2, drop_path2) with the
 policy-masked softmax of the official ``Attention.softmax_with_policy``, and each ``TokenSelect``'s

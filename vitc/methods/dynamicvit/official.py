@@ -54,7 +54,7 @@ import torch
 
 from vitc.core.errors import UsageError
 from vitc.core.fileio import file_sha256
-from vitc.core.spec import ViTSpec, build
+from vitc.core.spec import ViTSpec, build_model
 
 PREDICTORS = "score_predictor"  # the official ModuleList of PredictorLG
 WRAPPERS = ("model", "state_dict", "model_ema")  # checked in this order (vitc.core.models.clean_state_dict)
@@ -70,7 +70,7 @@ def official_names(spec: ViTSpec, keys: list[str]) -> dict[str, str]:
     """vitc state-dict key → the official key, for the vitc ``keys`` of a token-selection ``spec``.
 
     Positions in vitc's ``model.blocks``: a ``TokenSelect`` before each stage block, then the block
-    (the module tree of :func:`vitc.core.spec.build`). Other keys are the same in both.
+    (the module tree of :func:`vitc.core.spec.build_model`). Other keys are the same in both.
     """
     block_at: dict[int, int] = {}  # position in model.blocks -> backbone block index
     stage_at: dict[int, int] = {}  # position in model.blocks -> predictor index
@@ -100,7 +100,7 @@ def official_names(spec: ViTSpec, keys: list[str]) -> dict[str, str]:
 def expected_shapes(spec: ViTSpec) -> dict[str, tuple[int, ...]]:
     """vitc state-dict key → shape of the model ``spec`` describes (built on the meta device, no memory)."""
     with torch.device("meta"):
-        model = build(spec)
+        model = build_model(spec)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -200,7 +200,7 @@ def import_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     stages = resolve_stages(dense, settings.stages)
     spec = with_token_selection(dense.replace(token_score=settings.token_score), settings.keep_ratio, stages)
     tensors = convert_official(state, spec, source=str(checkpoint))
-    model = build(spec)
+    model = build_model(spec)
     load_state_dict_strict(model, tensors, str(checkpoint))
 
     keep_tokens = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]

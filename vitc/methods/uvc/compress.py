@@ -34,7 +34,7 @@ from vitc.core.models import is_artifact_path, resolve_model
 from vitc.core.provenance import origin, provenance
 from vitc.core.settings import to_dict
 from vitc.core.settings import validate as validate_settings
-from vitc.core.spec import ViTSpec, build
+from vitc.core.spec import ViTSpec, build_model
 from vitc.methods.uvc.model import BlockMasks, UVCViT, apply_masks
 from vitc.methods.uvc.objectives import (
     UVCFinetune,
@@ -233,7 +233,7 @@ def materialize_uvc(art: Artifact, atol: float = 1e-4) -> tuple[nn.Module, ViTSp
     masked, masks = _masked_model(art)
     kept = masked.kept_blocks()
     spec = sliced_spec(art.spec, masks, kept)
-    model = build(spec)
+    model = build_model(spec)
     load_state_dict_strict(model, sliced_state(masked.vit.state_dict(), art.spec, masks, kept), str(art.path))
     diff = max_logit_diff(masked, model, spec)
     if not diff <= atol:
@@ -243,7 +243,7 @@ def materialize_uvc(art: Artifact, atol: float = 1e-4) -> tuple[nn.Module, ViTSp
 
 def _masked_model(art: Artifact) -> tuple[UVCViT, list[BlockMasks]]:
     gates, masks = gates_and_masks(art)
-    vit = build(art.spec)
+    vit = build_model(art.spec)
     load_state_dict_strict(vit, {k: v for k, v in art.tensors.items() if not k.startswith("uvc.")}, str(art.path))
     apply_masks(vit, masks)
     return UVCViT(vit, gates, gate_mode="hard").eval(), masks
