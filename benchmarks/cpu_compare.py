@@ -3,8 +3,8 @@
 with the ``vitc bench --compare`` protocol (alternating A/B runs, median-based ratio), next to the
 analytic MACs ratio.
 
-    python benchmarks/cpu_compare.py --uvc runs/uvc/compressed.safetensors     # a real UVC result
-    python benchmarks/cpu_compare.py                                            # hand-built stand-in
+    python -m benchmarks.cpu_compare --uvc runs/uvc/compressed.safetensors     # a real UVC result
+    python -m benchmarks.cpu_compare                                            # hand-built stand-in
 
 Without ``--uvc`` the compressed architecture is **hand-built**, not searched: DeiT-S with one block
 skipped and heads/MLP widths shrinking with depth (MLP widths multiples of 8), scaled until its MACs
@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 import click
-from gpu_check import dense_artifact, hand_built_uvc_like, uvc_architecture  # same folder
+
+from benchmarks.shapes import DENSE_MODEL, dense_artifact, hand_built_uvc_like, save_shape, uvc_architecture
 
 
 @click.command()
-@click.option("--model", default="deit_small_patch16_224", show_default=True, help="Dense model: timm name, vitc config or artifact.")
+@click.option("--model", default=DENSE_MODEL, show_default=True, help="Dense model: timm name, vitc config or artifact.")
 @click.option("--uvc", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="UVC artifact (compressed or materialized) [default: a hand-built stand-in at --budget].")
 @click.option("--budget", type=float, default=0.5, show_default=True, help="MACs budget of the hand-built stand-in.")
@@ -37,21 +38,20 @@ def main(model: str, uvc: Path | None, budget: float, batches: str, out: Path, w
     """Dense vs UVC (budget 0.5) speedup on CPU through `vitc bench --compare`."""
     from vitc.checks.bench import compare_targets
     from vitc.cli.bench import format_compare
-    from vitc.core.artifacts import read_header, save_model
+    from vitc.core.artifacts import read_header
     from vitc.core.errors import VitcError
     from vitc.core.fileio import write_json
-    from vitc.core.spec import build_model
     from vitc.core.validation import parse_int_list
 
     try:
         out.mkdir(parents=True, exist_ok=True)
         dense = dense_artifact(model, out)
         if uvc is not None:
-            compressed = uvc_architecture(dense, out, given=uvc, budget=budget, synthetic=0, epochs=0, batch_size=0, device="cpu")
+            compressed = uvc_architecture(dense, out, given=uvc)
             source = f"UVC artifact {uvc}"
         else:
             spec = hand_built_uvc_like(read_header(dense)[0], budget)
-            compressed = save_model(out / "uvc-handbuilt.safetensors", build_model(spec), spec, meta={"method": "hand-built"})
+            compressed = save_shape(spec, out / "uvc-handbuilt.safetensors", method="hand-built")
             source = f"HAND-BUILT DeiT-S-shaped stand-in at MACs budget {budget:g} (not a UVC search result)"
         report = compare_targets(str(dense), str(compressed), device="cpu", batch_sizes=parse_int_list(batches, "--batch"),
                                  warmup_ms=warmup_ms, min_iters=min_iters, min_seconds=min_seconds)
