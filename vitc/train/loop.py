@@ -250,29 +250,15 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
                 for i, (images, targets) in enumerate(train_loader):
                     step = epoch * steps_per_epoch + i
                     lr = cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr * objective.lr_scale(g, epoch)
                     ctx = StepContext(epoch, step, i, steps_per_epoch, total_steps, lr, device, dist_info)
                     images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                        loss, terms = objective.loss(train_model, images, targets, ctx)
-                    _check_finite(loss, terms, epoch, i, ckpt_path, device, dist_info)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.max_grad_norm is not None:
-                        scaler.unscale_(optimizer)
-                        norm = nn.utils.clip_grad_norm_(train_model.parameters(), cfg.max_grad_norm)
-                        if not use_amp and not bool(torch.isfinite(norm)):  # AMP skips such steps by design
-                            raise CheckFailed(f"non-finite gradient norm at epoch {epoch + 1}, step {i + 1}: {float(norm)}"
-                                              + _last_good(ckpt_path))
-                    scaler.step(optimizer)
-                    scaler.update()
-                    objective.after_step(unwrap(train_model), ctx)
+                    logged = train_step(train_model, objective, optimizer, scaler, images, targets, ctx,
+                                        cfg.max_grad_norm, ckpt_path)
                     n = len(targets)
                     seen += n
-                    for k, v in {"loss": loss, **terms}.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-                    bar.advance(description=f"{description} epoch {epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.4f}")
+                    for k, v in logged.items():
+                        sums[k] = sums.get(k, 0.0) + v * n
+                    bar.advance(description=f"{description} epoch {epoch + 1}/{cfg.epochs} loss {logged['loss']:.4f}")
             keys = sorted(sums)
             reduced = all_reduce_sum([sums[k] for k in keys] + [float(seen)], device)
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
@@ -297,6 +283,36 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
                 log(f"{description} epoch {epoch + 1}/{cfg.epochs}: {summary} ({record['seconds']:.1f}s)")
             barrier()
     return unwrap(train_model), history
+
+
+def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               images: torch.Tensor, targets: torch.Tensor, ctx: StepContext, max_grad_norm: float | None,
+               checkpoint: Path) -> dict[str, float]:
+    """One optimizer step of the loop on a batch already on the device: the per-group learning rates from
+    ``ctx.lr``, the objective's loss under autocast (fp16 when ``scaler`` is enabled), the NaN/Inf guard,
+    backward through the scaler, gradient clipping, the optimizer step and ``after_step``.
+
+    Returns the loss and every term as floats (read on the host at every step, as the progress bar and the
+    epoch means need). ``checkpoint`` is named in the error when the guard stops the run.
+    """
+    use_amp = scaler.is_enabled()
+    for g in optimizer.param_groups:
+        g["lr"] = ctx.lr * objective.lr_scale(g, ctx.epoch)
+    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
+        loss, terms = objective.loss(model, images, targets, ctx)
+    _check_finite(loss, terms, ctx.epoch, ctx.step_in_epoch, checkpoint, ctx.device, ctx.dist)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if max_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if not use_amp and not bool(torch.isfinite(norm)):  # AMP skips such steps by design
+            raise CheckFailed(f"non-finite gradient norm at epoch {ctx.epoch + 1}, step {ctx.step_in_epoch + 1}: {float(norm)}"
+                              + _last_good(checkpoint))
+    scaler.step(optimizer)
+    scaler.update()
+    objective.after_step(unwrap(model), ctx)
+    return {k: float(v.detach()) for k, v in {"loss": loss, **terms}.items()}
 
 
 @torch.inference_mode()
