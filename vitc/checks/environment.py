@@ -1,4 +1,5 @@
-"""What a measurement ran on: CPU, GPU, driver, library versions and thread counts, for every JSON report."""
+"""What a measurement ran on: CPU, GPU, driver, library versions (CUDA, cuDNN, ONNX Runtime providers, timm,
+ONNX, OpenVINO, Triton) and thread counts, for every JSON report."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from vitc import __version__
 from vitc.backends.base import Runner
 from vitc.backends.tensorrt.common import tensorrt_version
 from vitc.core.device import cpu_model, gpu_info
+
+PACKAGES = ("timm", "onnx", "onnxscript", "openvino", "triton")  # versions recorded beside torch's
+
+
+def _ort_providers() -> list[str] | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return list(ort.get_available_providers())
 
 
 def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
@@ -40,7 +51,11 @@ def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
         "versions": {
             "vitc": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "tensorrt": tensorrt_version(),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            **{d: version(d) for d in PACKAGES},
         },
+        "onnxruntime_providers": _ort_providers(),
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         "gpu": None,
     }
     cuda = [r for r in runners if r.device.startswith("cuda")]
