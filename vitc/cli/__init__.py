@@ -3,18 +3,42 @@
 Subcommands are imported lazily (Click's LazyGroup pattern), so ``vitc --help`` does not import
 torch. A :class:`vitc.core.errors.VitcError` becomes ``error: <one line>`` on stderr and its exit code
 (2 for usage errors, 1 for failed checks); anything else is a bug and keeps its traceback.
+
+Ctrl-C: the SIGINT handler is installed first thing, before Click (and long before torch, which a
+subcommand imports lazily and which takes seconds), so an interrupt at any moment — torch still
+importing included — is ``error: interrupted`` and exit 130, never a traceback; the handler also
+remembers that it fired, so an interrupt that some import swallowed still stops the command.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from typing import Any
+import signal
+import threading
 
-import click
+_interrupted = threading.Event()  # set by the handler: an interrupt arrived (even if some import swallowed it)
 
-from vitc import __version__
-from vitc.core.errors import VitcError
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _install_interrupt_handler() -> None:
+    """Replace Python's default SIGINT handler (only that one: never a handler someone else installed)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+_install_interrupt_handler()  # before every other import of the command line
+
+import importlib  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from vitc import __version__  # noqa: E402
+from vitc.core.errors import VitcError  # noqa: E402
 
 
 class LazyGroup(click.Group):
@@ -33,8 +57,14 @@ class LazyGroup(click.Group):
             try:
                 module = importlib.import_module(module_name)
             except ImportError as e:  # not written yet, or an optional dependency is missing
+                if _interrupted.is_set():  # an interrupt during the import, turned into an ImportError by some module
+                    raise KeyboardInterrupt from None
                 return _unavailable(cmd_name, str(e) or type(e).__name__)
-            return getattr(module, attr)
+            if _interrupted.is_set():  # an interrupt during the import that some module swallowed
+                raise KeyboardInterrupt
+            from vitc.cli.common import guard_inputs
+
+            return guard_inputs(getattr(module, attr))
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -87,6 +117,7 @@ COMMANDS = {
     "quantize": "vitc.cli.quantize:quantize",
     "build": "vitc.cli.build:build",
     "bench": "vitc.cli.bench:bench",
+    "profile": "vitc.cli.profile:profile",
     "run": "vitc.cli.run:run",
     "demo": "vitc.cli.run:demo",
     "models": "vitc.cli.models:models",
@@ -116,9 +147,13 @@ def main() -> None:
 
     from vitc.core.provenance import set_command
 
+    _install_interrupt_handler()
     set_command(sys.argv[1:])
     try:
         code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
+    except KeyboardInterrupt:  # outside any command (Click turns one inside into Abort, handled below)
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
     except click.ClickException as e:
         # one `error:` line like every other failure (Click's own form is three: usage, hint, error)
         ctx = getattr(e, "ctx", None)
@@ -127,7 +162,10 @@ def main() -> None:
         if "--json" in sys.argv[1:]:
             click.echo(json.dumps({"error": e.format_message(), "exit_code": e.exit_code}))
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if _interrupted.is_set() or isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C while Click parsed or imported
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
         click.echo("Aborted!", err=True)
         sys.exit(1)
     except click.exceptions.Exit as e:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import data_option, emit, json_option, model_options, out_option, resume_option
+from vitc.cli.common import data_option, emit, guard_inputs, json_option, model_options, out_option, resume_option
 from vitc.cli.options import collect, settings_options
 from vitc.core.fileio import check_output_dir
 from vitc.methods import METHODS
@@ -36,7 +36,8 @@ def compress_command(method: Method) -> click.Command:
         if result is not None:
             emit(result, as_json, method.describe)
 
-    return command
+    command.vitc_writes = ("compressed.safetensors", "metrics.json", "checkpoint.pt")  # type: ignore[attr-defined]
+    return guard_inputs(command)
 
 
 class MethodGroup(click.Group):

@@ -34,6 +34,9 @@ def train(ctx: click.Context, model_name: str, data: str, out: Path, pretrained:
         emit(result, as_json, _human)
 
 
+train.vitc_writes = ("model.safetensors", "metrics.json", "checkpoint.pt")  # type: ignore[attr-defined]
+
+
 def _human(r: dict[str, Any]) -> str:
     top1 = "n/a" if r["val_top1"] is None else f"{r['val_top1']:.2f}%"
     return f"wrote {r['artifact']}  val top-1 {top1}  ({r['seconds']:.1f}s)"

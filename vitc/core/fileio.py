@@ -4,6 +4,11 @@ An interrupted command therefore never leaves a file that a later step would acc
 are checked before long work (:func:`check_output_file`, :func:`check_output_dir`: a folder where a file
 is expected, a parent that is a file, a folder that cannot be written), and a write that fails (a full
 disk, a read-only file system) is one line naming the path, with the temporary file removed.
+
+No command writes over one of its own inputs, however the path is spelled (relative, ``./``, a symlink,
+a hard link): :func:`refuse_overwriting_inputs` checks the outputs against the inputs before any work,
+and inside :func:`protect_inputs` every atomic write checks its target again (the files a command
+writes into an output folder are known only to the step that writes them).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder; expected a file path to write")
+    for source in _PROTECTED.get():
+        if same_file(path, source):
+            raise UsageError(f"{_over(path, source)}; choose another output path")
     make_dirs(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,6 +63,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_PROTECTED: ContextVar[tuple[Path, ...]] = ContextVar("vitc_protected_inputs", default=())
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two spellings name one existing file (relative or absolute, ``./``, a symlink, a hard link)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one does not exist (nothing to overwrite), or a name the OS refuses
+        return False
+
+
+def _over(out: Path, source: Path, label: str | None = None) -> str:
+    same = "" if os.path.abspath(out) == os.path.abspath(source) else " (the same file)"
+    return f"{label + ' ' if label else ''}{out} would write over the input {source}{same}"
+
+
+def refuse_overwriting_inputs(outputs: Iterable[tuple[str | None, str | os.PathLike[str]]],
+                              inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Before any work: refuse (one line, exit 2) an output that is one of the inputs, under any spelling.
+
+    ``outputs`` are ``(label, path)`` pairs; ``label`` (e.g. ``--out``) names the option in the message.
+    """
+    sources = [Path(p) for p in inputs]
+    for label, out in outputs:
+        for source in sources:
+            if same_file(out, source):
+                raise UsageError(f"{_over(Path(out), source, label)}; choose another path")
+
+
+@contextlib.contextmanager
+def protect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[None]:
+    """Within the block, an :func:`atomic_path` write onto one of ``inputs`` is refused (one line, exit 2)."""
+    token = _PROTECTED.set(_PROTECTED.get() + tuple(Path(p) for p in inputs if Path(p).is_file()))
+    try:
+        yield
+    finally:
+        _PROTECTED.reset(token)
 
 
 def make_dirs(folder: str | os.PathLike[str]) -> Path:

@@ -13,10 +13,12 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitc import __version__
-from vitc.core.spec import ViTSpec
+
+if TYPE_CHECKING:  # the command line imports this module before any command: it must not import torch
+    from vitc.core.spec import ViTSpec
 
 _COMMAND: list[str] = []  # set by the vitc command line
 

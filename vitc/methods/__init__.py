@@ -111,6 +111,9 @@ def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
         raise UsageError(f"--keep-ratios lists a ratio twice: {','.join(map(str, keep_ratios))}")
     ratios: list[float | None] = list(keep_ratios) if keep_ratios else [None]
     targets = _targets(Path(out), method, ratios, art)
+    from vitc.core.fileio import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([("--out", t) for t in targets], [art.path])  # before the first variant is written
     root = origin(art.spec, art.meta)
     before = model_macs(art.spec.without_token_selection())
     made: list[tuple[Materialized, Path]] = [(method.materialize(art, r), t) for r, t in zip(ratios, targets)]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.core.errors import UsageError, VitcError
-from vitc.core.fileio import check_output_file
+from vitc.core.fileio import check_output_file, refuse_overwriting_inputs
 from vitc.core.progress import log, progress
 from vitc.onnx.graph import name_nodes, token_score_nodes
 from vitc.onnx.io import (
@@ -85,8 +85,7 @@ def quantize_onnx(
     out, onnx_path = Path(out), Path(onnx_path)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must name a .onnx file, got {out}")
-    if out.resolve() == onnx_path.resolve():
-        raise UsageError("--out must differ from the input ONNX")
+    refuse_overwriting_inputs([("--out", out)], [onnx_path])
     check_output_file(out)
     model = load_onnx(onnx_path)
     spec = onnx_spec(model, str(onnx_path))
