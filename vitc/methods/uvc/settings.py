@@ -1,25 +1,9 @@
 """``vitc compress uvc`` settings: one dataclass for the CLI, the pipeline YAML and the library.
 
-Presets (``--preset``) set the defaults of the fields the user did not give (on the command line and
-in the pipeline YAML alike); the preset and every effective value are recorded in the artifact's
-metadata and in ``metrics.json``:
-
-* ``small-data`` (default): the constants of :mod:`vitc.methods.uvc.defaults` ``DEFAULTS``, sized for a
-  small model on a small data set (vit-micro on ``digits``); UVC's update rules as the paper intends.
-* ``paper``: the paper's intent at ImageNet scale: the official constants of the released DeiT-T run
-  (``run_uvc_train.sh``, ``run_post_train.sh``) with the rising z learning-rate schedule 1, 5, 9,
-  13, 17 that the released code meant to apply, V-channel counts learned, counts projected onto
-  [0, ub − 1], timm's weight-decay rule.
-* ``official-code``: the released code to the letter, its quirks included: η_z stays 1 for the whole
-  run (its ``PresetLRScheduler`` looks for a ``zlr`` key no parameter group has), the V-channel counts
-  r are always optimised (the code has no switch), a count that reaches its upper bound is pinned
-  there, and stage 1's AdamW decays every parameter (biases, norms, tokens and the gate logits
-  included; stage 2 uses timm's rule, as ``post_train.py``'s ``create_optimizer`` does).
-
-All three clip every gradient at global norm 1.0 before the optimiser steps, as both official stages
-do (``joint_train.py``, ``post_train.py``); the gate step reads the clipped gate gradient.
-``--max-grad-norm 0`` turns clipping off. What no preset reproduces is listed in
-:mod:`vitc.methods.uvc.defaults`.
+``--preset`` (``small-data``, ``paper``, ``official-code``; :data:`vitc.methods.uvc.defaults.PRESETS`) sets
+the defaults of the fields the user did not give, on the command line and in the YAML alike; the preset and
+every effective value are recorded in the artifact's metadata and ``metrics.json``. What each preset means:
+docs/methods.md.
 """
 
 from __future__ import annotations
