@@ -1,27 +1,13 @@
 """DynamicViT token selection: the prediction module and the static-K selection placed between blocks.
 
-Shapes: ``x`` is (B, N, C) with the prefix tokens (class, distillation, registers) first. The
-predictor sees only the patch tokens. Channel 0 of its output is log p(keep), as in the official
-DynamicViT code (the paper's figure uses index 1).
+Shapes: ``x`` is (B, N, C) with the prefix tokens (class, distillation, registers) first. The predictor
+sees only the patch tokens; channel 0 of its output is log p(keep), as in the official code (the paper's
+figure uses index 1).
 
-**Ranking key** (:data:`TOKEN_SCORES`, recorded per model as ``ViTSpec.token_score``):
-
-* ``"logodds"`` (vitc's default): log p(keep) − log p(drop), the predictor's logit difference;
-* ``"keep"`` (the official code's key): log p(keep).
-
-Both are monotone in p(keep), so in exact arithmetic they keep the same tokens. In float32 they do
-not always: log p(keep) = −log(1 + e^−d) for the logit difference d rounds to exactly 0.0 once d
-exceeds ~17 (and to a few coarse values just below), so a confident predictor ties many tokens at
-0.0 (in one measured model, 310 of 784 stage-1 tokens) while the log-odds d keeps full
-resolution. Where such a tie straddles the K-th place the two keys keep different tokens (the
-logits then moved by 0.13 in that measurement), and under the ``keep`` key which of the tied
-tokens survive is decided by each backend's tie-breaking: PyTorch's ``topk``, ONNX Runtime's and
-TensorRT's TopK need not agree. Elsewhere the keys keep the same set.
-
-vitc trains and ranks with ``logodds``: the same selection as the official key wherever that key is
-well defined, and no float ties, so PyTorch, ONNX Runtime and TensorRT keep the same tokens.
-Models imported from the official code record ``keep``, so they reproduce the official outputs
-(ties included, up to the tie-breaking the official ``argsort`` itself leaves unspecified).
+Ranking key (:data:`TOKEN_SCORES`, recorded per model as ``ViTSpec.token_score``): ``"logodds"`` (vitc's
+default), log p(keep) - log p(drop), or ``"keep"`` (the official key), log p(keep). Both keep the same
+tokens in exact arithmetic; in float32 log p(keep) rounds to 0.0 for a confident predictor, and the ties
+leave the choice to each backend's TopK tie-breaking. Why vitc defaults to the log-odds: docs/methods.md.
 """
 
 from __future__ import annotations

@@ -1,31 +1,10 @@
 """DynamicViT defaults, importable without torch (the CLI's ``--help`` reads them).
 
-The official NeurIPS recipe's schedule: 30 epochs, backbone frozen for the first 5, no warm-up;
-the paper's loss weights (KL 0.5, token 0.5, ratio 2). Three values are resized for a small data set
-(vit-micro on ``digits``, 1,437 training images, against ~37k steps of batch 1024 on ImageNet):
-
-* batch 16 and the predictors' learning rate 2e-3: 90 steps per epoch, ~2,700 in all. With batch
-  64 and lr 1e-3 (~660 steps) the predictors were under-trained on weaker baselines: from the
-  seed-0 96.11% vit-micro of a 2-epoch warm-up, rho 0.5 / 0.7 gave 79.72 / 93.89 and class-token
-  attention beat them; batch 16 + lr 2e-3 gave 89.17 / 95.28 (96.67 at rho 0.7 with seed 1), and
-  on a 99.17% baseline 97.78 / 99.17 (was 97.22 / 98.89). lr 4e-3 at batch 16 fell back to 93.61 at
-  rho 0.7. An epoch takes ~7.5 s on 2 CPU cores instead of ~6 s (30 epochs: ~225 s).
-* the backbone's scale after the frozen epochs, 0.1x the predictors' instead of the official 0.01x.
-  The official run moves the backbone by ~0.01 * lr * 31k steps; at 0.01x and batch 64 our ~550
-  unfrozen steps moved it ~50x less, the backbone never adapted to missing tokens, and rho 0.7 lost
-  0.6-1.1 points (seeds 0/1/2: 98.06/98.61/98.33 vs 99.17 dense); 0.1x gave 98.89/98.33. At 0.2x
-  the backbone learned to need every token, the predictors kept ~95% in training, and rho 0.7 fell
-  to 92.5.
-* a gradient-norm clip (below).
-
-Tokens are ranked at inference by log p(keep) - log p(drop) (``TOKEN_SCORE``), not by the official
-log p(keep): the same tokens wherever log p(keep) is not rounded, and no float32 ties where a
-confident predictor saturates log p(keep) to 0.0 (see :mod:`vitc.core.token_select`).
-
-On well-trained baselines the training keep fractions settle at rho^s (0.71/0.50/0.35 at rho 0.7)
-and rho 0.7 stays within 0.3 points of the dense model (99.44 -> 99.17, 98.89 -> 99.44). On weak
-ones the ratio loss does not hold them (0.75-0.80 at stage 1): its gradient on the predictors is
-~1e4 times smaller than the task loss's straight-through gradient through the attention gates.
+The official NeurIPS schedule (30 epochs, backbone frozen for the first 5, no warm-up) and the paper's loss
+weights (KL 0.5, token 0.5, ratio 2). Resized for small data sets: batch 16 with predictor lr 2e-3, the
+backbone at 0.1x the predictors' lr (official 0.01x), and a gradient-norm clip at 1 (not official). Tokens
+are ranked by the log-odds, not the official log p(keep). Why: docs/methods.md; the measurements:
+benchmarks/README.md ("DynamicViT's small-data recipe").
 """
 
 KEEP_RATIO = 0.7

@@ -1,44 +1,14 @@
 """Import a checkpoint of the official DynamicViT code (raoyongming/DynamicViT) as a ``dynamicvit`` artifact.
 
-The official DeiT models (``VisionTransformerDiffPruning`` in ``models/dyvit.py``, the NeurIPS
-``vit.py``) are timm-style ViTs whose state dict holds the backbone under timm's own names
-(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,
-mlp.fc1,mlp.fc2}``, ``norm``, ``head``) and the prediction modules, one per stage, under
-``score_predictor.k`` with the official ``PredictorLG`` layout (``in_conv`` = LayerNorm, Linear,
-GELU; ``out_conv`` = Linear, GELU, Linear, GELU, Linear, LogSoftmax). vitc's
-:class:`~vitc.core.token_select.PredictorLG` has exactly that layout, so the predictor keys map one
-to one; only their place differs: vitc keeps each ``TokenSelect`` inside ``model.blocks``, before its
-stage block. For 12 blocks and the official ``pruning_loc`` 3, 6, 9 (vitc's default stages)::
-
-    blocks.0-2.*            -> blocks.0-2.*
-    score_predictor.0.*     -> blocks.3.predictor.*
-    blocks.3-5.*            -> blocks.4-6.*
-    score_predictor.1.*     -> blocks.7.predictor.*
-    ...
-
-:func:`convert_official` is that mapping, as a pure function of the state dict and the spec (like
-timm's ``checkpoint_filter_fn``); it refuses, in one line naming the first mismatch, a checkpoint
-whose keys or shapes do not fit the spec. :func:`import_official` reads the file safely and writes
-the artifact.
-
-**Reading.** ``torch.load(weights_only=True)``: only tensors and plain containers are unpickled,
-never code. The official ``utils.save_model`` also stores the training script's ``args``, an
-``argparse.Namespace``; that one class, a plain attribute holder, is allowed as well (its unpickling
-sets attributes and runs no code). The state dict may be bare or under ``model`` (as the official
-training and ``infer.py`` use; ``state_dict`` and ``model_ema`` are also accepted, in that order
-after ``model``); ``module.`` prefixes are removed. A ``.safetensors`` file with the official names
-is read as a bare state dict.
-
-**Ranking key.** The official inference ranks tokens by log p(keep) (``argsort(score, descending)``),
-so imported models record ``token_score="keep"`` by default and reproduce the official outputs;
-vitc's own models rank by the log-odds (see :mod:`vitc.core.token_select` for why). The kept
-tokens are those of the official ``argsort`` except where scores tie, whose order the official code
-leaves to ``argsort``; the kept count per stage, ``floor(196·ρ^s)``, equals the official
-``int(196·ρ^s)`` (checked for every ρ in 0.01 steps).
-
-**Not imported:** LV-ViT (``dylvvit.py``: other block layout and an auxiliary head), the T-PAMI
-ConvNeXt/Swin models (they do not drop tokens) and the ``pre_logits`` representation layer (unused
-by DeiT; such a checkpoint is refused as not fitting).
+The official DeiT models hold the backbone under timm's own names and one ``PredictorLG`` per stage under
+``score_predictor.k``, the layout of vitc's :class:`~vitc.core.token_select.PredictorLG`; only the
+predictors' place differs (vitc keeps each ``TokenSelect`` inside ``model.blocks``, before its stage block:
+``score_predictor.0.*`` -> ``blocks.3.predictor.*``, ``blocks.3.*`` -> ``blocks.4.*``, ... for stages 3, 6, 9).
+:func:`convert_official` is that mapping, a pure function of the state dict and the spec (like timm's
+``checkpoint_filter_fn``), refusing in one line the first key or shape that does not fit;
+:func:`import_official` reads the file with ``torch.load(weights_only=True)`` (plus the official
+``argparse.Namespace`` of ``args``) and writes the artifact, ranking tokens by the official log p(keep).
+What is read, what is not imported: docs/methods.md ("Importing an official checkpoint").
 """
 
 from __future__ import annotations
