@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from vitc.backends.base import Runner
 from vitc.checks.environment import environment
 from vitc.checks.settings import BenchSettings
 from vitc.core.errors import UsageError
-from vitc.core.progress import log, progress
+from vitc.core.progress import _Bar, log, progress
 
 CV_WARN = 0.10
 
@@ -145,12 +146,13 @@ def _warm_up(call: Callable[[], float], warmup_ms: float) -> int:
     return n
 
 
-def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = "") -> dict[str, Any]:
-    """Warm up, then time ``runner`` at ``batch`` until ``min_iters`` and ``min_seconds`` are both met."""
+def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = "", show_progress: bool = True) -> dict[str, Any]:
+    """Warm up, then time ``runner`` at ``batch`` until ``min_iters`` and ``min_seconds`` are both met
+    (``show_progress=False``: no progress line of its own, for callers that show theirs)."""
     timed = _Timed(runner, batch, settings.seed)
     _warm_up(timed, settings.warmup_ms)
     timed.reset()
-    with progress(f"bench {label} batch {batch}".replace("  ", " "), total=None) as bar:
+    with progress(f"bench {label} batch {batch}".replace("  ", " "), total=None) if show_progress else nullcontext(_Bar(None, None)) as bar:
         start = time.perf_counter()
         while len(timed.host_ms) < settings.min_iters or time.perf_counter() - start < settings.min_seconds:
             timed()
