@@ -28,10 +28,28 @@ class Backend:
     needs: str
     suffixes: tuple[str, ...] = ()
     options: frozenset[str] = frozenset()
+    builder: str | None = None  # ``module:function`` behind ``vitc build --backend NAME`` (ONNX → deployable file)
+    build_settings: str | None = None  # ``module:Class``: that builder's settings dataclass
 
     def runner_class(self) -> Any:
-        module, attr = self.runner.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(self.runner)
+
+    def build_settings_class(self) -> Any:
+        if self.build_settings is None:
+            raise UsageError(f"the {self.name} backend has no build step (it runs its files as they are)")
+        return _resolve(self.build_settings)
+
+    def build(self, onnx: str | Path, out: str | Path, settings: Any = None) -> dict[str, Any]:
+        """Build ``out`` from ``onnx`` with this backend's builder; the builder's report."""
+        if self.builder is None:
+            raise UsageError(f"the {self.name} backend has no build step (it runs its files as they are)")
+        result: dict[str, Any] = _resolve(self.builder)(onnx, out, settings)
+        return result
+
+
+def _resolve(ref: str) -> Any:
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -40,20 +58,29 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "vitc.backends.ort_runner:OrtRunner", "onnxruntime (its CUDA provider needs onnxruntime-gpu)",
             suffixes=(".onnx",), options=frozenset({"threads", "providers", "optimization"})),
     Backend("tensorrt", "vitc.backends.tensorrt.runner:TensorRTRunner", "TensorRT >= 10 and a CUDA GPU",
-            suffixes=(".engine", ".plan", ".trt"), options=frozenset({"cuda_graph"})),
+            suffixes=(".engine", ".plan", ".trt"), options=frozenset({"cuda_graph"}),
+            builder="vitc.backends.tensorrt.build:build_engine", build_settings="vitc.backends.tensorrt.build:BuildSettings"),
+    Backend("openvino", "vitc.backends.openvino_runner:OpenVinoRunner", "OpenVINO (pip install 'vitc[openvino]'; runs on the CPU)",
+            suffixes=(".onnx", ".xml"), options=frozenset({"threads", "cache_dir"}),
+            builder="vitc.backends.openvino_build:build_ir", build_settings="vitc.backends.openvino_build:OpenVinoBuildSettings"),
 )}
+BUILDERS = tuple(b.name for b in BACKENDS.values() if b.builder)
+# what a pipeline benches unless told: the optional CPU runtime only when asked (`bench.backends: [..., openvino]`)
+DEFAULT_BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DEFAULT_BACKEND = "torch"  # artifacts and model names
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def backend_help() -> str:
     """``auto: ...; torch: needs ...`` for --backend help texts."""
-    suffixes = ", ".join(f"{b.name} for {'/'.join(b.suffixes)}" for b in BACKENDS.values() if b.suffixes)
+    auto = {b.name: [s for s in b.suffixes if detect_backend("x" + s) == b.name] for b in BACKENDS.values()}
+    suffixes = ", ".join(f"{name} for {'/'.join(sfx)}" for name, sfx in auto.items() if sfx)
     return f"auto: {suffixes}, {DEFAULT_BACKEND} otherwise. " + "; ".join(f"{b.name} needs {b.needs}" for b in BACKENDS.values()) + "."
 
 
 def detect_backend(target: str) -> str:
-    """The backend that opens ``target`` by its suffix (``.onnx`` → onnxruntime, ``.engine`` → tensorrt), else torch."""
+    """The backend that opens ``target`` by its suffix (``.onnx`` → onnxruntime, ``.engine`` → tensorrt, ``.xml`` →
+    openvino), else torch: the first backend listing the suffix (OpenVINO opens ``.onnx`` too, when named)."""
     suffix = Path(target).suffix.lower()
     for b in BACKENDS.values():
         if suffix in b.suffixes:
@@ -97,4 +124,4 @@ def load_runner(target: str, backend: str = "auto", device: str = "auto", precis
     return runner
 
 
-__all__ = ["BACKENDS", "Backend", "backend_help", "detect_backend", "load_runner"]
+__all__ = ["BACKENDS", "BUILDERS", "DEFAULT_BENCH_BACKENDS", "Backend", "backend_help", "detect_backend", "load_runner"]
