@@ -1,19 +1,12 @@
 """``vitc export``: a vitc artifact → one TensorRT-ready ONNX file, checked and verified before it is written.
 
-Export path (PyTorch >= 2.5): ``torch.onnx.export(..., dynamo=True)`` at opset 18-20, which gives
-
-* one ``LayerNormalization`` op per LayerNorm (opset >= 17; a decomposed LayerNorm overflows in FP16);
-* attention as plain ``MatMul``/``Softmax`` — timm's ``F.scaled_dot_product_attention`` is
-  decomposed by the exporter at these opsets (ONNX's ``Attention`` op is opset 23), so TensorRT
-  parses it with its own MHA fusion and no ``com.microsoft`` op appears;
-* DynamicViT token selection as ``TopK`` with a constant K (``floor(N·rho^s)`` is a Python int in
-  the module) followed by ``GatherElements`` — every token count static.
-
-The batch axis is dynamic by default (traced at batch 2, because ``torch.export`` specialises a
-size-1 dimension); ``batch=N`` exports a static batch. Every other dimension is static. The file
-carries the spec and provenance in ``metadata_props`` (:mod:`vitc.onnx.io`), passes the
-TensorRT readiness check (:mod:`vitc.onnx.readiness`) and, unless ``verify=False``, matches PyTorch
-through ONNX Runtime (:mod:`vitc.checks.verify`) — otherwise nothing is written.
+``torch.onnx.export(..., dynamo=True)`` at opset 18-20: one ``LayerNormalization`` per LayerNorm, attention
+as plain ``MatMul``/``Softmax`` (no ``com.microsoft`` ops), DynamicViT token selection as a constant-K
+``TopK`` + ``GatherElements``. The batch axis is dynamic (traced at batch 2) unless ``static_batch=N``;
+every other dimension is static. The file carries the spec and provenance in its metadata
+(:mod:`vitc.onnx.io`), passes the TensorRT readiness check (:mod:`vitc.onnx.readiness`) and the caller's
+parity check (``vitc export``: ONNX Runtime vs PyTorch) — otherwise nothing is written. See
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -65,12 +58,24 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export ``source`` (artifact of any kind, timm name or vitc config) to ``out``; return a summary.
 
-    ``settings.static_batch=N`` fixes the batch; otherwise the batch is dynamic. ``fp16`` writes the
-    FP16 model of :mod:`vitc.onnx.fp16`. ``check`` runs the TensorRT readiness check. ``parity``, when
-    given, is called on the finished file before it takes its name (``vitc export`` passes the ONNX
-    Runtime vs PyTorch check of :mod:`vitc.checks.verify`); a failure of either raises
-    ``CheckFailed`` and writes nothing. ``options`` replace fields of ``settings``; ``settings.verify``
-    is the caller's (it decides whether to pass ``parity``).
+    Args:
+        source: a vitc artifact (compressed ones are materialized first), a timm name or a vitc config.
+        out: the ``.onnx`` file to write, atomically.
+        settings: ``vitc export``'s settings: ``static_batch=N`` fixes the batch (default dynamic),
+            ``fp16`` writes the FP16 model of :mod:`vitc.onnx.fp16`, ``check`` runs the TensorRT readiness
+            check, ``keep_ratio`` picks a token-selection artifact's ratio. ``settings.verify`` is the
+            caller's: it decides whether to pass ``parity``.
+        pretrained, checkpoint: weights for a timm name, as ``--pretrained`` / ``--checkpoint``.
+        parity: called on the finished file before it takes its name (``vitc export`` passes the ONNX
+            Runtime vs PyTorch check); it raises ``CheckFailed`` to stop the write.
+        **options: replace fields of ``settings``.
+
+    Returns:
+        A JSON-ready summary: path, kind, precision, opset, batch, input/output shapes, op counts,
+        readiness and parity reports, seconds.
+
+    Raises:
+        UsageError: a bad ``out`` or ``source``. CheckFailed: readiness or parity failed (nothing written).
     """
     t0 = time.perf_counter()
     settings = ExportSettings.with_options(settings, **options)

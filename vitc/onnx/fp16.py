@@ -1,30 +1,10 @@
 """FP16 ONNX with FP32 islands, for strongly typed TensorRT builds and ONNX Runtime.
 
-Choice: convert the verified FP32 graph with ONNX Runtime's
-``onnxruntime.transformers.float16.convert_float_to_float16`` rather than exporting a half model
-from PyTorch. Why:
-
-* the graph is already exported and checked, so FP16 is a pure type rewrite of the same ops — no
-  second trace, and the FP16 and FP32 files have the same nodes and names;
-* ``keep_io_types=True`` keeps the ``pixels`` input and ``logits`` output in FP32, so every runner,
-  ``eval`` and ``verify`` feed and read FP32 whatever the file's precision;
-* ``op_block_list``/``node_block_list`` keep exactly the numerically sensitive ops in FP32, with
-  Cast nodes at the island borders, which a strongly typed TensorRT build honours as written:
-
-  - ``LayerNormalization``: the variance of a ViT residual stream overflows or loses precision in
-    FP16 (the onnxsim ViT-B/16 case fell to 19% top-1 from a decomposed FP16 LayerNorm);
-  - ``Softmax``/``LogSoftmax``: exp and the row sum of attention logits;
-  - the DynamicViT token-score path (predictor MLP, its log-softmax, the ``TopK``): FP16 rounding
-    could flip near-tied scores and change which tokens are kept, and the predictor costs ~1% of
-    the MACs, so FP32 there is nearly free;
-  - ONNX Runtime's default block list (ops without FP16 kernels, e.g. ``Range``, ``TopK``).
-
-The matmuls, GELU and residual adds — almost all of the work — run in FP16.
-
-Limit: the token-score path computes in FP32 but reads FP16-rounded activations, so where a trained
-predictor barely separates tokens at the K-th place the kept set can still differ from FP32 (and
-from PyTorch). ``vitc verify MODEL.fp16.onnx --against ART --data <real data>`` measures it; the
-export's own parity check fails loudly rather than writing such a model silently.
+The verified FP32 graph is converted with ONNX Runtime's ``convert_float_to_float16`` (a pure type rewrite:
+the same ops and names) with FP32 input/output (``keep_io_types``). LayerNormalization, Softmax/LogSoftmax
+and the DynamicViT token-score path (predictor, log-softmax, TopK) stay FP32 behind Cast nodes; the matmuls,
+GELU and residual adds run in FP16. Why each island, and the limit near tied token scores:
+docs/deployment.md ("FP16").
 """
 
 from __future__ import annotations

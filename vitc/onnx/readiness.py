@@ -1,19 +1,9 @@
 """TensorRT readiness: would TensorRT's ONNX parser accept this graph, with every token count static?
 
-Checked against the parser's own support matrix (:mod:`vitc.onnx.trt_ops`), node by node:
-
-* opset within TensorRT 10's parsed range (9-20);
-* every op in the default ONNX domain and marked supported; no ``com.microsoft`` contrib ops (what
-  ONNX Runtime's transformer optimizer emits) and no other custom domain (those need plugins);
-* ``TopK``: K an initializer/``Constant`` (the parser has no data-dependent K), 1 <= K <= 3840, sorted;
-* the matrix's restrictions that apply to exported ViTs: ``axes`` of Slice/Squeeze/Unsqueeze/Reduce*/
-  Pad constant, LayerNormalization's statistics outputs unused, Q/DQ zero points constant zero;
-* static shapes: graph inputs static except axis 0 (the batch); every node output, inferred by
-  ``onnx.shape_inference`` (with data propagation) at two concrete batch sizes, has a known rank and
-  numeric dimensions — equal at both sizes, or scaling with the batch (``batch*heads`` inside
-  attention) — so token counts never vary at run time;
-* element types TensorRT has.
-
+Checked node by node against the parser's own support matrix (:mod:`vitc.onnx.trt_ops`): opset 9-20, only
+supported default-domain ops (no ``com.microsoft`` or other custom domains), a constant sorted ``TopK`` with
+1 <= K <= 3840, the matrix's restrictions that apply to exported ViTs, element types TensorRT has, and
+static shapes — every node output inferred at two batch sizes is equal at both or scales with the batch.
 All violations are collected; the ``CheckFailed`` message names the first node and counts the rest.
 """
 
