@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitc.core.artifacts import Artifact, load_state_dict_strict, save_artifact
+from vitc.core.artifacts import PLAIN, Artifact, load_state_dict_strict, save_artifact
 from vitc.core.errors import UsageError
 from vitc.core.flops import model_macs
 from vitc.core.settings import validate as validate_settings
@@ -320,10 +320,15 @@ def compress_dynamicvit(
     parent_meta: dict[str, Any] = {}
     if is_file:
         _, kind, parent_meta = read_header(model, verify=False)
-        if kind == "dynamicvit":
-            raise UsageError(f"{model} already has token selection (a DynamicViT artifact); start from the dense model")
-        if kind != "model":
-            hint = " (to add token selection to a UVC model: vitc compress uvc+dynamicvit)" if kind == "uvc" else ""
+        if kind != PLAIN:
+            from vitc.methods import METHODS
+
+            method = METHODS.get(kind)
+            if method is not None and method.token_selection:
+                raise UsageError(f"{model} already has token selection (a {method.title} artifact); start from the dense model")
+            further = [m.kind for m in METHODS.values() if m.parent == kind and m.token_selection]
+            title = method.title if method else kind
+            hint = f" (to add token selection to a {title} model: vitc compress {further[0]})" if further else ""
             raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first{hint}")
     source = parse_data(data)
     seed_everything(settings.seed)  # initial weights of a model created by name, and the predictors
@@ -331,6 +336,20 @@ def compress_dynamicvit(
                                 num_classes=source.head_classes())
     return train_token_selection(dense, spec, source, out, settings, source_name=model, parent_meta=parent_meta,
                                  resume=resume)
+
+
+def token_selection_student(dense: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, label_smoothing: float,
+                            teacher: nn.Module | None = None) -> tuple[MaskedTrainModel, DynamicViTObjective, ViTSpec]:
+    """What the loop trains: ``dense`` (modified in place) with predictors before ``dcfg.stages`` and its
+    class/position tokens frozen, wrapped for masked training; the objective (its teacher copied from
+    ``dense`` first unless given); the new spec."""
+    objective = DynamicViTObjective(dense, dcfg, label_smoothing, teacher=teacher)
+    student, new_spec = attach_predictors(dense, spec.replace(token_score=dcfg.token_score), dcfg.keep_ratio,
+                                          resolve_stages(spec, dcfg.stages))
+    for name, p in student.named_parameters():
+        if name in _FROZEN:
+            p.requires_grad_(False)
+    return MaskedTrainModel(student), objective, new_spec
 
 
 def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str | Path, settings: DynamicViTSettings, *,
@@ -349,18 +368,12 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
     dcfg.stages = resolve_stages(spec, settings.stages)
     stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
 
-    objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing, teacher=teacher)
-    student, new_spec = attach_predictors(dense, spec.replace(token_score=dcfg.token_score), dcfg.keep_ratio,
-                                          dcfg.stages)
-    for name, p in student.named_parameters():
-        if name in _FROZEN:
-            p.requires_grad_(False)
+    wrapper, objective, new_spec = token_selection_student(dense, spec, dcfg, cfg.label_smoothing, teacher)
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     out = Path(out)
     t0 = time.perf_counter()
     try:
-        wrapper = MaskedTrainModel(student)
         _, history = fit(wrapper, objective, train_set, val_set, cfg, out, resume=resume, description=kind)
         if int(os.environ.get("RANK", "0")) != 0:
             return None
