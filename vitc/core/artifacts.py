@@ -50,7 +50,16 @@ def save_artifact(
     kind: str = PLAIN,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``tensors`` (e.g. a ``state_dict``) and the spec to ``path`` atomically."""
+    """Write ``tensors`` (e.g. a ``state_dict``) and the spec to ``path`` atomically.
+
+    Args:
+        path: the ``.safetensors`` file; written to a temporary file beside it and renamed.
+        spec: the architecture, stored as JSON in the file's metadata.
+        tensors: the weights (and a method's state: masks, gates...); NaN/Inf refuses the write
+            (``CheckFailed``).
+        kind: the artifact kind that :data:`vitc.methods.METHODS` dispatches on (``model`` for a plain one).
+        meta: provenance and method metadata (JSON), covered by the file's SHA-256 digest with the tensors.
+    """
     from safetensors.torch import save_file
 
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}

@@ -48,9 +48,16 @@ def resolve_model(
 ) -> tuple[nn.Module, ViTSpec]:
     """Return ``(model, spec)`` for a small-config name, a timm name or a vitc artifact path.
 
-    ``num_classes``/``img_size`` resize the head / input of a name (artifacts keep theirs; a
-    mismatch is an error). ``checkpoint`` loads a timm-style state dict (.pth/.pt/.bin or
-    .safetensors, loaded with ``weights_only=True``) or a vitc artifact's weights.
+    Args:
+        name: ``vit-micro``/``vit-nano``, a timm ViT/DeiT name that fits the spec, or a ``.safetensors``
+            artifact (loaded as it is).
+        pretrained: timm hub weights for a name (needs internet once).
+        checkpoint: a timm-style state dict (.pth/.pt/.bin or .safetensors, loaded with
+            ``weights_only=True``) or a vitc artifact's weights, for a name.
+        num_classes, img_size: resize the head / input of a name; an artifact keeps its own, and a
+            mismatch is a ``UsageError``.
+
+    The model is returned in eval mode.
     """
     if is_artifact_path(name):
         from vitc.core.artifacts import load_model
