@@ -15,10 +15,14 @@ F = Callable[..., Any]
 def _human(r: dict[str, Any]) -> str:
     if "stages" in r:  # --dry-run
         lines = [f"stage {s['stage']}/{s['of']} {s['name']}: {s['action']}" for s in r["stages"]]
+        lines += [f"note: {n}" for n in r.get("notes", [])] + [f"target: {t}" for t in r.get("targets", [])]
         return "\n".join(lines + [f"{r['would_run']} to run, {r['would_skip']} to skip (--resume) in {r['out']}"])
+    from vitc.pipeline.targets import describe
+
     files = r["report"]
     skipped = f", {len(r['stages_skipped'])} skipped (unchanged)" if r["stages_skipped"] else ""
-    return (f"{r['table']}\n\n{len(r['stages_run'])} stages run{skipped} in {r['meta']['seconds']:.0f}s\n"
+    targets = "".join(f"target {describe(t)}\n" for t in r.get("targets", []))
+    return (f"{r['table']}\n\n{targets}{len(r['stages_run'])} stages run{skipped} in {r['meta']['seconds']:.0f}s\n"
             f"report: {files['markdown']}  {files['json']}  {files['plot']}")
 
 
@@ -47,20 +51,25 @@ def _finish(result: dict[str, Any], as_json: bool, allow_fail: bool) -> None:
 @click.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @out_option("Output folder (default: the YAML's `out`, else runs/pipeline).", required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Replace a key of the YAML (repeatable): a dotted KEY reaches into a section, VALUE is YAML, e.g. "
+                   "--set data=fashion-mnist:/data/fm --set baseline.epochs=20.")
 @run_options
 @json_option
-def run(pipeline: Path, out: Path | None, resume: bool, force: bool, dry_run: bool, allow_fail: bool, as_json: bool) -> None:
+def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], resume: bool, force: bool, dry_run: bool,
+        allow_fail: bool, as_json: bool) -> None:
     """Run the whole chain described by PIPELINE.yaml and write the report.
 
     Stages: baseline → compress → materialize → export → quantize → build (when TensorRT is
     installed) → verify → eval (each variant through its deployed backend) → bench (paired with the
-    dense model) → report. The whole YAML is validated before any work; see examples/ and the
-    README for the keys. A failed check exits 1 after the report is written, listing what failed.
+    dense model) → report. The whole YAML is validated, and checked against the model spec, before
+    any work; see examples/ and the README for the keys. A failed check (a verification, a `targets`
+    line) exits 1 after the report is written, listing what failed.
     """
     from vitc.pipeline.config import load_config
     from vitc.pipeline.run import run_pipeline
 
-    cfg = load_config(pipeline)
+    cfg = load_config(pipeline, overrides)
     _finish(run_pipeline(cfg, out, resume, force=force, dry_run=dry_run), as_json, allow_fail)
 
 

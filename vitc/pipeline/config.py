@@ -20,16 +20,22 @@ key — before the baseline trains. Example (every key optional except ``model``
     verify: {batch_sizes: [1, 32]}
     eval: {batch_size: 128}
     bench: {backends: [torch, onnxruntime, tensorrt], device: cuda, batch_sizes: [1, 32, 64]}
+    subset: {train: 6400, val: 2000}   # fashion-mnist data: only the first N images of each split
+    targets: ["dense top1 >= 88", "uvc-0.50 top1 >= dense - 1.5"]   # checked against report.json
 
 A method section takes every option of ``vitc compress KIND`` (flag names with ``_``). A method that
 sweeps a value lists it (``uvc: {budgets: [0.3, 0.5]}``); a token-selection method lists the keep ratios
-to materialize (``materialize``). Duplicate keys are refused (YAML would silently keep the last).
+to materialize (``materialize``). A method without a swept value runs several times when its section lists
+``runs``: each item overrides the section's settings (``{keep_ratio: 0.5, name: teacher-dense}``; ``name``
+tells apart runs that would share a folder; ``teacher: dense`` is the run's own dense baseline).
+Duplicate keys are refused (YAML would silently keep the last).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +94,8 @@ class BenchStage(Settings):
     warmup_ms: float = like(BenchSettings, "warmup_ms", default=200.0)
     min_iters: int = like(BenchSettings, "min_iters", default=10)
     min_seconds: float = like(BenchSettings, "min_seconds", default=1.0)
+    paired: bool = setting(True, help="Bench each compressed format alternately with the dense one (paired speedup); "
+                                      "false: each on its own (images/s only; speedups from separate runs).")
 
     def rules(self, label: Label) -> None:
         if not self.batch_sizes:
@@ -98,6 +106,16 @@ class BenchStage(Settings):
                              warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
 
 
+@dataclass(kw_only=True)
+class SubsetStage(Settings):
+    train: int | None = setting(None, min=1, help="Use only the first N training images (fashion-mnist data).")
+    val: int | None = setting(None, min=1, help="Use only the first N validation (test) images (fashion-mnist data).")
+
+    @property
+    def active(self) -> bool:
+        return self.train is not None or self.val is not None
+
+
 @dataclass
 class MethodStage:
     """One method section: a validated settings object per run (one per swept value) and the ratios to materialize."""
@@ -106,10 +124,29 @@ class MethodStage:
     runs: list[Any]
     materialize: list[float] | None = None
     parent_value: Any = None  # methods that build on another's output: the parent run's value (e.g. its budget)
+    names: list[str | None] = field(default_factory=list)  # per run: a suffix for its folder and variants (`runs[i].name`)
+    run_materialize: list[list[float] | None] = field(default_factory=list)  # per run: its own `materialize`
+    dense_teacher: list[bool] = field(default_factory=list)  # per run: `teacher: dense` (the run's baseline)
+    run_keys: list[set[str]] = field(default_factory=list)  # per run: the keys its `runs[i]` item sets
+
+    def key(self, i: int, name: str) -> str:
+        """The YAML key that set field ``name`` of run ``i`` (``dynamicvit.runs[1].keep_ratio``, ``dynamicvit.stages``)."""
+        own = i < len(self.run_keys) and name in self.run_keys[i]
+        return f"{self.method.kind}.runs[{i}].{name}" if own else f"{self.method.kind}.{name}"
 
     @property
     def values(self) -> list[Any]:
         return [self.method.variant_value(s) for s in self.runs]
+
+    def name_of(self, i: int) -> str | None:
+        return self.names[i] if i < len(self.names) else None
+
+    def ratios_of(self, i: int) -> list[float] | None:
+        own = self.run_materialize[i] if i < len(self.run_materialize) else None
+        return own if own is not None else self.materialize
+
+    def teacher_is_dense(self, i: int) -> bool:
+        return self.dense_teacher[i] if i < len(self.dense_teacher) else False
 
 
 @dataclass
@@ -128,27 +165,36 @@ class PipelineConfig:
     verify: VerifyStage = field(default_factory=VerifyStage)
     eval: EvalStage = field(default_factory=EvalStage)
     bench: BenchStage = field(default_factory=BenchStage)
+    subset: SubsetStage = field(default_factory=SubsetStage)
+    targets: list[Any] = field(default_factory=list)  # vitc.pipeline.targets.Target
     source: str = "pipeline"
+    notes: list[str] = field(default_factory=list)  # what the run adds on its own (said in --dry-run and the log)
 
     def to_dict(self) -> dict[str, Any]:
         from vitc.core.settings import to_dict
 
         out: dict[str, Any] = {k: getattr(self, k) for k in ("model", "data", "pretrained", "checkpoint", "out", "seed", "device")}
-        for key in ("distributed", "baseline", "export", "verify", "eval", "bench"):
+        for key in ("distributed", "baseline", "export", "verify", "eval", "bench", "subset"):
             out[key] = to_dict(getattr(self, key))
         for kind, stage in self.methods.items():
-            out[kind] = {"runs": [to_dict(s) for s in stage.runs], "materialize": stage.materialize}
+            out[kind] = {"runs": [to_dict(s) for s in stage.runs], "materialize": stage.materialize,
+                         "names": stage.names, "dense_teacher": stage.dense_teacher}
+        out["targets"] = [t.text for t in self.targets]
         return out
 
 
 _TOP = ("model", "data", "pretrained", "checkpoint", "out", "seed", "device", "distributed", "baseline", "export",
-        "verify", "eval", "bench")
+        "verify", "eval", "bench", "subset", "targets")
 _SECTIONS: dict[str, type] = {"distributed": DistributedStage, "export": ExportStage, "verify": VerifyStage,
-                              "eval": EvalStage, "bench": BenchStage}
+                              "eval": EvalStage, "bench": BenchStage, "subset": SubsetStage}
 
 
-def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
-    """Parse and validate a pipeline YAML; any problem is a one-line ``UsageError`` naming the key."""
+def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Parse and validate a pipeline YAML; any problem is a one-line ``UsageError`` naming the key.
+
+    ``overrides``: ``KEY=VALUE`` items (``--set``) replacing keys of the file before validation; a dotted
+    KEY reaches into a section (``baseline.epochs=20``), VALUE is read as YAML (``uvc.budgets=[0.3,0.5]``).
+    """
     import yaml
 
     path = Path(path)
@@ -166,7 +212,32 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
         raise UsageError(f"{path}: not a text (YAML) file") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        apply_override(raw, item)
     return config_from_dict(raw, source=str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``KEY=VALUE`` (dotted KEY, YAML VALUE) in ``raw``; a malformed item is one line naming it."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. baseline.epochs=20 or data=fashion-mnist:/data/fm")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {item!r}: the value is not valid YAML") from None
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UsageError(f"--set {item!r}: '{'.'.join(parts[:i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineConfig:
@@ -202,6 +273,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
     inherited = {"seed": cfg.seed, "device": cfg.device}
     for key, cls in _SECTIONS.items():
         setattr(cfg, key, from_mapping(cls, raw.get(key), yaml_label(source, f"{key}."), where=f"{key}."))
+    if cfg.subset.active and not cfg.data.strip().startswith("fashion-mnist"):
+        raise UsageError(f"{label('subset')} applies to fashion-mnist data, not {cfg.data}")
+    from vitc.pipeline.targets import parse_targets
+
+    cfg.targets = parse_targets(raw.get("targets"), label("targets"))
     cfg.baseline = _settings(TrainSettings, raw.get("baseline"), source, "baseline", inherited)
     for kind, method in METHODS.items():
         if kind in raw:
@@ -230,10 +306,22 @@ def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[s
         run = _settings(parent_method.settings, section, cfg.source, parent, inherited,
                         fixed={parent_method.sweep: stage.parent_value}, extra=("materialize",),
                         label=yaml_label(cfg.source, f"{kind}.") if not section else None)
+        where = (f"the {parent} section's settings" if section else f"the defaults of `vitc compress {parent}`")
+        listed = f"{parent}.{parent_method.sweep}s lists {', '.join(f'{v:g}' for v in existing.values)}" \
+            if existing is not None else f"there is no {parent} section"
+        value = stage.parent_value
+        cfg.notes.append(f"'{kind}.{key}' is {value:g} and {listed}: the run adds a {parent_method.title} run at "
+                         f"{key} {value:g} with {where} ({_epochs(run)})")
         if existing is None:
             cfg.methods = {parent: MethodStage(parent_method, [run]), **cfg.methods}
         else:
             existing.runs.append(run)
+
+
+def _epochs(run: Any) -> str:
+    if hasattr(run, "finetune_epochs"):
+        return f"{run.epochs} search + {run.finetune_epochs} fine-tune epochs"
+    return f"{run.epochs} epochs"
 
 
 def check_data_spec_labeled(text: str, label: str) -> None:
@@ -296,8 +384,7 @@ def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, An
         materialize = _ratios(raw.get("materialize"), source, f"{kind}.materialize")
     sweep = method.sweep
     if sweep is None:
-        runs = [_settings(method.settings, raw, source, kind, inherited, extra=tuple(extra))]
-        return MethodStage(method, runs, materialize, parent_value)
+        return _listed_runs(method, raw, source, inherited, extra, materialize, parent_value)
     sweep_key = f"{sweep}s"
     extra.append(sweep_key)
     check_keys(method.settings, raw, yaml_label(source, f"{kind}."), where=f"{kind}.", extra=extra, excluded=(sweep,))
@@ -323,6 +410,52 @@ def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, An
     if dup is not None:
         raise UsageError(f"{source}: '{kind}.{sweep_key}' lists {dup} twice")
     return MethodStage(method, runs, materialize)
+
+
+DENSE_TEACHER = "dense"  # `teacher: dense` in a pipeline: the run's own dense baseline
+
+
+def _listed_runs(method: Method, raw: dict[str, Any], source: str, inherited: dict[str, Any], extra: list[str],
+                 materialize: list[float] | None, parent_value: Any) -> MethodStage:
+    """A method without a swept value: one run from its section, or one per item of ``runs`` (each item
+    overrides the section's settings; ``name`` suffixes its folder, ``materialize`` its own ratios)."""
+    kind = method.kind
+    base = yaml_label(source, f"{kind}.")
+    raw = dict(raw)
+    items = raw.pop("runs", None)
+    if items is None:
+        items = [{}]
+    elif not isinstance(items, list) or not items:
+        raise UsageError(f"{base('runs')} must list at least one run (a mapping of settings each)")
+    own = ("name", "materialize") if method.token_selection else ("name",)
+    stage = MethodStage(method, [], materialize, parent_value)
+    has_teacher = any(f.name == "teacher" for f in dataclasses.fields(method.settings))
+    for i, item in enumerate(items):
+        where = f"{kind}.runs[{i}]."
+        if not isinstance(item, dict):
+            raise UsageError(f"{source}: '{kind}.runs[{i}]' must be a mapping, got {item!r}")
+        check_keys(method.settings, item, yaml_label(source, where), where=where, extra=own,
+                   excluded=[k for k in extra if k != "materialize"])
+        item = dict(item)
+        keys = set(item)
+        name = item.pop("name", None)
+        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name)):
+            raise UsageError(f"{source}: '{where}name' must be letters, digits, '.', '_' or '-', got {name!r}")
+        ratios = _ratios(item.pop("materialize", None), source, f"{where}materialize")
+        merged = {**raw, **item}
+        dense_teacher = has_teacher and merged.get("teacher") == DENSE_TEACHER
+        if dense_teacher:
+            merged.pop("teacher")
+
+        def label(key: str, item: dict[str, Any] = item, where: str = where) -> str:
+            return yaml_label(source, where)(key) if key.split("[", maxsplit=1)[0] in item else base(key)
+
+        stage.runs.append(_settings(method.settings, merged, source, kind, inherited, extra=tuple(extra), label=label))
+        stage.names.append(name)
+        stage.run_materialize.append(ratios)
+        stage.dense_teacher.append(dense_teacher)
+        stage.run_keys.append(keys)
+    return stage
 
 
 def _ratios(value: Any, source: str, key: str) -> list[float] | None:

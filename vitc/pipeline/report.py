@@ -77,6 +77,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "`vitc bench --compare` protocol). 'verified' is the parity check of each exported ONNX against its "
         "PyTorch artifact.",
     ]
+    if report.get("targets"):
+        from vitc.pipeline.targets import describe
+
+        parts += ["", "Targets:", *(f"- {describe(t)}" for t in report["targets"])]
     env = report.get("environment")
     if env:
         parts += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
@@ -155,10 +159,14 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-def write_report(out_dir: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any], environment: dict[str, Any]) -> dict[str, str]:
+def write_report(out_dir: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any], environment: dict[str, Any],
+                 targets: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """``targets``: the checked targets (:func:`vitc.pipeline.targets.check_targets`), listed under the table."""
     out_dir = Path(out_dir)
     add_speedups(rows)
-    report = {"meta": meta, "environment": environment, "rows": rows}
+    report: dict[str, Any] = {"meta": meta, "environment": environment, "rows": rows}
+    if targets:
+        report["targets"] = targets
     write_json(out_dir / REPORT_JSON, report)
     write_text(out_dir / REPORT_MD, render_markdown(report))
     write_bytes(out_dir / PARETO_PNG, pareto_png(rows))
