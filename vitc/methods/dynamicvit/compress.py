@@ -1,27 +1,10 @@
 """DynamicViT (Rao et al., NeurIPS 2021): learned token sparsification of a timm ViT.
 
-Prediction modules (``vitc.core.token_select.PredictorLG``), one per stage, sit before the blocks
-at depth/4, depth/2 and 3·depth/4 (3, 6, 9 for 12 blocks). Training keeps every token and masks
-the dropped ones out of attention (:mod:`vitc.methods.dynamicvit.forward`), with Gumbel hard
-decisions and cumulative masks; inference keeps ``floor(N·ρ^s)`` patch tokens at stage s with
-``topk`` + gather, so every shape but the batch is static. Prefix tokens are always kept. Tokens are
-ranked by the key the spec records (``--token-score``: the log-odds by default, or the official
-log p(keep); see :mod:`vitc.core.token_select`). Checkpoints of the official code are imported by
-:mod:`vitc.methods.dynamicvit.official`.
-
-Loss (official ``DistillDiffPruningLoss`` with ``--distill``; weights from the paper)::
-
-    L = CE + 0.5·KL(teacher‖student, T=1) + 0.5·MSE(tokens kept after stage S, final norm)
-        + 2·Σ_s mean_b (mean_i D_s,b,i − ρ^s)² / S
-
-Teacher: a frozen copy of the dense input model. Optimisation: AdamW; the backbone learning rate
-is 0 for the first ``freeze_epochs`` epochs (official and default: 5 of 30), then
-``backbone_lr_scale`` × the predictors' (official HEAD ``lr_scale`` 0.01; default 0.1, see
-:mod:`vitc.methods.dynamicvit.defaults`); the class/distillation/register tokens and the position embedding
-are never updated, and the global gradient norm is clipped to 1 (not official; see
-:mod:`vitc.methods.dynamicvit.defaults`) (the official code excludes ``cls_token`` and ``pos_embed``; DeiT has no other
-prefix tokens, we freeze them alike). Mixup/CutMix, RandAugment and EMA of the ImageNet recipe are
-not part of vitc's shared loop; CE uses label smoothing (0.1 by default, as the official recipe).
+Prediction modules (:class:`vitc.core.token_select.PredictorLG`) sit before the blocks at depth/4, depth/2
+and 3·depth/4. Training keeps every token and masks the dropped ones out of attention
+(:mod:`vitc.methods.dynamicvit.forward`) with the official loss, CE + 0.5·KL + 0.5·token MSE + 2·ratio loss,
+from a frozen teacher; inference keeps ``floor(N·ρ^s)`` patch tokens at stage s with ``topk`` + gather, so
+every shape but the batch is static. The recipe, and where it departs from the official one: docs/methods.md.
 """
 
 from __future__ import annotations
