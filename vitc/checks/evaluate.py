@@ -36,7 +36,16 @@ def evaluate(predict: Predict, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 def evaluate_target(target: str, data: str, *, split: str = "val", batch_size: int = 64, backend: str = "auto",
                     device: str = "auto", pretrained: bool = False, checkpoint: str | None = None) -> dict[str, Any]:
-    """Top-1/top-5 (%) and image count of ``target`` on ``data``'s ``split``."""
+    """Top-1/top-5 (%) and image count of ``target`` on ``data``'s ``split``, through the backend it ships in.
+
+    Args:
+        target: an artifact, a timm name, an ONNX file, a TensorRT engine or an OpenVINO IR; it must carry a
+            vitc spec (input size, normalisation) and a head with the data's number of classes.
+        data: a data spec; ``split`` is ``val`` or ``train``.
+        backend: a name of :data:`vitc.backends.BACKENDS`, or ``auto`` (by the file's suffix).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        pretrained, checkpoint: weights for a timm name.
+    """
     source = parse_data(data)
     opts: dict[str, Any] = {}
     if pretrained or checkpoint:

@@ -286,9 +286,18 @@ def compress_dynamicvit(
 ) -> dict[str, Any] | None:
     """Train DynamicViT predictors on ``model`` and write ``out/compressed.safetensors`` + metrics.json.
 
-    ``model``: timm name, vitc config or a dense vitc artifact; ``settings``: keep ratio ρ in (0, 1],
-    stages (default depth/4, depth/2, 3·depth/4), the schedule and the loss weights (validated
-    here). Returns a summary on rank 0, None on other ranks.
+    Args:
+        model: a timm name, a vitc config or a dense vitc artifact (a compressed one is refused with the
+            command that applies to it).
+        data: a data spec (``digits``, ``fashion-mnist[:PATH]``, ``imagefolder:PATH``, ``synthetic[:N]``).
+        out: the work folder: the artifact, ``metrics.json`` and the per-epoch checkpoint.
+        settings: keep ratio ρ in (0, 1], stages (default depth/4, depth/2, 3·depth/4), the schedule and the
+            loss weights; validated here.
+        pretrained, checkpoint: weights for a timm name, as ``--pretrained`` / ``--checkpoint``.
+        resume: continue from the checkpoint in ``out``.
+
+    Returns:
+        A summary on rank 0, None on other ranks.
 
     Defaults (:mod:`vitc.methods.dynamicvit.defaults`: 30 epochs, 5 frozen, batch 16, lr 2e-3, backbone
     0.1×) follow the official schedule; the learning rate is above ImageNet's 5e-4·B/512 because a small
@@ -302,17 +311,12 @@ def compress_dynamicvit(
     is_file = is_artifact_path(model)
     parent_meta: dict[str, Any] = {}
     if is_file:
-        _, kind, parent_meta = read_header(model, verify=False)
-        if kind != PLAIN:
-            from vitc.methods import METHODS
-
-            method = METHODS.get(kind)
-            if method is not None and method.token_selection:
-                raise UsageError(f"{model} already has token selection (a {method.title} artifact); start from the dense model")
-            further = [m.kind for m in METHODS.values() if m.parent == kind and m.token_selection]
-            title = method.title if method else kind
-            hint = f" (to add token selection to a {title} model: vitc compress {further[0]})" if further else ""
-            raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first{hint}")
+        header_spec, kind, parent_meta = read_header(model, verify=False)
+        if any(b.keep_tokens is not None for b in header_spec.blocks):
+            raise UsageError(f"{model} already has token selection (a {kind} artifact); start from the dense model")
+        if kind != PLAIN:  # the methods that compress a kind further say so in `vitc compress --help`
+            raise UsageError(f"{model} is a {kind} artifact; run `vitc materialize` on it first, or use the method that "
+                             f"adds token selection to {kind} models (`vitc compress --help`)")
     source = parse_data(data)
     seed_everything(settings.seed)  # initial weights of a model created by name, and the predictors
     dense, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint,
