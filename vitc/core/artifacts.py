@@ -22,6 +22,7 @@ from torch import nn
 from vitc import __version__
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import atomic_path
+from vitc.core.filetype import PLAIN
 from vitc.core.spec import ViTSpec, build_model
 
 META_SPEC = "vitc.spec"
@@ -30,8 +31,6 @@ META_EXTRA = "vitc.meta"
 META_VERSION = "vitc.version"
 META_DIGEST = "vitc.sha256"
 
-PLAIN = "model"  # the kind of a plain (possibly materialized) timm ViT; compressed kinds belong to vitc.methods
-# (vitc.methods.PLAIN is the same string, for callers that must not import torch)
 
 
 @dataclass

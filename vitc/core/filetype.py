@@ -8,6 +8,8 @@ import os
 import struct
 from pathlib import Path
 
+PLAIN = "model"  # the artifact kind of a plain (possibly materialized) timm ViT; compressed kinds belong to vitc.methods
+
 SAFETENSORS, ONNX, TORCH_ZIP, PICKLE, ENGINE_SIDECAR, UNKNOWN = (
     "safetensors", "onnx", "torch-zip", "pickle", "json", "unknown")
 

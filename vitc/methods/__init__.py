@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitc.core.errors import UsageError
+from vitc.core.filetype import PLAIN
 from vitc.methods.base import Materialized, Method, ratio_tag
 from vitc.methods.dynamicvit import DynamicViT
 from vitc.methods.uvc import UVC
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from vitc.core.artifacts import Artifact
     from vitc.core.spec import ViTSpec
 
-PLAIN = "model"  # the kind of a plain (possibly materialized) timm ViT artifact (vitc.core.artifacts.PLAIN)
 
 METHODS: dict[str, Method] = {m.kind: m for m in (UVC(), DynamicViT(), UVCDynamicViT())}
 
