@@ -19,6 +19,18 @@ from vitc.core.device import cpu_model, gpu_info
 PACKAGES = ("timm", "onnx", "onnxscript", "openvino", "triton")  # versions recorded beside torch's
 
 
+def dist_version(*names: str) -> str | None:
+    """The installed version of the first of ``names`` (distribution names) that is installed, else None."""
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _ort_providers() -> list[str] | None:
     try:
         import onnxruntime as ort
@@ -32,16 +44,6 @@ def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
 
     The GPU is described when one of ``runners`` runs on CUDA, or, with no runners given, when one is visible.
     """
-    from importlib import metadata
-
-    def version(*dists: str) -> str | None:
-        for d in dists:
-            try:
-                return metadata.version(d)
-            except metadata.PackageNotFoundError:
-                continue
-        return None
-
     env: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -50,9 +52,9 @@ def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": {
             "vitc": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "tensorrt": tensorrt_version(),
+            "onnxruntime": dist_version("onnxruntime", "onnxruntime-gpu"), "tensorrt": tensorrt_version(),
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-            **{d: version(d) for d in PACKAGES},
+            **{d: dist_version(d) for d in PACKAGES},
         },
         "onnxruntime_providers": _ort_providers(),
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
