@@ -154,3 +154,130 @@ def test_every_atomic_write_of_a_command_refuses_its_inputs(tmp_path: Path) -> N
         write_text(tmp_path / "other.json", "fine")
     assert source.read_text() == "{}" and temporaries(tmp_path) == []
     write_text(source, "outside the command it may be rewritten")
+
+
+# ---- 2. a resumed run is the run it claims to be -----------------------------------------------------------
+
+FAST = ["--data", "synthetic:64", "--batch-size", "32", "--device", "cpu"]
+
+
+def _uvc_nano(path: Path) -> Path:
+    """A UVC artifact of vit-nano (one of two heads and half the MLP neurons kept), made without a search."""
+    from vitc.methods.uvc.compress import save_uvc
+    from vitc.methods.uvc.model import UVCViT, apply_masks, masks_from_counts
+
+    torch.manual_seed(0)
+    vit, spec = resolve_model("vit-nano")
+    net = UVCViT(vit, gate_mode="hard")
+    masks = masks_from_counts(net.vit, spec, torch.tensor([[1.0, 32.0]] * spec.depth), None)
+    apply_masks(net.vit, masks)
+    return save_uvc(path, net, spec, masks, {"method": "uvc", "budget": 0.6})
+
+
+@pytest.mark.parametrize("method, first, changed, message", [
+    ("dynamicvit", ["--keep-ratio", "0.7"], ["--keep-ratio", "0.5"],
+     "checkpoint.pt was made with keep_ratio 0.7; this run asks keep_ratio 0.5 (start afresh without --resume, or keep 0.7)"),
+    ("dynamicvit", ["--lr", "0.002", "--seed", "1"], ["--lr", "0.001", "--seed", "2"],
+     "checkpoint.pt was made with lr 0.002 and seed 1; this run asks lr 0.001 and seed 2 (start afresh without --resume, "
+     "or keep those)"),
+    ("uvc+dynamicvit", ["--keep-ratio", "0.7"], ["--keep-ratio", "0.9"],
+     "checkpoint.pt was made with keep_ratio 0.7; this run asks keep_ratio 0.9"),
+    ("uvc+dynamicvit", ["--stages", "1,2"], ["--stages", "1,3"], "checkpoint.pt was made with stages 1,2; this run asks stages 1,3"),
+    ("uvc", ["--budget", "0.5"], ["--budget", "0.4"],
+     "search/checkpoint.pt was made with budget 0.5; this run asks budget 0.4 (start afresh without --resume, or keep 0.5)"),
+    ("uvc", ["--budget", "0.5"], ["--budget", "0.5", "--finetune-lr", "1e-5"],
+     "search/checkpoint.pt was made with finetune_lr 0.0005; this run asks finetune_lr 1e-05"),
+    ("train", ["--batch-size", "32"], ["--batch-size", "16"], "checkpoint.pt was made with batch_size 32; this run asks batch_size 16"),
+])
+def test_resume_refuses_a_run_with_other_settings(tmp_path: Path, method: str, first: list[str], changed: list[str],
+                                                 message: str) -> None:
+    out = tmp_path / "run"
+    if method == "train":
+        base = ["train", "--model", "vit-nano", *FAST, "--warmup-epochs", "0"]
+    elif method == "uvc":  # the search does not reach the budget in 2 epochs; its checkpoint is kept all the same
+        base = ["compress", "uvc", "vit-nano", *FAST, "--epochs", "2", "--gate-warmup-epochs", "1", "--finetune-epochs", "1"]
+    else:
+        model = _uvc_nano(tmp_path / "uvc.safetensors") if method == "uvc+dynamicvit" else "vit-nano"
+        base = ["compress", method, model, *FAST, "--freeze-epochs", "0"]
+    epochs = [] if method == "uvc" else ["--epochs", "1"]
+    invoke(*base, *first, *epochs, "--out", out)
+    ckpt = out / ("search" if method == "uvc" else "") / "checkpoint.pt"
+    before = {p: file_sha256(p) for p in out.rglob("*") if p.is_file()}
+    assert ckpt in before
+    more = [] if method == "uvc" else ["--epochs", "2"]
+    line = fails(invoke(*base, *changed, *more,
+                        "--out", out, "--resume"), 2, message)
+    assert line.startswith(f"error: {ckpt}"), line
+    assert {p: file_sha256(p) for p in out.rglob("*") if p.is_file()} == before  # nothing written, nothing replaced
+
+
+def test_resume_may_add_epochs_and_move_device(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["compress", "dynamicvit", "vit-nano", *FAST, "--freeze-epochs", "0", "--keep-ratio", "0.7", "--out", out]
+    assert invoke(*args, "--epochs", "1").exit_code == 0
+    r = invoke(*args[:-2], "--device", "cpu", "--no-amp", "--epochs", "2", "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "settings changed since the checkpoint: epochs 1 -> 2" in r.stderr
+    from vitc.train.loop import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["settings"]["keep_ratio"] == 0.7 and state["settings"]["stages"] == [1, 2, 3]
+
+
+# ---- 3. teachers that do not fit -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uvc_nano(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _uvc_nano(tmp_path_factory.mktemp("uvc") / "uvc.safetensors")
+
+
+def _dense_like(path: Path, **changes: Any) -> Path:
+    from vitc.core.models import SMALL_CONFIGS
+    from vitc.core.spec import build_model
+
+    torch.manual_seed(1)
+    spec = SMALL_CONFIGS["vit-nano"].replace(**changes)
+    return save_model(path, build_model(spec, init_weights=True), spec)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"in_chans": 1, "mean": (0.5,), "std": (0.5,)}, "has input channels 1 but the UVC model has 3"),
+    ({"img_size": 32}, "has input size 32 but the UVC model has 16"),
+    ({"num_classes": 7}, "has classes 7 but the UVC model has 10"),
+    ({"embed_dim": 48}, "has embedding width 48 but the UVC model has 32"),
+])
+def test_a_teacher_that_does_not_fit_is_one_line(tmp_path: Path, uvc_nano: Path, changes: dict, message: str) -> None:
+    teacher = _dense_like(tmp_path / "teacher.safetensors", **changes)
+    digest = file_sha256(teacher)
+    fails(invoke("compress", "uvc+dynamicvit", uvc_nano, *FAST, "--epochs", "1", "--teacher", teacher,
+                 "--out", tmp_path / "o"), 2, f"--teacher {teacher} {message}")
+    assert file_sha256(teacher) == digest and not (tmp_path / "o" / "compressed.safetensors").exists()
+
+
+def test_an_onnx_teacher_is_one_line(tmp_path: Path, uvc_nano: Path, dense: dict) -> None:
+    fails(invoke("compress", "uvc+dynamicvit", uvc_nano, *FAST, "--epochs", "1", "--teacher", dense["onnx"],
+                 "--out", tmp_path / "o"), 2, "is an exported file; the teacher runs in PyTorch during training")
+
+
+def test_a_teacher_normalised_otherwise_sees_its_own_normalisation(tmp_path: Path, uvc_nano: Path) -> None:
+    """The student's batch re-normalised for an ImageNet-normalised teacher equals the teacher's own input."""
+    from vitc.core.models import SMALL_CONFIGS
+    from vitc.methods.uvc_dynamicvit import resolve_teacher
+
+    imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    student = SMALL_CONFIGS["vit-nano"]
+    assert student.mean != imagenet["mean"]
+    path = _dense_like(tmp_path / "teacher.safetensors", **imagenet)
+    teacher = resolve_teacher(str(path), student).eval()
+    pixels = torch.rand(4, 3, 16, 16)
+    norm = lambda m, s: (pixels - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)  # noqa: E731
+    with torch.no_grad():
+        got = teacher(norm(student.mean, student.std))
+        want = teacher.teacher(norm(imagenet["mean"], imagenet["std"]))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    r = invoke("compress", "uvc+dynamicvit", uvc_nano, *FAST, "--epochs", "1", "--freeze-epochs", "0", "--teacher", path,
+               "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert (f"--teacher {path} is normalised with mean (0.485, 0.456, 0.406) std (0.229, 0.224, 0.225), the UVC model "
+            "with mean (0.5, 0.5, 0.5) std (0.5, 0.5, 0.5): each batch is re-normalised for the teacher") in r.stderr

@@ -43,6 +43,14 @@ from vitc.train.settings import TrainSettings
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 
+#: Settings a ``--resume`` may change. ``epochs`` (and UVC's ``finetune_epochs``) extend or shorten the
+#: schedule — the log says the run then differs from an uninterrupted one; ``device``, ``amp`` and
+#: ``deterministic`` change how, not what, is computed; ``preset`` only names defaults (the values it
+#: fills are compared themselves). Every other setting — the method's (budget, keep ratio, stages,
+#: teacher, loss weights...) and the loop's (lr, batch size, seed, warm-up...) — shapes the result, is
+#: recorded in every checkpoint, and a change is refused in one line naming the old and the new value.
+RESUMABLE_CHANGES = frozenset({"epochs", "finetune_epochs", "device", "amp", "deterministic", "preset"})
+
 
 @dataclass
 class StepContext:
@@ -121,6 +129,17 @@ class Objective:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def settings_record(self) -> dict[str, Any]:
+        """The method's settings, recorded in every checkpoint so that ``--resume`` refuses a run that asks for
+        other ones: by default the settings dataclass the objective keeps as ``settings`` (or ``cfg``)."""
+        from vitc.core.settings import to_dict
+
+        for attr in ("settings", "cfg"):
+            value = getattr(self, attr, None)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return to_dict(value)
+        return {}
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
@@ -210,6 +229,7 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
         if not ckpt_path.is_file():
             raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path)
+        check_same_run(ckpt_path, state, objective, cfg)
         load_state_dict_strict(unwrap(model), state["model"], str(ckpt_path))
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -277,6 +297,7 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
                     "objective": objective.state_dict(),
                     "history": history,
                     "config": dataclasses.asdict(cfg),
+                    "settings": objective.settings_record(),
                 })
                 write_json(out_dir / METRICS_NAME, {"method": objective.name, "epochs": history})
                 summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "seconds"))
@@ -355,6 +376,37 @@ def _check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int
 
 def _last_good(ckpt: Path) -> str:
     return f"; last good checkpoint: {ckpt}" if ckpt.is_file() else "; no checkpoint was written"
+
+
+def check_same_run(path: Path, state: dict[str, Any], objective: Objective, cfg: TrainSettings) -> None:
+    """Refuse to resume ``state`` (read from ``path``) into a run whose settings differ from those it was made
+    with, except :data:`RESUMABLE_CHANGES`: one line naming each old and new value. The method's settings
+    are compared first (their names are the user's: ``budget``, ``keep_ratio``, ``finetune_lr``), then the
+    loop's (a checkpoint older than the method record has only those)."""
+    from vitc.core.settings import to_dict
+
+    for saved, now in ((state.get("settings"), objective.settings_record()), (state.get("config"), to_dict(cfg))):
+        if not isinstance(saved, dict) or not now:
+            continue
+        changed = [k for k in now if k not in RESUMABLE_CHANGES and k in saved and _plain(saved[k]) != _plain(now[k])]
+        if not changed:
+            continue
+        old = " and ".join(f"{k} {_show(saved[k])}" for k in changed)
+        new = " and ".join(f"{k} {_show(now[k])}" for k in changed)
+        keep = _show(saved[changed[0]]) if len(changed) == 1 else "those"
+        raise UsageError(f"{path} was made with {old}; this run asks {new} (start afresh without --resume, or keep {keep})")
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
 
 
 def _changed_settings(saved: dict[str, Any], cfg: TrainSettings) -> str:

@@ -111,13 +111,26 @@ def uvc_model(path: str) -> tuple[nn.Module, ViTSpec, dict[str, Any]]:
 
 
 def resolve_teacher(name: str, spec: ViTSpec) -> nn.Module:
-    """The teacher model; it must see the same images and produce comparable tokens and logits."""
+    """The teacher model; it must see the same images and produce comparable tokens and logits.
+
+    Refused in one line: another input size, patch size, number of input channels, embedding width,
+    class count or prefix-token count, a teacher that selects tokens itself, a file that is not a
+    model artifact (an ONNX). A teacher normalised with another mean/std (e.g. ImageNet's vs the
+    student's) is fed each batch re-normalised for it (:class:`vitc.train.distill.Renormalized`), as the
+    log says: an exact per-channel affine map of the same pixels.
+    """
     from vitc.core.errors import UsageError
     from vitc.core.models import resolve_model
+    from vitc.core.progress import log
+    from vitc.train.distill import Renormalized
 
+    if name.lower().endswith((".onnx", ".engine", ".plan", ".trt")):
+        raise UsageError(f"--teacher {name} is an exported file; the teacher runs in PyTorch during training: give its "
+                         "artifact (.safetensors) or timm name")
     teacher, tspec = resolve_model(name)  # a plain model: a compressed artifact is refused, naming its kind
     mismatch = [(what, a, b) for what, a, b in (
-        ("input size", tspec.img_size, spec.img_size), ("patch size", tspec.patch_size, spec.patch_size),
+        ("input size", tspec.img_size, spec.img_size), ("input channels", tspec.in_chans, spec.in_chans),
+        ("patch size", tspec.patch_size, spec.patch_size),
         ("embedding width", tspec.embed_dim, spec.embed_dim), ("classes", tspec.num_classes, spec.num_classes),
         ("prefix tokens", tspec.num_prefix_tokens, spec.num_prefix_tokens),
     ) if a != b]
@@ -127,4 +140,12 @@ def resolve_teacher(name: str, spec: ViTSpec) -> nn.Module:
         what, a, b = mismatch[0]
         raise UsageError(f"--teacher {name} has {what} {a} but the UVC model has {b}; the teacher must see the same "
                          "images and produce comparable tokens")
+    if tuple(tspec.mean) != tuple(spec.mean) or tuple(tspec.std) != tuple(spec.std):
+        log(f"--teacher {name} is normalised with mean {_triple(tspec.mean)} std {_triple(tspec.std)}, the UVC model "
+            f"with mean {_triple(spec.mean)} std {_triple(spec.std)}: each batch is re-normalised for the teacher")
+        return Renormalized(teacher, spec.mean, spec.std, tspec.mean, tspec.std)
     return teacher
+
+
+def _triple(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
