@@ -102,7 +102,7 @@ def test_compare_alternates_and_finds_the_smaller_model_faster():
     assert r["rounds"] == 6 and r["a"]["iterations"] == r["b"]["iterations"] == 6
     assert calls[-12:] == ["A", "B"] * 6  # ABAB after the warm-up of each
     # vit-micro has ~45x the MACs of vit-nano: B must come out clearly faster
-    assert report["macs"]["ratio"] == pytest.approx(model_macs(micro.spec) / model_macs(nano.spec))
+    assert report["macs"]["macs_ratio"] == pytest.approx(model_macs(nano.spec) / model_macs(micro.spec))
     assert r["speedup"] > 2 and r["speedup_paired"] > 2
     assert report["settings"]["order"] == "ABAB" and report["environment"]["versions"]["torch"] == torch.__version__
 

@@ -23,7 +23,19 @@ Protocol, per batch size (trtexec's, with its defaults' spirit):
 the machine hit both equally, and reports the speedup of B over A as median latency(A) / median
 latency(B), plus the median of the per-round ratios A_i/B_i. Each side needs ``min_iters``
 iterations and ``min_seconds`` of its own accumulated latency; its images/s is batch × iterations /
-that accumulated time. Both sides must compute in the same precision.
+that accumulated time. The sides may differ in backend and precision (each is labelled).
+
+``stack`` runs a reference and any number of targets round-robin (R, T1, T2, ..., R, T1, ...): each
+target's *stacked* speedup over the reference — the dense fp32 model on the reference backend — across
+method × precision × backend, from the same paired protocol. A target may name its backend as
+``BACKEND:PATH`` (``openvino:model.int8.onnx``).
+
+Names: ``speedup`` is always reference (dense) time / target (compressed) time, > 1 when faster;
+``macs_ratio`` is always target (compressed) MACs / reference (dense) MACs, < 1 when smaller.
+
+Where the runner has a spec, each batch result also carries the achieved ``gflops`` (2 · MACs ·
+images/s / 1e9) and, on a CPU, ``peak_fraction``: that over the GFLOP/s of an fp32 2048³ GEMM measured
+on the same threads (:mod:`vitc.checks.peak`, recorded in the report as ``peak``).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitc.backends import load_runner
+from vitc.backends import BACKENDS, load_runner
 from vitc.backends.base import Runner
 from vitc.checks.environment import environment
 from vitc.checks.settings import BenchSettings
@@ -161,23 +173,28 @@ def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = ""
     return batch_result(batch, timed.host_ms, wall, timed.gpu_ms())
 
 
+def measure_group(runners: Sequence[Runner], batch: int, settings: BenchSettings,
+                  label: str = "compare") -> tuple[list[dict[str, Any]], list[list[float]]]:
+    """Time the runners round-robin (1, 2, ..., n, 1, 2, ...) at ``batch`` until each has ``min_iters``
+    iterations and ``min_seconds`` of accumulated latency; their batch results and per-round latencies (ms)."""
+    timed = [_Timed(r, batch, settings.seed) for r in runners]
+    for t in timed:
+        _warm_up(t, settings.warmup_ms)
+    for t in timed:
+        t.reset()
+    min_ms = settings.min_seconds * 1e3
+    with progress(f"{label} batch {batch}", total=None) as bar:
+        while len(timed[0].host_ms) < settings.min_iters or min(sum(t.host_ms) for t in timed) < min_ms:
+            for t in timed:
+                t()
+            bar.advance()
+    return [batch_result(batch, t.host_ms, sum(t.host_ms) / 1e3, t.gpu_ms()) for t in timed], [t.host_ms for t in timed]
+
+
 def measure_pair(runner_a: Runner, runner_b: Runner, batch: int, settings: BenchSettings) -> dict[str, Any]:
     """Time A and B alternately at ``batch``; return both reports and the speedup of B over A."""
-    timed_a, timed_b = _Timed(runner_a, batch, settings.seed), _Timed(runner_b, batch, settings.seed)
-    _warm_up(timed_a, settings.warmup_ms)
-    _warm_up(timed_b, settings.warmup_ms)
-    timed_a.reset()
-    timed_b.reset()
-    min_ms = settings.min_seconds * 1e3
-    with progress(f"compare batch {batch}", total=None) as bar:
-        while (len(timed_a.host_ms) < settings.min_iters
-               or min(sum(timed_a.host_ms), sum(timed_b.host_ms)) < min_ms):
-            timed_a()
-            timed_b()
-            bar.advance()
-    a = batch_result(batch, timed_a.host_ms, sum(timed_a.host_ms) / 1e3, timed_a.gpu_ms())
-    b = batch_result(batch, timed_b.host_ms, sum(timed_b.host_ms) / 1e3, timed_b.gpu_ms())
-    return {"batch": batch, "rounds": len(timed_a.host_ms), **speedups(a, b, timed_a.host_ms, timed_b.host_ms), "a": a, "b": b}
+    (a, b), (a_ms, b_ms) = measure_group([runner_a, runner_b], batch, settings)
+    return {"batch": batch, "rounds": len(a_ms), **speedups(a, b, a_ms, b_ms), "a": a, "b": b}
 
 
 def speedups(a: dict[str, Any], b: dict[str, Any], a_ms: Sequence[float], b_ms: Sequence[float]) -> dict[str, Any]:
@@ -196,8 +213,37 @@ def speedups(a: dict[str, Any], b: dict[str, Any], a_ms: Sequence[float], b_ms: 
 
 
 # ------------------------------------------------------------------------------------------------
-# environment
+# achieved GFLOP/s and the machine's peak
 # ------------------------------------------------------------------------------------------------
+
+def runner_threads(runner: Runner) -> int | None:
+    """The intra-op threads ``runner`` computes with (None on a GPU)."""
+    if runner.device != "cpu":
+        return None
+    if runner.backend == "torch":
+        return torch.get_num_threads()
+    from vitc.checks.peak import default_threads
+
+    return getattr(runner, "threads", None) or default_threads()
+
+
+def runner_peak(runner: Runner) -> dict[str, Any] | None:
+    """The fp32 GEMM peak on the runner's device and threads (CPU only; measured once per process)."""
+    threads = runner_threads(runner)
+    if threads is None:
+        return None
+    from vitc.checks.peak import gemm_peak
+
+    return gemm_peak(threads)
+
+
+def add_efficiency(result: dict[str, Any], macs: int | None, peak: dict[str, Any] | None) -> dict[str, Any]:
+    """Add ``gflops`` (2 · MACs · images/s) and ``peak_fraction`` (of the fp32 GEMM peak) to a batch result."""
+    gflops = 2.0 * macs * result["images_per_s"] / 1e9 if macs else None
+    result["gflops"] = gflops
+    result["peak_fraction"] = gflops / peak["gflops"] if gflops and peak else None
+    return result
+
 
 # ------------------------------------------------------------------------------------------------
 # targets → reports
@@ -219,10 +265,13 @@ def bench_report(runner: Runner, batch_sizes: Sequence[int], settings: BenchSett
     settings.validate()
     batch_sizes = _check_batches(batch_sizes, [(runner, target)])
     results = bench_runner(runner, batch_sizes, settings, label=runner.backend)
+    summary = _runner_summary(runner)
+    for r in results:
+        add_efficiency(r, summary["macs"], summary["peak"])
     return {
         "mode": "bench",
         "target": target,
-        **_runner_summary(runner),
+        **summary,
         "settings": {**_protocol(settings), "batch_sizes": list(batch_sizes)},
         "environment": environment([runner]),
         "results": results,
@@ -246,17 +295,19 @@ def compare_report(runner_a: Runner, runner_b: Runner, batch_sizes: Sequence[int
     if (runner_a.backend, runner_a.precision) != (runner_b.backend, runner_b.precision):
         warnings.append(f"A runs {runner_a.backend} {runner_a.precision} and B {runner_b.backend} {runner_b.precision}: "
                         "the speedup includes that change, not only the model's")
+    a_sum, b_sum = _runner_summary(runner_a), _runner_summary(runner_b)
     results = []
     for b in batch_sizes:
         r = measure_pair(runner_a, runner_b, b, settings)
         warnings += [f"{name}: {r[side]['warning']}" for side, name in (("a", target_a), ("b", target_b)) if r[side]["warning"]]
+        add_efficiency(r["a"], a_sum["macs"], a_sum["peak"])
+        add_efficiency(r["b"], b_sum["macs"], b_sum["peak"])
         results.append(r)
     for w in warnings:
         log(f"warning: {w}")
-    a_sum, b_sum = _runner_summary(runner_a), _runner_summary(runner_b)
     macs = None
     if a_sum["macs"] and b_sum["macs"]:
-        macs = {"a": a_sum["macs"], "b": b_sum["macs"], "ratio": a_sum["macs"] / b_sum["macs"]}
+        macs = {"a": a_sum["macs"], "b": b_sum["macs"], "macs_ratio": b_sum["macs"] / a_sum["macs"]}
     return {
         "mode": "compare",
         "a": {"target": target_a, "label": _label(runner_a), **a_sum},
@@ -267,6 +318,65 @@ def compare_report(runner_a: Runner, runner_b: Runner, batch_sizes: Sequence[int
         "results": results,
         "warnings": warnings,
     }
+
+
+def stack_report(runners: Sequence[Runner], targets: Sequence[str], batch_sizes: Sequence[int],
+                 settings: BenchSettings) -> dict[str, Any]:
+    """The ``vitc bench REF T1 T2 ...`` report: every target's speedup over the first (the reference), run
+    round-robin at each batch size, with images/s, achieved GFLOP/s, its fraction of the GEMM peak and the
+    MACs ratio — the stacked number across method × precision × backend."""
+    settings.validate()
+    if len(runners) < 2:
+        raise UsageError("a stacked bench needs a reference and at least one target")
+    batch_sizes = _check_batches(batch_sizes, list(zip(runners, targets)))
+    summaries = [_runner_summary(r) for r in runners]
+    ref_macs = summaries[0]["macs"]
+    warnings = []
+    shapes = {r.input_shape for r in runners}
+    if len(shapes) > 1:
+        warnings.append(f"the targets take different inputs {sorted(shapes)}; speedups include the change of input size")
+    results = []
+    for b in batch_sizes:
+        measured, ms = measure_group(runners, b, settings, label="stack")
+        rows = []
+        for target, summary, res, times in zip(targets, summaries, measured, ms):
+            add_efficiency(res, summary["macs"], summary["peak"])
+            if res["warning"]:
+                warnings.append(f"{target}: {res['warning']}")
+            rows.append({"target": target, "label": _label_of(summary), **speedups(measured[0], res, ms[0], times), **res})
+        results.append({"batch": b, "rounds": len(ms[0]), "rows": rows})
+    for w in warnings:
+        log(f"warning: {w}")
+    entries = [{"target": t, "label": _label_of(s), **s,
+                "macs_ratio": s["macs"] / ref_macs if s["macs"] and ref_macs else None} for t, s in zip(targets, summaries)]
+    return {
+        "mode": "stack",
+        "reference": entries[0],
+        "targets": entries,
+        "settings": {**_protocol(settings), "batch_sizes": list(batch_sizes), "order": "round-robin"},
+        "environment": environment(list(runners)),
+        "results": results,
+        "warnings": warnings,
+    }
+
+
+def stack_targets(targets: Sequence[str], settings: BenchSettings | None = None, *, pretrained: bool = False,
+                  checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
+    """Open ``targets`` (the first is the reference; ``BACKEND:PATH`` picks a backend) and :func:`stack_report` them."""
+    from contextlib import ExitStack
+
+    s = BenchSettings.with_options(settings, **options)
+    with ExitStack() as stack:
+        runners = [stack.enter_context(_open(t, s, pretrained, checkpoint)) for t in targets]
+        return stack_report(runners, list(targets), s.batch_sizes, s)
+
+
+def split_target(target: str) -> tuple[str | None, str]:
+    """``"openvino:model.onnx"`` → ``("openvino", "model.onnx")``; a target without a backend prefix → ``(None, target)``."""
+    name, sep, rest = target.partition(":")
+    if sep and name in BACKENDS and rest:
+        return name, rest
+    return None, target
 
 
 def bench_target(target: str, settings: BenchSettings | None = None, *, pretrained: bool = False,
@@ -291,7 +401,8 @@ def compare_targets(target_a: str, target_b: str, settings: BenchSettings | None
 def _open(target: str, s: BenchSettings, pretrained: bool, checkpoint: str | None) -> Runner:
     options: dict[str, Any] = {"compile": s.compile, "cuda_graph": s.cuda_graph, "pretrained": pretrained,
                                "checkpoint": checkpoint}
-    return load_runner(target, backend=s.backend, device=s.device, precision=s.precision,
+    backend, path = split_target(target)
+    return load_runner(path, backend=backend or s.backend, device=s.device, precision=s.precision,
                        **{k: v for k, v in options.items() if v})
 
 
@@ -302,6 +413,10 @@ def _protocol(settings: BenchSettings) -> dict[str, Any]:
 
 def _label(runner: Runner) -> str:
     return f"{runner.backend} {runner.precision} on {runner.device}"
+
+
+def _label_of(summary: dict[str, Any]) -> str:
+    return f"{summary['backend']} {summary['precision']} on {summary['device']}"
 
 
 def _runner_summary(runner: Runner) -> dict[str, Any]:
@@ -316,6 +431,7 @@ def _runner_summary(runner: Runner) -> dict[str, Any]:
         "model": spec.name if spec else None,
         "macs": model_macs(spec) if spec else None,
         "runner": runner.describe(),
+        "peak": runner_peak(runner),
     }
 
 

@@ -2,7 +2,9 @@
 
 One row per (variant, deployed format): params, MACs, MACs ratio to dense, top-1 and the backend
 it was measured through, images/s at each benched batch size, speedup over the dense model at the
-same precision and backend, and the verification result.
+same precision and backend, the *stacked* speedup over the dense fp32 model on the reference backend
+(ONNX Runtime) across method × precision × backend, the achieved GFLOP/s (2 · MACs · images/s) and its
+fraction of an fp32 GEMM peak measured on the same CPU threads, and the verification result.
 """
 
 from __future__ import annotations
@@ -14,6 +16,23 @@ from typing import Any
 from vitc.core.fileio import write_bytes, write_json, write_text
 
 REPORT_JSON, REPORT_MD, PARETO_PNG = "report.json", "report.md", "pareto.png"
+REFERENCE = ("dense", "onnxruntime", "fp32")  # (method, backend, precision) every stacked speedup is over
+
+
+def add_stacked(rows: list[dict[str, Any]]) -> None:
+    """Fill ``row["stacked_speedup"][batch]`` (img/s over the dense ONNX Runtime fp32 row's, measured in
+    separate runs of the same pipeline), ``row["gflops"][batch]`` and ``row["peak_fraction"][batch]``
+    (of the fp32 GEMM peak its bench recorded; CPU runs only)."""
+    ref = next((r for r in rows if (r.get("method"), r.get("backend"), r.get("precision")) == REFERENCE), None)
+    ref_ips = (ref or {}).get("throughput") or {}
+    for r in rows:
+        ips = r.get("throughput") or {}
+        detail = r.get("bench") or {}
+        peak = detail.get("peak") or (detail.get("b") or {}).get("peak")
+        r["stacked_speedup"] = {b: v / ref_ips[b] for b, v in ips.items() if v and ref_ips.get(b)}
+        r["gflops"] = {b: 2.0 * r["macs"] * v / 1e9 for b, v in ips.items() if v and r.get("macs")}
+        r["peak_fraction"] = {b: g / peak["gflops"] for b, g in r["gflops"].items()} if peak else {}
+        r["peak_gflops"] = peak["gflops"] if peak else None
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> None:
@@ -43,7 +62,8 @@ def batch_sizes(rows: list[dict[str, Any]]) -> list[str]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     batches = batch_sizes(rows)
     header = ["variant", "format", "params (M)", "MACs (M)", "MACs ratio", "top-1 (%)", "top-1 via"]
-    header += [f"img/s @{b}" for b in batches] + [f"speedup @{b}" for b in batches] + ["verified"]
+    header += [f"img/s @{b}" for b in batches] + [f"speedup @{b}" for b in batches]
+    header += [f"vs dense ORT fp32 @{b}" for b in batches] + [f"GFLOP/s (of peak) @{b}" for b in batches] + ["verified"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [
@@ -52,6 +72,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ]
         cells += [_num(r.get("throughput", {}).get(b), "{:.1f}") for b in batches]
         cells += [_num(r.get("speedup", {}).get(b), "{:.2f}x") for b in batches]
+        cells += [_num((r.get("stacked_speedup") or {}).get(b), "{:.2f}x") for b in batches]
+        cells += [_gflops(r, b) for b in batches]
         cells.append(r.get("verify") or "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -59,6 +81,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else fmt.format(v)
+
+
+def _gflops(row: dict[str, Any], batch: str) -> str:
+    g = (row.get("gflops") or {}).get(batch)
+    if g is None:
+        return "-"
+    frac = (row.get("peak_fraction") or {}).get(batch)
+    return f"{g:.1f}" + ("" if frac is None else f" ({frac:.0%})")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -74,8 +104,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "MACs are analytic multiply–accumulates per image. Top-1 is measured through the backend named in "
         "'top-1 via' on the validation split. Throughput is images/s on synthetic inputs; speedup is over the "
         "dense model with the same backend and precision, measured alternately with it in one paired run (the "
-        "`vitc bench --compare` protocol). 'verified' is the parity check of each exported ONNX against its "
-        "PyTorch artifact.",
+        "`vitc bench --compare` protocol). 'vs dense ORT fp32' is the stacked speedup over the dense fp32 model on "
+        "ONNX Runtime (method × precision × backend; images/s of separate runs). GFLOP/s is 2 · MACs · images/s, "
+        "with its fraction of an fp32 2048³ GEMM on the same CPU threads (INT8 can exceed it). 'verified' is the "
+        "parity check of each exported ONNX against its PyTorch artifact.",
     ]
     if report.get("targets"):
         from vitc.pipeline.targets import describe
@@ -126,7 +158,8 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
     # one marker per deployed format, one colour per method
     markers = {("torch", "fp32"): "P", ("torch", "fp16"): "X", ("torch", "bf16"): "X",
                ("onnxruntime", "fp32"): "o", ("onnxruntime", "fp16"): "s", ("onnxruntime", "int8"): "D",
-               ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">"}
+               ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">",
+               ("openvino", "fp32"): "h", ("openvino", "fp16"): "p", ("openvino", "int8"): "d"}
     plotted: set[str] = set()
     annotated: set[str] = set()
     labels = []
@@ -164,6 +197,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], meta: dict[str
     """``targets``: the checked targets (:func:`vitc.pipeline.targets.check_targets`), listed under the table."""
     out_dir = Path(out_dir)
     add_speedups(rows)
+    add_stacked(rows)
     report: dict[str, Any] = {"meta": meta, "environment": environment, "rows": rows}
     if targets:
         report["targets"] = targets
