@@ -306,7 +306,8 @@ def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[s
         run = _settings(parent_method.settings, section, cfg.source, parent, inherited,
                         fixed={parent_method.sweep: stage.parent_value}, extra=("materialize",),
                         label=yaml_label(cfg.source, f"{kind}.") if not section else None)
-        where = (f"the {parent} section's settings" if section else f"the defaults of `vitc compress {parent}`")
+        where = (f"the {parent} section's settings" if isinstance(raw.get(parent), dict)
+                 else f"the defaults of `vitc compress {parent}`")
         listed = f"{parent}.{parent_method.sweep}s lists {', '.join(f'{v:g}' for v in existing.values)}" \
             if existing is not None else f"there is no {parent} section"
         value = stage.parent_value

@@ -77,10 +77,10 @@ class Plan:
         return self.out / DENSE / "model.safetensors"
 
     def add(self, name: str, options: dict[str, Any], inputs: list[Path], outputs: list[Path],
-            fn: Any) -> str:
+            fn: Any, checkpoints: Path | None = None) -> str:
         if any(s.name == name for s in self.stages):
             raise UsageError(f"{self.cfg.source}: two stages are named {name!r}; give the runs distinct values or names")
-        self.stages.append(Stage(name, options, inputs, outputs, fn))
+        self.stages.append(Stage(name, options, inputs, outputs, fn, checkpoints))
         return name
 
     def build(self) -> list[Stage]:
@@ -146,7 +146,7 @@ class Plan:
             return train_classifier(cfg.model, data, folder, b, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                                     resume=has_checkpoint(folder, self.resume)) or {}
 
-        self.add(f"{DENSE}/train", opts, inputs, [target], run)
+        self.add(f"{DENSE}/train", opts, inputs, [target], run, checkpoints=target.parent)
         return target
 
     def _import_model(self, target: Path) -> dict[str, Any]:
@@ -187,7 +187,7 @@ class Plan:
                 return {"artifact": str(compressed)}
             return method.compress(str(source), data, folder, settings, resume=has_checkpoint(folder, self.resume)) or {}
 
-        self.add(f"{run_name}/compress", {"data": data, **to_dict(settings)}, inputs, [compressed], run)
+        self.add(f"{run_name}/compress", {"data": data, **to_dict(settings)}, inputs, [compressed], run, checkpoints=folder)
         if method.token_selection:
             keep = stage.ratios_of(i) or [settings.keep_ratio]
             targets = [folder / f"materialized-keep{ratio_tag(r)}.safetensors" for r in keep]

@@ -27,7 +27,7 @@ from vitc.core.progress import log
 from vitc.pipeline.config import PipelineConfig
 from vitc.pipeline.plan import Plan, Row
 from vitc.pipeline.preflight import preflight
-from vitc.pipeline.state import CHECKPOINT_NAME, LOCK_NAME, STATE_NAME, Lock, Stage, StageRecords, prepare_out, stage_key
+from vitc.pipeline.state import CHECKPOINT_NAME, LOCK_NAME, STATE_NAME, Lock, Stage, StageRecords, drop_checkpoints, prepare_out, stage_key
 
 __all__ = ["CHECKPOINT_NAME", "LOCK_NAME", "STATE_NAME", "Pipeline", "Row", "Stage", "prepare_out", "run_pipeline",
            "stage_key"]
@@ -55,8 +55,8 @@ class Pipeline:
         stages = self.plan()
         records = StageRecords(self.out, self.resume)
         total = len(stages)
-        plan = [{"stage": k, "of": total, "name": s.name, "action": "skip (unchanged)" if records.unchanged(s) else "run"}
-                for k, s in enumerate(stages, 1)]
+        plan = [{"stage": k, "of": total, "name": s.name, "action": "skip (unchanged)" if records.unchanged(s) else "run",
+                 "options": s.options} for k, s in enumerate(stages, 1)]
         return {"out": str(self.out), "resume": self.resume, "stages": plan, "notes": list(self.cfg.notes),
                 "targets": [t.text for t in self.cfg.targets],
                 "would_run": sum(p["action"] == "run" for p in plan), "would_skip": sum(p["action"] != "run" for p in plan)}
@@ -76,6 +76,9 @@ class Pipeline:
                 self.skipped.append(stage.name)
                 results[stage.name] = records.result(stage)
                 continue
+            if stage.checkpoints is not None and records.changed(stage) and drop_checkpoints(stage.checkpoints):
+                log(f"[fresh] {where}: its settings or inputs changed since its checkpoint was written; starting it over")
+            records.start(stage)
             log(f"[run] {where}")
             started = time.perf_counter()
             try:

@@ -31,6 +31,7 @@ class Stage:
     inputs: list[Path]
     outputs: list[Path]
     fn: Callable[[], dict[str, Any]]
+    checkpoints: Path | None = None  # a training stage: the folder its per-epoch checkpoints go to
 
 
 def stage_key(options: dict[str, Any], inputs: list[Path]) -> str:
@@ -55,11 +56,22 @@ class StageRecords:
                 self.state = {}
 
     def unchanged(self, stage: Stage) -> bool:
-        """Recorded with the same key and every input and output still there (``--resume`` only)."""
+        """Finished with the same key and every input and output still there (``--resume`` only)."""
         done = self.state.get(stage.name)
-        if not (self.resume and isinstance(done, dict) and all(p.exists() for p in stage.inputs + stage.outputs)):
+        if not (self.resume and isinstance(done, dict) and "result" in done
+                and all(p.exists() for p in stage.inputs + stage.outputs)):
             return False
         return bool(done.get("key") == stage_key(stage.options, stage.inputs))
+
+    def changed(self, stage: Stage) -> bool:
+        """Recorded (finished or started) with another key: other settings or inputs than this run's."""
+        done = self.state.get(stage.name)
+        return isinstance(done, dict) and done.get("key") != stage_key(stage.options, stage.inputs)
+
+    def start(self, stage: Stage) -> None:
+        """Record that ``stage`` is under way with its key (an interrupted stage is continued only with it)."""
+        self.state[stage.name] = {"key": stage_key(stage.options, stage.inputs), "running": True}
+        write_json(self.path, self.state)
 
     def result(self, stage: Stage) -> dict[str, Any]:
         return dict(self.state[stage.name]["result"])
@@ -103,6 +115,14 @@ class Lock:
             self.path.unlink(missing_ok=True)
 
 
+def drop_checkpoints(folder: Path) -> int:
+    """Delete the training checkpoints under ``folder`` (a stage whose settings changed starts over)."""
+    found = list(folder.rglob(CHECKPOINT_NAME)) if folder.is_dir() else []
+    for ckpt in found:
+        ckpt.unlink()
+    return len(found)
+
+
 def has_checkpoint(folder: Path, resume: bool) -> bool:
     """An interrupted training stage left a checkpoint to continue from (``--resume`` only)."""
     return resume and folder.is_dir() and any(folder.rglob(CHECKPOINT_NAME))
@@ -120,5 +140,4 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
         raise UsageError(f"{out} already holds files (an earlier run?): add --resume to continue it, --force to start "
                          "over there, or choose another --out")
     (out / STATE_NAME).unlink(missing_ok=True)
-    for ckpt in out.rglob(CHECKPOINT_NAME):
-        ckpt.unlink()
+    drop_checkpoints(out)

@@ -18,6 +18,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vitc.core.errors import UsageError
@@ -125,3 +126,29 @@ def describe(result: dict[str, Any]) -> str:
         return f"NOT met: {result['target']} (no such value in the report)"
     state = "met" if result["met"] else "NOT met"
     return f"{state}: {result['target']} ({result['value']:.4g} vs {result['bound']:.4g})"
+
+
+def check_report(report: str | Path, targets: list[str] | None = None, pipeline: str | Path | None = None) -> list[dict[str, Any]]:
+    """Check ``targets`` (lines), or the ``targets`` of the ``pipeline`` YAML, against a run's ``report.json``."""
+    import json
+
+    import yaml
+
+    path = Path(report)
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: not a vitc run report ({type(e).__name__}: {e})") from None
+    lines: Any = list(targets or [])
+    label = "--target"
+    if pipeline is not None:
+        try:
+            raw = yaml.safe_load(Path(pipeline).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise UsageError(f"{pipeline}: cannot read it ({type(e).__name__})") from None
+        listed = raw.get("targets") if isinstance(raw, dict) else None
+        lines += listed if isinstance(listed, list) else [listed] if listed else []
+        label = f"{pipeline}: 'targets'"
+    if not lines:
+        raise UsageError("no targets to check: give --target LINE or a pipeline YAML with a 'targets' list")
+    return check_targets(rows, parse_targets(lines, label))
