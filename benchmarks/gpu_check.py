@@ -1,45 +1,24 @@
-#!/usr/bin/env python
 """The one command for a GPU machine: tests, environment, inference and training throughput, in one run.
 
-    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 benchmarks/gpu_check.py --out $OUT/gpu
-    python benchmarks/gpu_check.py --dry-run --out runs/gpu_check_dry     # same code paths, CPU, tiny models
+    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 -m benchmarks.gpu_check --out $OUT/gpu
+    python -m benchmarks.gpu_check --dry-run --out runs/gpu_check_dry     # same code paths, CPU, tiny models
 
 It writes OUT/gpu_check.json, OUT/gpu_check.md (tables and the acceptance lines), OUT/gpu_check.log (its
-own progress) and OUT/pytest.log; work files (artifacts, ONNX, engines) go to a temporary folder, so a
-device machine returns only those four. Both reports are rewritten after every measurement, so a run
-stopped by a timeout still leaves what it measured. Parts, in order of priority:
+own progress) and OUT/pytest.log; work files (artifacts, ONNX, engines) go to a temporary folder. Both
+reports are rewritten after every measurement, so a run stopped by a timeout keeps what it measured.
 
-1. **environment** — GPU, driver, torch/CUDA/cuDNN, TensorRT and onnxruntime-gpu present or not, pytest
-   plugins, vitc's ``environment()``.
-2. **tests** — ``pytest -m gpu tests/test_gpu.py`` in a subprocess (``-o addopts=''``, no cache, so a
-   machine without pytest-timeout or hypothesis runs it too; ``--tests-timeout`` caps it): the summary
-   line and every test's outcome, streamed, so a killed run still reports the tests that finished.
-3. **architectures** — DeiT-S dense; UVC (budget 0.5) from a short search on synthetic data, as
-   ``vitc compress uvc`` runs it (throughput depends on which blocks, heads and neurons survive, not on
-   weights; a hand-built stand-in of the same MACs if the search fails, and the JSON says which);
-   DynamicViT ρ 0.7 and 0.5 built from the spec (token counts floor(N·ρ^s) before blocks 3, 6, 9 do not
-   depend on training); UVC+DynamicViT (ρ 0.7 on the UVC architecture, predictors at 1/4, 1/2, 3/4 of
-   its depth, as that method places them) when ``"uvc+dynamicvit" in vitc.methods.METHODS``.
-4. **inference** — fp16 eager and CUDA graphs: the dense model against each variant, alternately
-   (``vitc.checks.bench.compare_report``), at batch 1, 32 and 64, the speedup beside the MACs ratio.
-5. **training** — images/s of one dense, one UVC-search and one DynamicViT step with AMP at batch 64:
-   the loop's step (autocast, GradScaler, clipping, the objective's hooks, the per-step loss read) on a
-   batch already on the GPU, so data loading is not measured.
-6. **compile** — as 4 through ``torch.compile`` (``--compile-mode``, inductor's ``default``: the
-   runner's own max-autotune would spend minutes per UVC shape).
-7. **backends** — ONNX Runtime (CUDA provider) and TensorRT fp16 engines, dense vs each variant, when
-   installed (skipped otherwise, with the reason).
-
-``--budget-s`` (default 450: the whole check under 8 minutes on an H100) is checked before every
-measurement: what would not fit is skipped and listed with the reason; a watchdog ends the process
-``--grace-s`` after the budget, keeping the reports written so far. ``--dry-run`` runs the same code on
-the CPU with vit-micro (fp32; parts that need CUDA are recorded as skipped), in well under 5 minutes.
+Sections, in order (``SECTIONS``; one more is a function and an entry there): ``tests`` (``pytest -m gpu
+tests/test_gpu.py`` in a subprocess), ``inference`` (fp16 eager and CUDA graphs, dense against each shape of
+:mod:`benchmarks.shapes`, alternately, through ``vitc.checks.bench.compare_report``), ``training`` (images/s of
+:func:`vitc.train.loop.train_step` for a dense, a UVC-search and a DynamicViT step with AMP), ``compile``
+(inference through ``torch.compile``) and ``backends`` (ONNX Runtime CUDA, TensorRT, when installed).
+``--budget-s`` is checked before every measurement (what would not fit is skipped, with the reason); a watchdog
+ends the process ``--grace-s`` after it. ``--dry-run`` runs the same code on the CPU with vit-micro.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import shutil
@@ -57,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from benchmarks.shapes import DENSE_MODEL, SHORT_SEARCH, SHORT_SEARCH_DATA
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -72,9 +53,8 @@ NOTE_SYNTHETIC = ("architectures from a short compress run on synthetic data or 
                   "on shapes (heads, MLP widths, blocks, token counts), not on weights; accuracy is not measured here")
 MODES = ("eager", "cuda-graph", "compile")
 CUDA_MODES = ("cuda-graph", "compile")
-PARTS = ("tests", "inference", "training", "compile", "backends")
 TRAIN_KINDS = ("dense", "uvc-search", "dynamicvit")
-ACCEPT_FACTOR = 0.9  # speedup at the acceptance batch >= 0.9 x the MACs ratio
+ACCEPT_FACTOR = 0.9  # speedup at the acceptance batch >= 0.9 x dense/variant MACs (the ideal speedup)
 UVC_DVT = "uvc+dynamicvit"
 
 
@@ -175,11 +155,8 @@ class Plan:
     batches: list[int]
     accept_batch: int
     keep_ratios: list[float]
-    uvc_budget: float
-    uvc_epochs: int
-    uvc_synthetic: int
-    uvc_batch: int
-    uvc_gate_lr: float
+    uvc_data: str
+    uvc_search: dict[str, Any]  # UVCSettings fields: the short DeiT-S search (benchmarks.shapes), shortened for --dry-run
     train_batch: int
     train_warmup_steps: int
     train_steps: int
@@ -200,18 +177,23 @@ class Plan:
         """A first guess at one A/B comparison at one batch size (warm-ups, both sides' timed loops)."""
         return 2 * self.warmup_ms / 1e3 + 3 * self.min_seconds + 0.5
 
+    def uvc_settings(self) -> Any:
+        from benchmarks.shapes import short_search_settings
+
+        return short_search_settings(self.device, **self.uvc_search)
+
 
 def make_plan(dry_run: bool, **given: Any) -> Plan:
     values: dict[str, Any] = dict(
-        device="cuda", precision="fp16", model="deit_small_patch16_224", batches=[1, 32, 64], accept_batch=32,
-        keep_ratios=[0.7, 0.5], uvc_budget=0.5, uvc_epochs=4, uvc_synthetic=64, uvc_batch=4, uvc_gate_lr=5.0, train_batch=64,
+        device="cuda", precision="fp16", model=DENSE_MODEL, batches=[1, 32, 64], accept_batch=32,
+        keep_ratios=[0.7, 0.5], uvc_data=SHORT_SEARCH_DATA, uvc_search=dict(SHORT_SEARCH), train_batch=64,
         train_warmup_steps=3, train_steps=10, warmup_ms=300.0, min_iters=20, min_seconds=1.0, compile_mode="default",
         tests_timeout=240.0,
     )
     if dry_run:
-        values.update(device="cpu", precision="fp32", model="vit-micro", batches=[1, 8], accept_batch=8, uvc_epochs=2,
-                      uvc_synthetic=32, uvc_gate_lr=1.0, train_batch=8, train_warmup_steps=1, train_steps=3, warmup_ms=0.0, min_iters=3,
-                      min_seconds=0.05, tests_timeout=180.0)
+        values.update(device="cpu", precision="fp32", model="vit-micro", batches=[1, 8], accept_batch=8,
+                      uvc_data="synthetic:32", uvc_search={**SHORT_SEARCH, "epochs": 2, "gate_lr": 1.0}, train_batch=8,
+                      train_warmup_steps=1, train_steps=3, warmup_ms=0.0, min_iters=3, min_seconds=0.05, tests_timeout=180.0)
     values.update({k: v for k, v in given.items() if v is not None})
     return Plan(dry_run=dry_run, **values)
 
@@ -243,139 +225,56 @@ class Variant:
         macs = model_macs(self.spec)
         return {
             "name": self.name, "kind": self.kind, "source": self.source, "keep_ratio": self.keep_ratio,
-            "macs": macs, "macs_ratio": dense_macs / macs, "params": count_params(self.spec), "depth": self.spec.depth,
+            "macs": macs, "macs_ratio": macs / dense_macs, "params": count_params(self.spec), "depth": self.spec.depth,
             "heads": [b.heads for b in self.spec.blocks], "mlp_hidden": [b.mlp_hidden for b in self.spec.blocks],
             "keep_tokens": [b.keep_tokens for b in self.spec.blocks if b.keep_tokens is not None],
         }
 
 
 # ------------------------------------------------------------------------------------------------
-# architectures (also used by benchmarks/cpu_compare.py)
+# architectures: the shapes of benchmarks.shapes
 # ------------------------------------------------------------------------------------------------
 
-def dense_artifact(model: str, out: Path) -> Path:
-    """The dense model as a vitc artifact (seeded random init unless ``model`` is already an artifact)."""
-    import torch
-
-    from vitc.core.artifacts import save_model
-    from vitc.core.models import is_artifact_path, resolve_model
-
-    if is_artifact_path(model):
-        return Path(model)
-    torch.manual_seed(0)
-    net, spec = resolve_model(model)
-    return save_model(out / "dense.safetensors", net, spec)
-
-
-def uvc_architecture(dense: Path, out: Path, *, given: Path | None, budget: float, synthetic: int, epochs: int,
-                     batch_size: int, device: str, gate_lr: float = 5.0) -> Path:
-    """A materialized UVC model: from ``given`` (compressed or already materialized) or a short search on
-    ``synthetic:N`` data with the settings that make a few epochs reach the budget (the README's DeiT-S
-    recipe: 4 epochs on synthetic:64 at batch 4 → 5 of 12 blocks, MACs ratio 0.424, on the CPU)."""
-    from vitc.core.artifacts import read_header
-    from vitc.core.errors import UsageError
-    from vitc.methods import materialize
-
-    if given is None:
-        from vitc.methods.uvc.compress import compress_uvc
-        from vitc.methods.uvc.settings import UVCSettings
-
-        settings = UVCSettings(budget=budget, epochs=epochs, finetune_epochs=0, batch_size=batch_size, gate_warmup_epochs=0,
-                               z_lr_schedule=(2000.0,), gate_lr=gate_lr, gate_interval=1, device=device)
-        summary = compress_uvc(str(dense), f"synthetic:{synthetic}", out / "uvc", settings)
-        assert summary is not None  # single process
-        given = Path(summary["artifact"])
-    _, kind, _ = read_header(given)
-    if kind == "model":
-        return given
-    if kind != "uvc":
-        raise UsageError(f"--uvc {given} is a {kind} artifact, not a UVC one")
-    return Path(materialize(given, out / "uvc" / "materialized.safetensors")["artifact"])
-
-
-def hand_built_uvc_like(spec: ViTSpec, budget: float) -> ViTSpec:
-    """A spec shaped like a UVC result at ``budget`` (MACs fraction): DeiT-S with one late block skipped and
-    heads/MLP widths shrinking with depth (MLP widths multiples of 8), scaled until its MACs are ``budget``
-    of the dense model's. A stand-in for a searched architecture of the same MACs ratio."""
-    from vitc.core.errors import UsageError
-    from vitc.core.flops import model_macs
-    from vitc.core.spec import BlockSpec
-
-    depth, dense = spec.depth, model_macs(spec)
-    skip = round(0.8 * (depth - 1))  # one late block skipped, as UVC's gates tend to do
-    keep = [i for i in range(depth) if i != skip]
-
-    def shaped(c: float) -> ViTSpec:
-        blocks = []
-        for i in keep:
-            taper = 1.0 - 0.6 * i / (depth - 1)
-            b = spec.blocks[i]
-            heads = max(1, round(b.heads * taper))
-            mlp = max(8, int(round(b.mlp_hidden * taper * c / 8)) * 8)
-            blocks.append(BlockSpec(heads, b.head_dim, min(mlp, b.mlp_hidden)))
-        return spec.replace(name=f"{spec.name}-handbuilt-uvc{budget:g}", blocks=blocks)
-
-    lo, hi = 0.02, 1.6
-    if model_macs(shaped(lo)) / dense > budget:
-        raise UsageError(f"--budget {budget} is below what the hand-built shape can reach")
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if model_macs(shaped(mid)) / dense < budget else (lo, mid)
-    return shaped(lo)
-
-
 def token_selection_variant(base: Variant, keep_ratio: float, kind: str, work: Path) -> Variant:
-    """``base`` with prediction modules before the blocks at 1/4, 1/2, 3/4 of its depth keeping floor(N·ρ^s) tokens."""
-    import torch
-
-    from vitc.core.artifacts import save_model
-    from vitc.core.spec import build_model
+    """``base`` with token selection keeping floor(N·ρ^s) tokens (``benchmarks.shapes.with_tokens``)."""
+    from benchmarks.shapes import save_shape, with_tokens
     from vitc.methods.base import ratio_tag
-    from vitc.methods.dynamicvit.compress import resolve_stages, with_token_selection
 
-    stages = resolve_stages(base.spec, None)
-    spec = with_token_selection(base.spec, keep_ratio, stages)
-    name = f"{kind}-{keep_ratio:g}"
-    torch.manual_seed(1)
-    path = save_model(work / f"{kind.replace('+', '-')}-keep{ratio_tag(keep_ratio)}.safetensors", build_model(spec, init_weights=True),
-                      spec, meta={"method": kind, "keep_ratio": keep_ratio})
+    spec, stages = with_tokens(base.spec, keep_ratio)
+    path = save_shape(spec, work / f"{kind.replace('+', '-')}-keep{ratio_tag(keep_ratio)}.safetensors", method=kind,
+                      keep_ratio=keep_ratio)
     kept = [b.keep_tokens for b in spec.blocks if b.keep_tokens is not None]
     source = (f"spec: {base.name} + token selection before blocks {','.join(map(str, stages))} keeping "
               f"{'/'.join(map(str, kept))} of {spec.num_patches} patch tokens")
-    return Variant(name, kind, spec, path, source, keep_ratio)
+    return Variant(f"{kind}-{keep_ratio:g}", kind, spec, path, source, keep_ratio)
 
 
 def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_uvc: Path | None) -> list[Variant]:
-    from vitc.core.artifacts import read_header, save_model
+    from benchmarks.shapes import dense_artifact, hand_built_uvc_like, save_shape, uvc_architecture
+    from vitc.core.artifacts import read_header
     from vitc.core.errors import VitcError
-    from vitc.core.flops import model_macs
-    from vitc.core.spec import build_model
     from vitc.methods import METHODS
 
     dense_path = dense_artifact(plan.model, work)
     dense_spec = read_header(dense_path)[0]
     dense = Variant("dense", "dense", dense_spec, dense_path, f"{plan.model}, seeded random weights")
-    uvc_name = f"uvc-{plan.uvc_budget:g}"
+    settings = plan.uvc_settings()
+    uvc_name = f"uvc-{settings.budget:g}"
     search_need = 30.0 if plan.dry_run else 45.0
     try:
         if given_uvc is None and not budget.allows(search_need + (20 if plan.dry_run else 100)):
             raise VitcError(f"budget: {budget.left():.0f} s left, a search needs ~{search_need:.0f} s and the measurements after it more")
         t0 = time.monotonic()
-        say(f"UVC: {'materializing ' + str(given_uvc) if given_uvc else f'short search on synthetic:{plan.uvc_synthetic}'}")
-        uvc_path = uvc_architecture(dense_path, work, given=given_uvc, budget=plan.uvc_budget, synthetic=plan.uvc_synthetic,
-                                    epochs=plan.uvc_epochs, batch_size=plan.uvc_batch, device=plan.device,
-                                    gate_lr=plan.uvc_gate_lr)
+        say(f"UVC: {'materializing ' + str(given_uvc) if given_uvc else f'short search on {plan.uvc_data}'}")
+        uvc_path = uvc_architecture(dense_path, work, given=given_uvc, data=plan.uvc_data, settings=settings)
         source = (f"UVC artifact {given_uvc}" if given_uvc else
-                  f"UVC search: {plan.uvc_epochs} epochs on synthetic:{plan.uvc_synthetic}, batch {plan.uvc_batch}, "
-                  f"budget {plan.uvc_budget:g} ({time.monotonic() - t0:.0f} s on {plan.device})")
+                  f"UVC search: {settings.epochs} epochs on {plan.uvc_data}, batch {settings.batch_size}, "
+                  f"budget {settings.budget:g} ({time.monotonic() - t0:.0f} s on {plan.device})")
         uvc = Variant(uvc_name, "uvc", read_header(uvc_path)[0], uvc_path, source)
     except VitcError as e:  # the search missed the budget, or no time for it: a stand-in of the same MACs
-        import torch
-
-        spec = hand_built_uvc_like(dense_spec, plan.uvc_budget)
-        torch.manual_seed(0)
-        path = save_model(work / "uvc-handbuilt.safetensors", build_model(spec, init_weights=True), spec, meta={"method": "hand-built"})
-        uvc = Variant(uvc_name, "uvc", spec, path, f"HAND-BUILT stand-in at MACs {plan.uvc_budget:g} (no search result: {e})")
+        spec = hand_built_uvc_like(dense_spec, settings.budget)
+        path = save_shape(spec, work / "uvc-handbuilt.safetensors", method="hand-built")
+        uvc = Variant(uvc_name, "uvc", spec, path, f"HAND-BUILT stand-in at MACs {settings.budget:g} (no search result: {e})")
         report.skip("UVC search", f"{e}; measured a hand-built stand-in of the same MACs ratio instead")
     variants = [dense, uvc]
     variants += [token_selection_variant(dense, r, "dynamicvit", work) for r in plan.keep_ratios]
@@ -386,12 +285,15 @@ def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_
             report.skip(UVC_DVT, str(e))
     else:
         report.skip(UVC_DVT, "vitc.methods.METHODS has no 'uvc+dynamicvit' method in this tree")
+    from vitc.core.flops import model_macs
+
     dense_macs = model_macs(dense_spec)
+    described = [v.describe(dense_macs) for v in variants]
     with report.lock:
-        report.data["architectures"] = [v.describe(dense_macs) for v in variants]
+        report.data["architectures"] = described
     report.save()
-    for v in variants:
-        say(f"  {v.name}: MACs ratio {dense_macs / model_macs(v.spec):.3f}, depth {v.spec.depth} — {v.source}")
+    for v, d in zip(variants, described):
+        say(f"  {v.name}: MACs ratio {d['macs_ratio']:.3f}, depth {v.spec.depth} — {v.source}")
     return variants
 
 
@@ -399,47 +301,16 @@ def architectures(plan: Plan, work: Path, report: Report, budget: Budget, given_
 # environment
 # ------------------------------------------------------------------------------------------------
 
-def _dist_version(*names: str) -> str | None:
-    from importlib import metadata
-
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def describe_environment() -> dict[str, Any]:
-    import onnxruntime as ort
-    import torch
+    """``vitc.checks.environment.environment()``, plus the pytest plugins the tests part needs and the commit."""
+    from vitc.checks.environment import dist_version, environment
 
-    from vitc.backends.tensorrt.common import tensorrt_version
-    from vitc.checks.environment import environment
-    from vitc.core.device import gpu_info
-
-    cuda = torch.cuda.is_available()
-    providers = ort.get_available_providers()
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         commit = run.stdout.strip() or None
-    return {
-        "gpu": gpu_info(torch.cuda.current_device()) if cuda else None,
-        "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-        "tensorrt": tensorrt_version(),
-        "onnxruntime": ort.__version__,
-        "onnxruntime_providers": providers,
-        "onnxruntime_gpu": "CUDAExecutionProvider" in providers,
-        "packages": {name: _dist_version(name) for name in
-                     ("timm", "onnx", "onnxscript", "triton", "pytest", "pytest-timeout", "hypothesis", "onnxruntime-gpu")},
-        "vitc_commit": commit,
-        "vitc": environment(),
-    }
+    return {**environment(), "pytest_plugins": {name: dist_version(name) for name in ("pytest", "pytest-timeout", "hypothesis")},
+            "vitc_commit": commit}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -486,7 +357,9 @@ def parse_pytest(lines: Sequence[str]) -> dict[str, Any]:
 
 
 def run_tests(plan: Plan, report: Report, budget: Budget, out: Path, work: Path) -> None:
-    if _dist_version("pytest") is None:
+    from vitc.checks.environment import dist_version
+
+    if dist_version("pytest") is None:
         report.skip("tests", "pytest is not installed here")
         return
     reserve = 40.0 if plan.dry_run else 200.0  # architectures, eager/graph inference and training come after
@@ -548,8 +421,9 @@ def open_torch_runner(plan: Plan, variant: Variant, mode: str) -> Runner:
 
 
 def compare_rows(report_: dict[str, Any], mode: str, backend: str, variant: str) -> list[dict[str, Any]]:
-    """One row per batch size: both sides' images/s and latency, the speedups and the MACs ratio."""
-    macs = report_["macs"]["ratio"] if report_["macs"] else None
+    """One row per batch size: both sides' images/s and latency, the speedups, the MACs ratio (variant/dense)
+    and the speedup as a fraction of the ideal one (speedup × MACs ratio: 1 when time falls as MACs do)."""
+    macs = report_["macs"]["b"] / report_["macs"]["a"] if report_["macs"] else None
     rows = []
     for r in report_["results"]:
         a, b = r["a"], r["b"]
@@ -560,7 +434,7 @@ def compare_rows(report_: dict[str, Any], mode: str, backend: str, variant: str)
             "dense_gpu_ms": (a["gpu_compute_ms"] or {}).get("median"), "variant_gpu_ms": (b["gpu_compute_ms"] or {}).get("median"),
             "speedup": r["speedup"], "speedup_paired": r["speedup_paired"], "speedup_paired_iqr": r["speedup_paired_iqr"],
             "speedup_gpu": r["speedup_gpu_compute"], "macs_ratio": macs,
-            "speedup_over_macs": r["speedup"] / macs if macs else None,
+            "speedup_vs_ideal": r["speedup"] * macs if macs else None,
             "rounds": r["rounds"], "cv_dense": a["cv"], "cv_variant": b["cv"],
             "warnings": [w for w in (a["warning"], b["warning"]) if w],
         })
@@ -644,7 +518,7 @@ def compare_variant(plan: Plan, runner_a: Runner, v: Variant, mode: str, setting
     report.save()
     for r in rows:
         say(f"  batch {r['batch']:>3}: dense {r['dense_ips']:9.1f} img/s, {v.name} {r['variant_ips']:9.1f} img/s, "
-            f"speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
+            f"speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.3f})")
     return seconds, compare_s
 
 
@@ -669,9 +543,6 @@ def _release() -> None:
 # training throughput: the loop's step, AMP on CUDA
 # ------------------------------------------------------------------------------------------------
 
-FROZEN_TOKENS = ("cls_token", "dist_token", "reg_token", "pos_embed")  # DynamicViT never trains these
-
-
 def training_setup(kind: str, spec: ViTSpec, batch: int, device: torch.device) -> tuple[nn.Module, Any, Any, int]:
     """(model, objective, loop settings, epoch) of one training step kind, as the compress commands build them."""
     import torch
@@ -692,41 +563,36 @@ def training_setup(kind: str, spec: ViTSpec, batch: int, device: torch.device) -
         from vitc.train.distill import frozen_teacher
 
         settings = UVCSettings(budget=0.5, gate_warmup_epochs=0, batch_size=batch, device=str(device))
-        teacher = frozen_teacher(dense)
-        net = UVCViT(dense)
         cfg = settings.search_loop()
-        return net, UVCSearch(spec, teacher, settings, cfg.label_smoothing, 1, 0), cfg, 0
+        teacher = frozen_teacher(dense)  # a copy, before UVCViT wraps the dense model
+        return UVCViT(dense), UVCSearch(spec, teacher, settings, cfg.label_smoothing, 1, 0), cfg, 0
     if kind == "dynamicvit":
-        from vitc.methods.dynamicvit.compress import DynamicViTObjective, MaskedTrainModel, attach_predictors, resolve_stages
+        from vitc.methods.dynamicvit.compress import token_selection_student
         from vitc.methods.dynamicvit.settings import DynamicViTSettings
 
         dcfg = DynamicViTSettings(keep_ratio=0.7, batch_size=batch, device=str(device))
         cfg = dcfg.loop()
-        objective = DynamicViTObjective(dense, dcfg, cfg.label_smoothing)  # copies the teacher before the student changes
-        student, _ = attach_predictors(dense, spec, dcfg.keep_ratio, resolve_stages(spec, None))
-        for name, p in student.named_parameters():
-            if name in FROZEN_TOKENS:
-                p.requires_grad_(False)
-        return MaskedTrainModel(student), objective, cfg, dcfg.freeze_epochs  # an epoch where the backbone trains too
+        student, objective, _ = token_selection_student(dense, spec, dcfg, cfg.label_smoothing)
+        return student, objective, cfg, dcfg.freeze_epochs  # an epoch where the backbone trains too
     raise ValueError(f"unknown training step {kind!r}")
 
 
 def train_throughput(kind: str, spec: ViTSpec, plan: Plan) -> dict[str, Any]:
-    """Images/s of ``kind``'s training step at ``plan.train_batch``: vitc.train.loop's step body (autocast fp16 +
-    GradScaler on CUDA, clipping, ``after_step``, the per-step loss read) on one batch already on the device."""
+    """Images/s of ``kind``'s training step at ``plan.train_batch``: :func:`vitc.train.loop.train_step` (autocast
+    fp16 + GradScaler on CUDA, the NaN guard, clipping, ``after_step``, the per-step loss read) on one batch
+    already on the device."""
     import torch
 
     from vitc.train.distributed import DistInfo
-    from vitc.train.loop import StepContext
+    from vitc.train.loop import StepContext, train_step
 
     device = torch.device(plan.device)
-    use_amp = device.type == "cuda"
     batch = plan.train_batch
     model, objective, cfg, epoch = training_setup(kind, spec, batch, device)
     model.to(device)
     objective.setup(model, device)
     optimizer = torch.optim.AdamW(objective.param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     objective.on_epoch_start(model, epoch)
     model.train()
     gen = torch.Generator().manual_seed(0)
@@ -737,21 +603,7 @@ def train_throughput(kind: str, spec: ViTSpec, plan: Plan) -> dict[str, Any]:
 
     def step(i: int) -> None:
         ctx = StepContext(epoch, i, i, total, total, cfg.lr, device, DistInfo())
-        for g in optimizer.param_groups:
-            g["lr"] = cfg.lr * objective.lr_scale(g, epoch)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            loss, terms = objective.loss(model, images, targets, ctx)
-        if not bool(torch.isfinite(loss.detach()).all()):  # the loop's NaN guard (a host sync, as there)
-            raise RuntimeError(f"{kind}: non-finite loss at step {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.max_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        objective.after_step(model, ctx)
-        logged = {k: float(v.detach()) for k, v in {"loss": loss, **terms}.items()}  # the loop reads every term per step
+        logged = train_step(model, objective, optimizer, scaler, images, targets, ctx, cfg.max_grad_norm, Path("(no checkpoint)"))
         losses.append(logged["loss"])
 
     def sync() -> None:
@@ -771,7 +623,7 @@ def train_throughput(kind: str, spec: ViTSpec, plan: Plan) -> dict[str, Any]:
     return {
         "step": kind, "batch": batch, "steps": plan.train_steps, "seconds": round(seconds, 4),
         "images_per_s": batch * plan.train_steps / seconds, "ms_per_step": 1e3 * seconds / plan.train_steps,
-        "amp": use_amp, "max_grad_norm": cfg.max_grad_norm, "loss_first": losses[0], "loss_last": losses[-1],
+        "amp": scaler.is_enabled(), "max_grad_norm": cfg.max_grad_norm, "loss_first": losses[0], "loss_last": losses[-1],
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
     }
 
@@ -881,7 +733,7 @@ def run_backends(plan: Plan, variants: list[Variant], report: Report, budget: Bu
                     report.data["backends"].extend(rows)
                 report.save()
                 for r in rows:
-                    say(f"  batch {r['batch']:>3}: speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.2f}x)")
+                    say(f"  batch {r['batch']:>3}: speedup {r['speedup']:.2f}x (MACs ratio {r['macs_ratio']:.3f})")
                 need = max(need, 1.3 * (time.monotonic() - t0))
         finally:
             if runner_a is not None:
@@ -894,8 +746,8 @@ def run_backends(plan: Plan, variants: list[Variant], report: Report, budget: Bu
 # ------------------------------------------------------------------------------------------------
 
 def acceptance(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per measured variant and mode: speedup at the acceptance batch >= 0.9 × MACs ratio, and at batch 1
-    no slower than dense (informational; the figures the compressed models are held against)."""
+    """Per measured variant and mode: speedup at the acceptance batch >= 0.9 × the ideal speedup (1 / MACs ratio),
+    and at batch 1 no slower than dense (informational; the figures the compressed models are held against)."""
     out = []
     accept_batch = int(plan.get("accept_batch", 32))
     seen: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
@@ -904,8 +756,9 @@ def acceptance(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[dic
     for (mode, variant), by_batch in seen.items():
         if accept_batch in by_batch and by_batch[accept_batch]["macs_ratio"]:
             r = by_batch[accept_batch]
-            threshold = ACCEPT_FACTOR * r["macs_ratio"]
-            out.append({"variant": variant, "mode": mode, "criterion": f"speedup at batch {accept_batch} >= {ACCEPT_FACTOR:g} x MACs ratio",
+            threshold = ACCEPT_FACTOR / r["macs_ratio"]
+            out.append({"variant": variant, "mode": mode,
+                        "criterion": f"speedup at batch {accept_batch} >= {ACCEPT_FACTOR:g} x ideal (1 / MACs ratio)",
                         "value": r["speedup"], "threshold": threshold, "passed": bool(r["speedup"] >= threshold)})
         if 1 in by_batch:
             r = by_batch[1]
@@ -915,127 +768,147 @@ def acceptance(rows: Sequence[dict[str, Any]], plan: dict[str, Any]) -> list[dic
 
 
 def acceptance_line(a: dict[str, Any]) -> str:
-    """``PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x MACs ratio: 2.05x vs 2.12x``."""
+    """``PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x ideal (1 / MACs ratio): 2.05x vs 1.91x``."""
     return f"{'PASS' if a['passed'] else 'FAIL'} {a['variant']} [{a['mode']}]: {a['criterion']}: {a['value']:.2f}x vs {a['threshold']:.2f}x"
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v)
+def md_environment(d: dict[str, Any]) -> list[str]:
+    env = d.get("environment") or {}
+    if not env:
+        return []
+    gpu, versions = env.get("gpu") or {}, env.get("versions") or {}
+    providers = env.get("onnxruntime_providers") or []
+    return ["## Environment", "",
+            f"- GPU: {gpu.get('name', 'none')} (capability {gpu.get('capability', '-')}, {gpu.get('memory_gib', '-')} GiB, "
+            f"driver {gpu.get('driver', '-')}, SM clock {gpu.get('sm_clock_mhz', '-')}/{gpu.get('max_sm_clock_mhz', '-')} MHz)",
+            f"- torch {versions.get('torch')}, CUDA {versions.get('cuda')}, cuDNN {versions.get('cudnn')}, TF32 {env.get('tf32')}",
+            f"- TensorRT: {versions.get('tensorrt') or 'not installed'}; onnxruntime {versions.get('onnxruntime')} "
+            f"({'CUDA provider present' if 'CUDAExecutionProvider' in providers else 'no CUDA provider'})",
+            "- " + ", ".join(f"{k} {versions.get(k) or 'absent'}" for k in ("timm", "onnx", "onnxscript", "triton", "openvino"))
+            + ", " + ", ".join(f"{k} {v or 'absent'}" for k, v in (env.get("pytest_plugins") or {}).items()),
+            f"- vitc commit {env.get('vitc_commit') or 'unknown'}", ""]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+def md_tests(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import markdown_table
+
+    tests = d.get("tests")
+    if not tests:
+        return []
+    stopped = f", STOPPED at the time limit while running {tests.get('running_when_stopped')}" if tests.get("timed_out") else ""
+    lines = ["## Tests (`pytest -m gpu tests/test_gpu.py`)", "",
+             f"{tests.get('summary') or 'no summary line'} — exit {tests.get('returncode')}{stopped}; full log in {tests.get('log')}.", ""]
+    by_outcome: dict[str, list[str]] = {}
+    for name, t in tests.get("tests", {}).items():
+        by_outcome.setdefault(t["outcome"], []).append(name.split("::", 1)[1])
+    bad = [(name.split("::", 1)[1], t["outcome"].upper(), t.get("message") or t.get("detail") or "")
+           for name, t in tests.get("tests", {}).items() if t["outcome"] in ("failed", "error")]
+    if bad:
+        lines += [markdown_table(["test", "outcome", "message"], bad), ""]
+    if by_outcome.get("passed"):
+        lines += [f"Passed: {', '.join(by_outcome['passed'])}.", ""]
+    if tests.get("skip_reasons"):
+        lines += ["Skipped:"] + [f"- {r}" for r in tests["skip_reasons"]] + [""]
     return lines
 
 
-def render_markdown(d: dict[str, Any]) -> str:
-    """gpu_check.md: environment, tests, architectures, inference and training tables, acceptance lines, skips."""
-    plan = d.get("plan", {})
-    env = d.get("environment") or {}
-    gpu = env.get("gpu") or {}
-    lines = [f"# GPU check{' (DRY RUN: CPU, tiny model — not GPU figures)' if d.get('dry_run') else ''}", ""]
-    lines.append(f"Started {d.get('started')}, {d.get('elapsed_s')} s of a {plan.get('budget_s')} s budget"
-                 f"{'' if d.get('finished') else ' — INCOMPLETE (still running, or stopped)'}.")
-    lines.append("")
-    if env:
-        lines += ["## Environment", ""]
-        lines.append(f"- GPU: {gpu.get('name', 'none')} (capability {gpu.get('capability', '-')}, {gpu.get('memory_gib', '-')} GiB, "
-                     f"driver {gpu.get('driver', '-')}, SM clock {gpu.get('sm_clock_mhz', '-')}/{gpu.get('max_sm_clock_mhz', '-')} MHz)")
-        lines.append(f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, TF32 {env.get('tf32')}")
-        lines.append(f"- TensorRT: {env.get('tensorrt') or 'not installed'}; onnxruntime {env.get('onnxruntime')} "
-                     f"({'CUDA provider present' if env.get('onnxruntime_gpu') else 'no CUDA provider'})")
-        packages = env.get("packages") or {}
-        lines.append("- " + ", ".join(f"{k} {v or 'absent'}" for k, v in packages.items()))
-        lines.append(f"- vitc commit {env.get('vitc_commit') or 'unknown'}")
-        lines.append("")
-    tests = d.get("tests")
-    if tests:
-        lines += ["## Tests (`pytest -m gpu tests/test_gpu.py`)", ""]
-        stopped = f", STOPPED at the time limit while running {tests.get('running_when_stopped')}" if tests.get("timed_out") else ""
-        lines.append(f"{tests.get('summary') or 'no summary line'} — exit {tests.get('returncode')}{stopped}; "
-                     f"full log in {tests.get('log')}.")
-        lines.append("")
-        by_outcome: dict[str, list[str]] = {}
-        for name, t in tests.get("tests", {}).items():
-            by_outcome.setdefault(t["outcome"], []).append(name.split("::", 1)[1])
-        bad = [(name.split("::", 1)[1], t["outcome"].upper(), t.get("message") or t.get("detail") or "")
-               for name, t in tests.get("tests", {}).items() if t["outcome"] in ("failed", "error")]
-        if bad:
-            lines += _table(["test", "outcome", "message"], bad) + [""]
-        if by_outcome.get("passed"):
-            lines += [f"Passed: {', '.join(by_outcome['passed'])}.", ""]
-        if tests.get("skip_reasons"):
-            lines += ["Skipped:"] + [f"- {r}" for r in tests["skip_reasons"]] + [""]
+def md_architectures(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import markdown_table
+
     archs = d.get("architectures") or []
-    if archs:
-        lines += ["## Architectures", "", NOTE_SYNTHETIC + ".", ""]
-        lines += _table(["variant", "MACs (G)", "MACs ratio", "params (M)", "depth", "heads", "MLP widths", "tokens kept", "source"],
-                        [(a["name"], a["macs"] / 1e9, a["macs_ratio"], a["params"] / 1e6, a["depth"],
-                          "/".join(map(str, a["heads"])), "/".join(map(str, a["mlp_hidden"])),
-                          "/".join(map(str, a["keep_tokens"])) or "-", a["source"]) for a in archs])
-        lines.append("")
-    inference = d.get("inference") or []
-    if inference:
-        s = d.get("inference_settings") or {}
-        lines += [f"## Inference, torch {s.get('precision', plan.get('precision'))} on {s.get('device', plan.get('device'))}", ""]
-        lines.append("speedup = median latency dense / variant, A and B timed alternately (`vitc bench --compare`); paired = median "
-                     "of per-round ratios; GPU = from CUDA-event compute time; MACs ratio = dense / variant. "
-                     f"Warm-up {s.get('warmup_ms')} ms, ≥ {s.get('min_iters')} iterations and ≥ {s.get('min_seconds')} s per side; "
-                     f"compile mode {s.get('compile_mode')}.")
-        lines.append("")
-        lines += _table(["mode", "variant", "batch", "dense img/s", "variant img/s", "speedup", "paired (IQR)", "GPU speedup",
-                         "MACs ratio", "speedup / MACs", "CV dense/variant"],
-                        [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"],
-                          f"{_fmt(r['speedup_paired'])} ({_fmt(r['speedup_paired_iqr'][0])}–{_fmt(r['speedup_paired_iqr'][1])})",
-                          r["speedup_gpu"], r["macs_ratio"], r["speedup_over_macs"], f"{_fmt(r['cv_dense'], 2)}/{_fmt(r['cv_variant'], 2)}")
-                         for r in inference])
-        lines.append("")
+    if not archs:
+        return []
+    return ["## Architectures", "", NOTE_SYNTHETIC + ".", "",
+            markdown_table(["variant", "MACs (G)", "MACs ratio", "params (M)", "depth", "heads", "MLP widths", "tokens kept", "source"],
+                           [(a["name"], a["macs"] / 1e9, a["macs_ratio"], a["params"] / 1e6, a["depth"],
+                             "/".join(map(str, a["heads"])), "/".join(map(str, a["mlp_hidden"])),
+                             "/".join(map(str, a["keep_tokens"])) or "-", a["source"]) for a in archs]), ""]
+
+
+def md_inference(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import cell, markdown_table
+
+    inference, plan = d.get("inference") or [], d.get("plan", {})
+    if not inference:
+        return []
+    s = d.get("inference_settings") or {}
+    lines = [f"## Inference, torch {s.get('precision', plan.get('precision'))} on {s.get('device', plan.get('device'))}", "",
+             "speedup = median latency dense / variant, A and B timed alternately (`vitc bench --compare`); paired = median "
+             "of per-round ratios; GPU = from CUDA-event compute time; MACs ratio = variant / dense; speedup / ideal = "
+             "speedup × MACs ratio (1: time falls as MACs do). "
+             f"Warm-up {s.get('warmup_ms')} ms, ≥ {s.get('min_iters')} iterations and ≥ {s.get('min_seconds')} s per side; "
+             f"compile mode {s.get('compile_mode')}.", ""]
+    lines += [markdown_table(["mode", "variant", "batch", "dense img/s", "variant img/s", "speedup", "paired (IQR)", "GPU speedup",
+                              "MACs ratio", "speedup / ideal", "CV dense/variant"],
+                             [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"],
+                               f"{cell(r['speedup_paired'])} ({cell(r['speedup_paired_iqr'][0])}–{cell(r['speedup_paired_iqr'][1])})",
+                               r["speedup_gpu"], r["macs_ratio"], r["speedup_vs_ideal"],
+                               f"{cell(r['cv_dense'], 2)}/{cell(r['cv_variant'], 2)}") for r in inference]), ""]
     prepare_rows = [r for r in d.get("prepare") or [] if r["mode"] != "eager"]
     if prepare_rows:
         lines += ["First call at every batch size (compile or graph capture): "
                   + ", ".join(f"{r['model']} {r['mode']} {r['seconds']} s" for r in prepare_rows) + ".", ""]
-    accept = d.get("acceptance") or []
-    if accept:
-        lines += ["## Acceptance (informational)", ""]
-        lines.append(f"Criteria: speedup at batch {plan.get('accept_batch')} {plan.get('precision')} ≥ {ACCEPT_FACTOR:g} × MACs ratio; "
-                     "at batch 1 no slower than dense (speedup ≥ 1).")
-        lines.append("")
-        lines += [f"- {acceptance_line(a)}" for a in accept]
-        lines.append("")
+    return lines
+
+
+def md_acceptance(d: dict[str, Any]) -> list[str]:
+    accept, plan = d.get("acceptance") or [], d.get("plan", {})
+    if not accept:
+        return []
+    return ["## Acceptance (informational)", "",
+            f"Criteria: speedup at batch {plan.get('accept_batch')} {plan.get('precision')} ≥ {ACCEPT_FACTOR:g} × the ideal "
+            "speedup (1 / MACs ratio); at batch 1 no slower than dense (speedup ≥ 1).", "",
+            *[f"- {acceptance_line(a)}" for a in accept], ""]
+
+
+def md_training(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import cell, markdown_table
+
     training = d.get("training") or []
-    if training:
-        lines += ["## Training step throughput", "",
-                  "vitc.train.loop's step (autocast fp16 + GradScaler on CUDA, clipping, the objective's hooks, per-step loss read) "
-                  "on one batch already on the device: data loading not included.", ""]
-        lines += _table(["step", "batch", "img/s", "ms/step", "AMP", "peak GiB", "loss first → last"],
-                        [(t["step"], t["batch"], t["images_per_s"], t["ms_per_step"], t["amp"], t["peak_memory_gib"],
-                          f"{_fmt(t['loss_first'])} → {_fmt(t['loss_last'])}") for t in training])
-        lines.append("")
+    if not training:
+        return []
+    return ["## Training step throughput", "",
+            "vitc.train.loop.train_step (autocast fp16 + GradScaler on CUDA, the NaN guard, clipping, the objective's hooks, "
+            "per-step loss read) on one batch already on the device: data loading not included.", "",
+            markdown_table(["step", "batch", "img/s", "ms/step", "AMP", "peak GiB", "loss first → last"],
+                           [(t["step"], t["batch"], t["images_per_s"], t["ms_per_step"], t["amp"], t["peak_memory_gib"],
+                             f"{cell(t['loss_first'])} → {cell(t['loss_last'])}") for t in training]), ""]
+
+
+def md_backends(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import markdown_table
+
     backends = d.get("backends") or []
-    if backends:
-        lines += ["## Other backends", ""]
-        lines += _table(["backend", "variant", "batch", "dense img/s", "variant img/s", "speedup", "GPU speedup", "MACs ratio"],
-                        [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"], r["speedup_gpu"],
-                          r["macs_ratio"]) for r in backends])
-        lines.append("")
-    skipped = d.get("skipped") or []
-    if skipped:
-        lines += ["## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in skipped] + [""]
-    errors = d.get("errors") or []
-    if errors:
-        lines += ["## Errors", ""] + [f"- {e['part']}: {e['error']}" for e in errors] + [""]
-    parts = d.get("parts") or {}
-    if parts:
-        lines.append("Parts: " + ", ".join(f"{k} {v['status']} ({v['seconds']} s)" for k, v in parts.items()) + ".")
+    if not backends:
+        return []
+    return ["## Other backends", "",
+            markdown_table(["backend", "variant", "batch", "dense img/s", "variant img/s", "speedup", "GPU speedup", "MACs ratio"],
+                           [(r["mode"], r["variant"], r["batch"], r["dense_ips"], r["variant_ips"], r["speedup"], r["speedup_gpu"],
+                             r["macs_ratio"]) for r in backends]), ""]
+
+
+def md_status(d: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if d.get("skipped"):
+        lines += ["## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in d["skipped"]] + [""]
+    if d.get("errors"):
+        lines += ["## Errors", ""] + [f"- {e['part']}: {e['error']}" for e in d["errors"]] + [""]
+    if d.get("parts"):
+        lines.append("Parts: " + ", ".join(f"{k} {v['status']} ({v['seconds']} s)" for k, v in d["parts"].items()) + ".")
+    return lines
+
+
+MARKDOWN = (md_environment, md_tests, md_architectures, md_inference, md_acceptance, md_training, md_backends, md_status)
+
+
+def render_markdown(d: dict[str, Any]) -> str:
+    """gpu_check.md: a title, then each of ``MARKDOWN``'s sections that has something to show."""
+    plan = d.get("plan", {})
+    lines = [f"# GPU check{' (DRY RUN: CPU, tiny model — not GPU figures)' if d.get('dry_run') else ''}", "",
+             f"Started {d.get('started')}, {d.get('elapsed_s')} s of a {plan.get('budget_s')} s budget"
+             f"{'' if d.get('finished') else ' — INCOMPLETE (still running, or stopped)'}.", ""]
+    for section in MARKDOWN:
+        lines += section(d)
     return "\n".join(lines) + "\n"
 
 
@@ -1071,12 +944,67 @@ def start_watchdog(report: Report, seconds: float) -> threading.Timer:
 def initial_data(plan: Plan, budget_s: float, grace_s: float, parts: Sequence[str], argv: Sequence[str]) -> dict[str, Any]:
     """The report's skeleton: what was asked, and empty sections that the parts fill."""
     return {
-        "format": FORMAT, "command": " ".join(["python", "benchmarks/gpu_check.py", *argv]), "dry_run": plan.dry_run,
+        "format": FORMAT, "command": " ".join(["python", "-m", "benchmarks.gpu_check", *argv]), "dry_run": plan.dry_run,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "finished": False, "elapsed_s": 0.0,
         "plan": {**plan.__dict__, "budget_s": budget_s, "grace_s": grace_s, "parts": list(parts)},
         "notes": NOTE_SYNTHETIC, "environment": None, "parts": {}, "tests": None, "architectures": [], "inference": [],
         "inference_settings": None, "prepare": [], "training": [], "backends": [], "acceptance": [], "skipped": [], "errors": [],
     }
+
+
+@dataclass
+class Check:
+    """One run's state, handed to every section."""
+
+    plan: Plan
+    report: Report
+    budget: Budget
+    out: Path
+    work: Path
+    given_uvc: Path | None
+    variants: list[Variant] | None = None  # built (part "architectures") before the first section that needs them
+
+    def shapes(self) -> list[Variant]:
+        if self.variants is None:
+            self.variants = []
+            with part(self.report, "architectures"):
+                self.variants = architectures(self.plan, self.work, self.report, self.budget, self.given_uvc)
+        return self.variants
+
+
+def section_tests(c: Check) -> None:
+    run_tests(c.plan, c.report, c.budget, c.out, c.work)
+
+
+def section_inference(c: Check) -> None:
+    run_inference(c.plan, c.shapes(), [m for m in c.plan.modes if m != "compile"], c.report, c.budget)
+
+
+def section_training(c: Check) -> None:
+    from vitc.core.models import resolve_spec
+
+    spec = c.variants[0].spec if c.variants else resolve_spec(c.plan.model)
+    run_training(c.plan, Variant("dense", "dense", spec, Path(), ""), c.report, c.budget)
+
+
+def section_compile(c: Check) -> None:
+    if "compile" in c.plan.modes:
+        run_inference(c.plan, c.shapes(), ["compile"], c.report, c.budget)
+
+
+def section_backends(c: Check) -> None:
+    run_backends(c.plan, c.shapes(), c.report, c.budget, c.work)
+
+
+# name -> (needs the architectures, the section); run in this order. A new measurement is one more entry.
+SECTIONS: dict[str, tuple[bool, Callable[[Check], None]]] = {
+    "tests": (False, section_tests),
+    "inference": (True, section_inference),
+    "training": (False, section_training),
+    "compile": (True, section_compile),
+    "backends": (True, section_backends),
+}
+PARTS = tuple(SECTIONS)
 
 
 def run_check(plan: Plan, out: Path, work: Path, parts: Sequence[str], budget_s: float, grace_s: float,
@@ -1089,38 +1017,21 @@ def run_check(plan: Plan, out: Path, work: Path, parts: Sequence[str], budget_s:
     say(f"gpu_check{' --dry-run' if plan.dry_run else ''}: {plan.model} on {plan.device} {plan.precision}, budget {budget_s:.0f} s, "
         f"parts {','.join(parts)}; reports in {out}, work files in {work}")
     with part(report, "environment"):
-        data["environment"] = describe_environment()
-        gpu = data["environment"]["gpu"] or {}
-        say(f"GPU {gpu.get('name', 'none')}, driver {gpu.get('driver')}, torch {data['environment']['torch']}, CUDA "
-            f"{data['environment']['cuda']}, TensorRT {data['environment']['tensorrt']}, onnxruntime-gpu "
-            f"{data['environment']['onnxruntime_gpu']}")
+        env = data["environment"] = describe_environment()
+        versions = env["versions"]
+        say(f"GPU {(env['gpu'] or {}).get('name', 'none')}, driver {(env['gpu'] or {}).get('driver')}, torch {versions['torch']}, "
+            f"CUDA {versions['cuda']}, TensorRT {versions['tensorrt']}, onnxruntime providers {env['onnxruntime_providers']}")
     if plan.device.startswith("cuda") and data["environment"] and data["environment"]["gpu"] is None:
         with report.lock:
             data["errors"].append({"part": "environment", "error": "no CUDA GPU is visible: nothing measured (--dry-run runs "
                                                                     "the same code on a CPU)", "traceback": []})
         parts = []
-    if "tests" in parts:
-        with part(report, "tests"):
-            run_tests(plan, report, budget, out, work)
-    variants: list[Variant] = []
-    if any(p in parts for p in ("inference", "compile", "backends")):
-        with part(report, "architectures"):
-            variants = architectures(plan, work, report, budget, given_uvc)
-    if variants and "inference" in parts:
-        with part(report, "inference"):
-            run_inference(plan, variants, [m for m in plan.modes if m != "compile"], report, budget)
-    if "training" in parts:
-        with part(report, "training"):
-            from vitc.core.models import resolve_spec
-
-            spec = variants[0].spec if variants else resolve_spec(plan.model)
-            run_training(plan, Variant("dense", "dense", spec, Path(), ""), report, budget)
-    if variants and "compile" in parts and "compile" in plan.modes:
-        with part(report, "compile"):
-            run_inference(plan, variants, ["compile"], report, budget)
-    if variants and "backends" in parts:
-        with part(report, "backends"):
-            run_backends(plan, variants, report, budget, work)
+    check = Check(plan, report, budget, out, work, given_uvc)
+    for name, (needs_shapes, section) in SECTIONS.items():
+        if name not in parts or (needs_shapes and not check.shapes()):
+            continue
+        with part(report, name):
+            section(check)
     watchdog.cancel()
     with report.lock:
         data["finished"] = True
@@ -1149,7 +1060,7 @@ def _list(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
 @click.option("--parts", default=",".join(PARTS), show_default=True, help="Parts to run (the environment always runs).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for artifacts, ONNX and engines [default: a temporary folder, removed at the end].")
-@click.option("--model", default=None, help="Dense model [default: deit_small_patch16_224; vit-micro with --dry-run].")
+@click.option("--model", default=None, help=f"Dense model [default: {DENSE_MODEL}; vit-micro with --dry-run].")
 @click.option("--uvc", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A UVC artifact (compressed or materialized) instead of the short search.")
 @click.option("--batch", "batches", default=None, help="Inference batch sizes [default: 1,32,64; 1,8 with --dry-run].")

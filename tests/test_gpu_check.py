@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py cannot rot: its ``--dry-run`` runs every part that can run on a CPU (the nested
+"""benchmarks.gpu_check cannot rot: its ``--dry-run`` runs every part that can run on a CPU (the nested
 ``pytest -m gpu``, a UVC search, the A/B comparisons, the training steps, an ONNX Runtime comparison), and its
 pieces — pytest output parsing, the budget, the watchdog, acceptance lines, the Markdown — are checked here."""
 
@@ -14,11 +14,9 @@ from typing import Any
 
 from conftest import subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-sys.path.insert(0, str(SCRIPT.parent))
+from benchmarks import gpu_check as gc
 
-import gpu_check as gc  # noqa: E402  (a script beside the package, not an installed module)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> None:
@@ -26,7 +24,7 @@ def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> 
 
     out = tmp_path / "out"
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--work", str(tmp_path / "work")],
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out), "--work", str(tmp_path / "work")],
                          capture_output=True, text=True, env=subprocess_env(), timeout=600, cwd=REPO)
     wall = time.monotonic() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -46,11 +44,12 @@ def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> 
     expected = ["dense", "uvc-0.5", "dynamicvit-0.7", "dynamicvit-0.5"] + (["uvc+dynamicvit-0.7"] if "uvc+dynamicvit" in METHODS else [])
     assert names == expected
     assert d["architectures"][1]["source"].startswith("UVC search"), "the short search missed its budget"
-    assert all(a["macs_ratio"] > 1 for a in d["architectures"][1:])
+    assert d["architectures"][0]["macs_ratio"] == 1 and all(0 < a["macs_ratio"] < 1 for a in d["architectures"][1:])
 
     rows = d["inference"]
     assert {(r["mode"], r["variant"], r["batch"]) for r in rows} == {("eager", n, b) for n in expected[1:] for b in (1, 8)}
-    assert all(r["speedup"] > 0 and r["macs_ratio"] > 1 and r["speedup_gpu"] is None for r in rows)
+    assert all(r["speedup"] > 0 and 0 < r["macs_ratio"] < 1 and r["speedup_gpu"] is None for r in rows)
+    assert all(r["speedup_vs_ideal"] == r["speedup"] * r["macs_ratio"] for r in rows)
     skipped = " | ".join(f"{s['what']}: {s['why']}" for s in d["skipped"])
     assert "inference cuda-graph: cuda-graph needs CUDA" in skipped and "inference compile: compile needs CUDA" in skipped
     assert "backend tensorrt" in skipped
@@ -101,22 +100,22 @@ def test_parse_pytest_reads_outcomes_reasons_and_the_summary() -> None:
 def _row(variant: str, batch: int, speedup: float, macs: float, mode: str = "eager") -> dict[str, Any]:
     return {"mode": mode, "backend": "torch", "variant": variant, "batch": batch, "precision": "fp16", "dense_ips": 100.0,
             "variant_ips": 100.0 * speedup, "speedup": speedup, "speedup_paired": speedup, "speedup_paired_iqr": [speedup, speedup],
-            "speedup_gpu": speedup, "macs_ratio": macs, "speedup_over_macs": speedup / macs, "cv_dense": 0.01, "cv_variant": 0.02,
+            "speedup_gpu": speedup, "macs_ratio": macs, "speedup_vs_ideal": speedup * macs, "cv_dense": 0.01, "cv_variant": 0.02,
             "rounds": 10, "warnings": []}
 
 
 def test_acceptance_lines_and_markdown() -> None:
     plan = gc.make_plan(False)
-    rows = [_row("uvc-0.5", 1, 1.3, 2.36), _row("uvc-0.5", 32, 2.2, 2.36), _row("dynamicvit-0.7", 1, 0.8, 1.5),
-            _row("dynamicvit-0.7", 32, 1.2, 1.5), _row("uvc-0.5", 64, 1.0, 2.36, mode="cuda-graph")]
+    rows = [_row("uvc-0.5", 1, 1.3, 0.424), _row("uvc-0.5", 32, 2.2, 0.424), _row("dynamicvit-0.7", 1, 0.8, 0.667),
+            _row("dynamicvit-0.7", 32, 1.2, 0.667), _row("uvc-0.5", 64, 1.0, 0.424, mode="cuda-graph")]
     verdicts = {(a["variant"], a["mode"], a["criterion"].split()[0]): a["passed"] for a in gc.acceptance(rows, plan.__dict__)}
-    assert verdicts == {("uvc-0.5", "eager", "speedup"): True, ("uvc-0.5", "eager", "batch"): True,  # 2.2 >= 0.9 * 2.36
+    assert verdicts == {("uvc-0.5", "eager", "speedup"): True, ("uvc-0.5", "eager", "batch"): True,  # 2.2 >= 0.9 / 0.424
                         ("dynamicvit-0.7", "eager", "speedup"): False, ("dynamicvit-0.7", "eager", "batch"): False}
     d = gc.initial_data(plan, 450.0, 90.0, gc.PARTS, ["--out", "x"])
     d["inference"] = rows
     d["acceptance"] = gc.acceptance(rows, d["plan"])
     md = gc.render_markdown(d)
-    assert "- PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x MACs ratio: 2.20x vs 2.12x" in md
+    assert "- PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x ideal (1 / MACs ratio): 2.20x vs 2.12x" in md
     assert "- FAIL dynamicvit-0.7 [eager]: batch 1 no slower than dense: 0.80x vs 1.00x" in md
     assert "INCOMPLETE" in md and "DRY RUN" not in md
 
@@ -140,13 +139,13 @@ def test_no_time_left_skips_and_records_instead_of_running(tmp_path: Path) -> No
 
 def test_the_watchdog_stops_the_process_and_keeps_the_reports(tmp_path: Path) -> None:
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); import gpu_check as gc; from pathlib import Path\n"
+        "import sys, time; from benchmarks import gpu_check as gc; from pathlib import Path\n"
         "plan = gc.make_plan(True)\n"
-        "report = gc.Report(Path(sys.argv[2]), gc.initial_data(plan, 1.0, 0.0, gc.PARTS, []))\n"
+        "report = gc.Report(Path(sys.argv[1]), gc.initial_data(plan, 1.0, 0.0, gc.PARTS, []))\n"
         "gc.start_watchdog(report, time.monotonic() - gc.START + 1.0)\n"
         "time.sleep(60)\n"
     )
-    run = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent), str(tmp_path)], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          env=subprocess_env(), timeout=120, cwd=REPO)
     assert run.returncode == 124, run.stdout + run.stderr
     d = json.loads((tmp_path / "gpu_check.json").read_text())
