@@ -29,6 +29,18 @@ BASE = {"model": "vit-nano", "data": "digits"}
         ({**BASE, "export": {"opset": 17}}, "'export.opset' must be one of 18, 19, 20, got 17"),
         ({**BASE, "baseline": {"epochs": "ten"}}, "'baseline.epochs' must be an integer"),
         ({**BASE, "data": "mnist"}, "unknown data source 'mnist'"),
+        ({**BASE, "dynamicvit": {"runs": [{"kepp_ratio": 0.5}]}},
+         "unknown key 'dynamicvit.runs[0].kepp_ratio' (did you mean 'dynamicvit.runs[0].keep_ratio'?)"),
+        ({**BASE, "dynamicvit": {"runs": []}}, "'dynamicvit.runs' must list at least one run"),
+        ({**BASE, "dynamicvit": {"epochs": 2, "runs": [{"keep_ratio": 1.5}]}}, "'dynamicvit.runs[0].keep_ratio' must be in (0, 1]"),
+        ({**BASE, "dynamicvit": {"epochs": -1, "runs": [{"keep_ratio": 0.5}]}}, "'dynamicvit.epochs' must be >= 0"),
+        ({**BASE, "dynamicvit": {"runs": [{"name": "a b"}]}}, "'dynamicvit.runs[0].name' must be letters, digits"),
+        ({**BASE, "dynamicvit": {"runs": [{"materialize": [0]}]}}, "'dynamicvit.runs[0].materialize[0]' must be in (0, 1]"),
+        ({**BASE, "uvc": {"budgets": [0.5], "runs": [{}]}}, "unknown key 'uvc.runs'"),
+        ({**BASE, "subset": {"train": 10}}, "'subset' applies to fashion-mnist data, not digits"),
+        ({**BASE, "subset": {"val": 0}}, "'subset.val' must be >= 1, got 0"),
+        ({**BASE, "bench": {"paired": "yes"}}, "'bench.paired' must be true or false"),
+        ({**BASE, "targets": ["dense top1 >> 3"]}, "'targets[0]': cannot read the right side '> 3' of 'dense top1 >> 3'"),
     ],
 )
 def test_bad_yaml_names_the_key(raw, message):
@@ -93,3 +105,62 @@ def test_the_demo_is_a_valid_pipeline_with_every_method(fast, tmp_path):
         for step in ("export", "export-fp16", "quantize", "verify-fp32", "verify-fp16", "verify-int8", "eval-onnxruntime-int8"):
             assert f"{v}/{step}" in names, (v, step)
     assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())  # a dry run writes nothing
+
+
+def _dry_run(tmp_path: Path, raw: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    import yaml
+
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, "-m", "vitc", "run", str(p), "--out", str(tmp_path / "out"), "--dry-run",
+                           "--json", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "baseline"], "error: --set 'baseline': expected KEY=VALUE, e.g. baseline.epochs=20"),
+    (["--set", "baseline.epochs=ten"], "'baseline.epochs' must be an integer"),
+    (["--set", "model.x=1"], "error: --set 'model.x=1': 'model' is not a section"),
+    (["--set", "uvc.budgets=[0.5, 0.5]"], "'uvc.budgets' lists 0.50 twice"),
+])
+def test_set_overrides_are_validated_like_the_file(tmp_path: Path, args: list[str], message: str) -> None:
+    r = _dry_run(tmp_path, BASE, *args)
+    assert r.returncode == 2, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def test_set_replaces_keys_and_runs_share_section_settings(tmp_path: Path) -> None:
+    import json
+
+    raw = {**BASE, "dynamicvit": {"epochs": 3, "runs": [{"keep_ratio": 0.5}, {"keep_ratio": 0.6, "epochs": 1}]},
+           "bench": {"paired": False, "backends": ["onnxruntime"]}}
+    r = _dry_run(tmp_path, raw, "--set", "baseline.epochs=2", "--set", "dynamicvit.batch_size=8")
+    assert r.returncode == 0, r.stderr
+    stages = {s["name"]: s["options"] for s in json.loads(r.stdout)["stages"]}
+    assert stages["dense/train"]["epochs"] == 2
+    assert (stages["dynamicvit-0.50/compress"]["epochs"], stages["dynamicvit-0.60/compress"]["epochs"]) == (3, 1)
+    assert stages["dynamicvit-0.50/compress"]["batch_size"] == stages["dynamicvit-0.60/compress"]["batch_size"] == 8
+    # bench.paired false: each compressed format is benched on its own
+    assert "paired_with" not in stages["dynamicvit-keep0.50/bench-onnxruntime-fp32"]
+
+
+def test_two_runs_with_one_name_are_refused(tmp_path: Path) -> None:
+    r = _dry_run(tmp_path, {**BASE, "dynamicvit": {"runs": [{"keep_ratio": 0.7}, {"keep_ratio": 0.7, "epochs": 1}]}})
+    assert r.returncode == 2
+    assert "two stages are named 'dynamicvit-0.70/compress'; give the runs distinct values or names" in r.stderr
+
+
+def test_a_stage_whose_settings_changed_starts_over_instead_of_resuming(tmp_path: Path) -> None:
+    """An interrupted training stage continues from its checkpoint only under the key it was started with."""
+    from vitc.pipeline.state import CHECKPOINT_NAME, Stage, StageRecords, drop_checkpoints
+
+    folder = tmp_path / "dynamicvit-0.70"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / CHECKPOINT_NAME).write_bytes(b"x")
+    stage = Stage("dynamicvit-0.70/compress", {"epochs": 2}, [], [folder / "compressed.safetensors"], dict, folder)
+    records = StageRecords(tmp_path, resume=True)
+    records.start(stage)
+    again = StageRecords(tmp_path, resume=True)
+    assert not again.changed(stage) and not again.unchanged(stage)  # interrupted, same settings: continue it
+    other = Stage(stage.name, {"epochs": 3}, [], stage.outputs, dict, folder)
+    assert again.changed(other)
+    assert drop_checkpoints(folder) == 1 and not (folder / "sub" / CHECKPOINT_NAME).exists()
