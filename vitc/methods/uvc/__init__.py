@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc.methods.base import Materialized, Method
+from vitc.methods.base import Materialized, Method, ratio_tag
 from vitc.methods.uvc.settings import UVCSettings
 
 if TYPE_CHECKING:
@@ -66,14 +66,26 @@ class UVC(Method):
         gates, masks = gates_and_masks(art)
         return sliced_spec(art.spec, masks, (gates[:, 1] > gates[:, 0]).tolist())
 
+    def run_name(self, settings: Any, parent: str | None = None) -> str:
+        """``uvc-0.50`` for a MACs budget, ``uvc-x2.00`` for a speedup target, ``uvc-lat0.50`` for a latency budget."""
+        if settings.target_speedup is not None:
+            return f"{self.kind}-x{ratio_tag(settings.target_speedup)}"
+        if settings.latency is not None:
+            return f"{self.kind}-lat{ratio_tag(settings.budget)}"
+        return super().run_name(settings, parent)
+
     def describe(self, r: dict[str, Any]) -> str:
         heads = "/".join(str(h) if g else "-" for h, g in zip(r["heads_kept"], r["gates"]))
         top1 = f"{r['val_top1']:.2f}%" if r.get("val_top1") is not None else "-"
         when = f"epoch {r['picked_epoch']}" + (f" step {r['picked_step']}" if r.get("picked_step") else " end")
         return (
             f"wrote {r['artifact']}\n"
-            f"MACs {r['macs_compressed'] / r['macs_dense']:.3f}x dense (budget {r['budget']:g}; search state of {when})\n"
-            f"blocks kept {r['blocks_kept']}/{len(r['gates'])}  heads per block {heads}  "
+            f"MACs {r['macs_compressed'] / r['macs_dense']:.3f}x dense; {r.get('resource_kind', 'macs')} budget "
+            f"{r['budget']:g}, reached {r.get('budget_reached', r['resource']):.3f} (search state of {when}"
+            f"{', units given back' if r.get('landing') and r['landing']['resource'] != r['landing']['resource_before'] else ''})\n"
+            + (f"predicted speedup {r['predicted_speedup']:.2f}x (target {r['target_speedup']:g}x)\n"
+               if r.get("predicted_speedup") and r.get("target_speedup") else "")
+            + f"blocks kept {r['blocks_kept']}/{len(r['gates'])}  heads per block {heads}  "
             f"neurons kept {sum(n for n, g in zip(r['neurons_kept'], r['gates']) if g)}\n"
             f"val top-1 {top1}  ({r['seconds']:.1f}s)"
         )

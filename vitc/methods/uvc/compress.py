@@ -31,10 +31,12 @@ from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import write_json
 from vitc.core.flops import model_macs
 from vitc.core.models import is_artifact_path, resolve_model
+from vitc.core.progress import log
 from vitc.core.provenance import origin, provenance
 from vitc.core.settings import to_dict
 from vitc.core.settings import validate as validate_settings
 from vitc.core.spec import ViTSpec, build_model
+from vitc.methods.uvc.landing import land
 from vitc.methods.uvc.model import BlockMasks, UVCViT, apply_masks
 from vitc.methods.uvc.objectives import (
     UVCFinetune,
@@ -43,6 +45,7 @@ from vitc.methods.uvc.objectives import (
     ceil_counts,
     freeze_for_finetune,
 )
+from vitc.methods.uvc.resource import resource_model
 from vitc.methods.uvc.settings import UVCSettings
 from vitc.methods.uvc.slice import max_logit_diff, sliced_spec, sliced_state
 from vitc.train.distill import frozen_teacher
@@ -72,7 +75,7 @@ def compress_uvc(
     non-zero DDP ranks.
     """
     validate_settings(settings)
-    budget, epochs, finetune_epochs, seed = settings.budget, settings.epochs, settings.finetune_epochs, settings.seed
+    budget, epochs, finetune_epochs, seed = settings.resource_budget, settings.epochs, settings.finetune_epochs, settings.seed
     search_cfg, tune_cfg = settings.search_loop(), settings.finetune_loop()
     batch_size = settings.batch_size
 
@@ -83,6 +86,7 @@ def compress_uvc(
     out = Path(out)
     t0 = time.perf_counter()
 
+    resource = resource_model(spec, settings.latency)  # a latency profile that does not fit fails here, before training
     teacher = frozen_teacher(dense)
     net = UVCViT(dense)
     search = UVCSearch(spec, teacher, settings, search_cfg.label_smoothing, epochs, seed)
@@ -92,14 +96,20 @@ def compress_uvc(
     if pick is None:
         lowest = min(search_history, key=lambda rec: rec["R"])
         raise CheckFailed(
-            f"UVC did not reach --budget {budget:g} in {epochs} search epochs (lowest MACs ratio {lowest['R']:.3f} "
+            f"UVC did not reach --budget {budget:g} in {epochs} search epochs (lowest {resource.kind} ratio {lowest['R']:.3f} "
             f"at epoch {lowest['epoch']}); raise --epochs or the --z-lr-schedule (stage-1 checkpoint kept in {out / SEARCH_DIR})"
         )
 
     net.load_state_dict(pick["model"])
-    masks = [BlockMasks(proj, mlp) for proj, mlp in pick["masks"]]
+    masks = [BlockMasks(proj.clone(), mlp.clone()) for proj, mlp in pick["masks"]]
+    landing = land(net, spec, masks, resource, budget) if settings.land else None  # deterministic: resume gets the same
+    reached = landing["resource"] if landing else pick["R"]
+    if landing and landing["resource"] != landing["resource_before"]:
+        r = landing["restored"]
+        log(f"landed on the budget: {resource.kind} ratio {landing['resource_before']:.3f} -> {reached:.3f} of {budget:.3f} "
+            f"(gave back {r['heads']} heads, {r['neurons']} MLP neurons, {r['blocks']} skipped blocks)")
     tune_resume = resume and (out / FINETUNE_DIR / CHECKPOINT_NAME).is_file()
-    net, tune_history = finetune(net, spec, teacher, settings, masks, pick["R"], tune_cfg, train_set, val_set,
+    net, tune_history = finetune(net, spec, teacher, settings, masks, reached, tune_cfg, train_set, val_set,
                                  out / FINETUNE_DIR, resume=tune_resume)
 
     if int(os.environ.get("RANK", "0")) != 0:
@@ -114,12 +124,22 @@ def compress_uvc(
         loader = make_loader(val_set, batch_size, shuffle=False)
         final_top1 = validate(net, loader, torch.device("cpu"))["val_top1"]
     report = block_report(spec, masks, kept)
+    budget_record: dict[str, Any] = {
+        "resource": reached,  # R of the handed-over (landed) state: what the model costs, as a fraction of dense
+        "resource_kind": resource.kind,
+        "resource_search": pick["R"],
+        "budget_asked": budget,
+        "budget_reached": reached,
+        "landing": landing,
+        **({"target_speedup": settings.target_speedup, "predicted_speedup": 1 / reached,
+            **resource.describe()} if resource.kind == "latency" else {}),
+    }
     summary: dict[str, Any] = {
         "artifact": str(out / ARTIFACT_NAME),
         "metrics": str(out / METRICS_NAME),
         "budget": budget,
         "preset": settings.preset,
-        "resource": pick["R"],
+        **budget_record,
         "macs_dense": model_macs(spec),
         "macs_compressed": model_macs(compressed),
         "picked_epoch": pick["epoch"],
@@ -141,7 +161,7 @@ def compress_uvc(
         "finetune_epochs": finetune_epochs,
         "picked_epoch": pick["epoch"],
         "picked_step": pick["step"],
-        "resource": pick["R"],
+        **budget_record,
         "removed_heads_neurons": ceil_counts(pick["s"]),
         **({"removed_v_channels": ceil_counts(pick["r"])} if settings.prune_v else {}),
         "val_top1": summary["val_top1"],
@@ -155,6 +175,7 @@ def compress_uvc(
         "settings": to_dict(settings),  # every effective value: the preset's, the defaults' and those given
         "picked_epoch": pick["epoch"],
         "picked_step": pick["step"],
+        **budget_record,
         "epochs": search_history + tune_history,
         "final": summary,
     })

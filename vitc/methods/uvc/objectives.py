@@ -77,7 +77,7 @@ from vitc.methods.uvc.model import (
     neuron_scores,
     num_removed,
 )
-from vitc.methods.uvc.resource import ResourceModel, clamp_inclusive
+from vitc.methods.uvc.resource import clamp_inclusive, resource_model
 from vitc.methods.uvc.settings import UVCSettings
 from vitc.train.loop import Objective, StepContext, TrainSettings, default_param_groups
 
@@ -202,7 +202,7 @@ class UVCSearch(_Distilled):
         self.p = torch.full((depth, hmax), DUAL_INIT)
         self.z = torch.tensor(DUAL_INIT)
         self.z_lr = float(settings.z_lr_schedule[0])
-        self.resource = ResourceModel(spec)
+        self.resource = resource_model(spec, settings.latency)
         self.gate_opt: torch.optim.SGD | None = None
         self.gate_grads: list[torch.Tensor] = []
         self.pick: dict[str, Any] | None = None
@@ -213,7 +213,7 @@ class UVCSearch(_Distilled):
         super().setup(model, device)
         for name in ("s", "s_ub", "r", "r_ub", "head_dim", "y", "p", "z"):
             setattr(self, name, getattr(self, name).to(device))
-        self.resource = ResourceModel(self.spec, device)
+        self.resource = resource_model(self.spec, self.settings.latency, device)
         self.gate_opt = torch.optim.SGD([model.gate_logits], lr=self.settings.gate_lr, momentum=GATE_MOMENTUM,
                                         weight_decay=GATE_WEIGHT_DECAY)
 
@@ -262,7 +262,7 @@ class UVCSearch(_Distilled):
                   masks: list[BlockMasks] | None = None) -> None:
         """Keep this state as the hand-over candidate if its hard MACs ratio meets the budget more
         closely than the current one (ties: the later state, at epoch ends)."""
-        if ratio > self.settings.budget + BUDGET_SLACK or self.in_warmup(epoch):
+        if ratio > self.settings.resource_budget + BUDGET_SLACK or self.in_warmup(epoch):
             return
         if self.pick is not None and not (ratio > self.pick["R"] or (step is None and ratio >= self.pick["R"])):
             return
@@ -297,7 +297,7 @@ class UVCSearch(_Distilled):
         r = self.r.clone().requires_grad_(st.prune_v)
         theta = model.gate_logits.detach().clone().requires_grad_(True)
         keep = gumbel_softmax(theta, GATE_TAU, gen)[:, 1]
-        excess = clamp_inclusive(self._ratio(model, s, r, keep, scores) - st.budget, -st.z_grad_clip, st.z_grad_clip)
+        excess = clamp_inclusive(self._ratio(model, s, r, keep, scores) - st.resource_budget, -st.z_grad_clip, st.z_grad_clip)
         wrt = [s, theta] + ([r] if st.prune_v else [])
         grads = torch.autograd.grad(excess, wrt, allow_unused=True)
         g_s, g_theta = (g if g is not None else torch.zeros_like(x) for g, x in zip(grads[:2], wrt[:2]))
@@ -351,7 +351,7 @@ class UVCSearch(_Distilled):
                 for h in range(cols.shape[0]):
                     self.p[l, h] += st.dual_lr * _least_sum(cols[h], num_removed(self.r[l, h]))
         keep = gumbel_softmax(model.gate_logits.detach(), GATE_TAU, gen)[:, 1]
-        self.z += self.z_lr * (self._ratio(model, self.s, self.r, keep, scores) - st.budget)
+        self.z += self.z_lr * (self._ratio(model, self.s, self.r, keep, scores) - st.resource_budget)
         for dual in (self.y, self.p, self.z):
             dual.clamp_(min=0.0)
 

@@ -13,13 +13,25 @@ only — V-channel savings inside qkv are not counted, as in the official code. 
 embedding; we also put the classifier head(s) into the constant (the official code ignores them,
 0.02 % of DeiT-T), so that with hard gates and no V pruning R is *exactly* the analytic MACs of the
 materialized model over those of the dense one.
+
+With ``--latency`` (:class:`LatencyResource`), R is instead the *predicted latency* of a ``vitc profile`` model
+over the dense model's measured latency, in the same continuous counts and gates::
+
+    R = [F + c·Σ_l g_l·(Ta_l(H_l - ceil(s_l0)) + Tm_l(hidden_l - ceil(s_l1)))] / T_dense
+
+with Ta/Tm the profile's piecewise-linear attention and MLP tables at the model's token count, so the
+primal–dual search drives it to the budget (1/S for ``--target-speedup S``) exactly as it drives MACs.
+V-channel pruning changes no materialized shape, so it does not enter the latency.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vitc.core.flops import model_macs, per_block_macs
+from vitc.core.latency import LatencyModel, load_latency
 from vitc.core.spec import ViTSpec
 from vitc.methods.uvc.model import BlockMasks
 
@@ -31,8 +43,20 @@ def clamp_inclusive(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return torch.where((x >= low) & (x <= high), x, x.clamp(low, high).detach())
 
 
+def interp_torch(xs: torch.Tensor, ys: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear ``ys`` over ascending ``xs`` at ``x`` (any shape), differentiable in ``x``; linear
+    extrapolation outside the grid, clamped at 0 (as :func:`vitc.core.latency.interp1`)."""
+    if xs.numel() == 1:
+        return ys.expand_as(x).clamp(min=0)
+    i = (torch.searchsorted(xs, x.detach().contiguous(), right=True) - 1).clamp(0, xs.numel() - 2)
+    x0, x1, y0, y1 = xs[i], xs[i + 1], ys[i], ys[i + 1]
+    return (y0 + (y1 - y0) * (x - x0) / (x1 - x0)).clamp(min=0)
+
+
 class ResourceModel:
     """Differentiable R for one dense spec; tensors live on ``device``."""
+
+    kind = "macs"
 
     def __init__(self, spec: ViTSpec, device: torch.device | str = "cpu") -> None:
         rows = per_block_macs(spec)
@@ -59,6 +83,9 @@ class ResourceModel:
         c = clamp_inclusive(1 - neurons_removed / self.hidden, 0.0, 1.0)
         return self.const + (keep * (a * self.qk + b * self.vp + c * self.mlp)).sum()
 
+    def describe(self) -> dict[str, Any]:
+        return {"resource": self.kind}
+
     @torch.no_grad()
     def masked_ratio(self, masks: list[BlockMasks], kept: list[bool]) -> float:
         """R of the masked model with hard gates (what the masks and argmax gates really remove)."""
@@ -69,3 +96,42 @@ class ResourceModel:
         keep = torch.tensor(kept, device=dev, dtype=torch.float32)
         return float(self.ratio(self.heads - heads_kept, self.heads * self.head_dim - v_kept,
                                 self.hidden - neurons_kept, keep))
+
+
+class LatencyResource(ResourceModel):
+    """R as the predicted latency fraction of a ``vitc profile`` model (see the module docstring)."""
+
+    kind = "latency"
+
+    def __init__(self, spec: ViTSpec, latency: LatencyModel, device: torch.device | str = "cpu") -> None:
+        super().__init__(spec, device)
+        latency.check_fits(spec, spec.name)
+        self.latency = latency
+        n = float(spec.num_patches + spec.num_prefix_tokens)
+
+        def vec(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        scale = latency.calibration / latency.dense_ms
+        self.const = latency.fixed_ms / latency.dense_ms
+        self.head_grid = vec([float(h) for h in latency.heads])
+        self.mlp_grid = vec([float(m) for m in latency.mlp])
+        self.att_ms = vec([scale * latency.attention_ms(h, n) for h in latency.heads])
+        self.mlp_ms = vec([scale * latency.mlp_ms(m, n) for m in latency.mlp])
+
+    def ratio(self, heads_removed: torch.Tensor, v_removed: torch.Tensor, neurons_removed: torch.Tensor,
+              keep: torch.Tensor) -> torch.Tensor:
+        heads = clamp_inclusive(self.heads - heads_removed, 0.0, float(self.heads.max()))
+        neurons = clamp_inclusive(self.hidden - neurons_removed, 0.0, float(self.hidden.max()))
+        per_block = interp_torch(self.head_grid, self.att_ms, heads) + interp_torch(self.mlp_grid, self.mlp_ms, neurons)
+        return self.const + (keep * per_block).sum()
+
+    def describe(self) -> dict[str, Any]:
+        return {"resource": self.kind, "latency": self.latency.source, "latency_target": self.latency.target}
+
+
+def resource_model(spec: ViTSpec, latency: str | None, device: torch.device | str = "cpu") -> ResourceModel:
+    """MACs R, or latency R when ``latency`` names a ``vitc profile`` JSON."""
+    if latency is None:
+        return ResourceModel(spec, device)
+    return LatencyResource(spec, load_latency(latency), device)

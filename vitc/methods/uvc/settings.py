@@ -41,16 +41,29 @@ _UVCTrain = derive(
 
 @dataclass(kw_only=True)
 class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
-    """UVC: the MACs budget, the stage-1 search and the stage-2 fine-tuning (weights' optimiser inherited)."""
+    """UVC: the budget (MACs, or latency from a profile), the stage-1 search and the stage-2 fine-tuning (weights'
+    optimiser inherited)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
-    budget: float = setting(help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5).",
-                            min=0, max=1, min_open=True)
+    budget: float | None = setting(None, min=0, max=1, min_open=True,
+                                   help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5); with "
+                                        "--latency, a fraction of the dense model's measured latency instead.")
+    target_speedup: float | None = setting(None, min=1, min_open=True,
+                                           help="Target speedup over the dense model on the profiled device, e.g. 2: the "
+                                                "search drives the predicted latency of --latency to 1/S of dense (sets "
+                                                "the budget to 1/S; give this or --budget).")
+    latency: str | None = setting(None, metavar="LATENCY.json",
+                                  help="Latency profile of the dense model from `vitc profile` (backend, device, precision, "
+                                       "batch): the resource R becomes its predicted latency fraction instead of MACs.")
     preset: str = setting("small-data", choices=tuple(PRESETS),
                           help="Defaults to start from: small-data (sized for small data sets), paper (the paper's "
                                "intent at ImageNet scale) or official-code (the released code to the letter, its quirks "
                                "included). Options given explicitly always win.")
+    land: bool = setting(True, help="Before fine-tuning, give back removed heads/MLP neurons (most important first, by "
+                                    "UVC's own weight-norm ranking) until R lands in [0.95, 1] x budget; whole-block "
+                                    "skips otherwise leave it far under (vitc's addition; --no-land hands over the "
+                                    "search's state as it is).")
     prune_v: bool = setting(False, help="Also learn V-channel counts inside heads. timm's Attention needs V as wide as "
                                         "Q/K, so the materialized model keeps alive heads' full V and leaves the pruned "
                                         "channels' attn.proj columns at zero: it exports, but does not realise the "
@@ -99,6 +112,17 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
 
     def rules(self, label: Label) -> None:
         super().rules(label)
+        if self.target_speedup is not None:
+            if self.latency is None:
+                raise UsageError(f"{label('target_speedup')} needs {label('latency')} LATENCY.json (measure one with "
+                                 "`vitc profile MODEL --backend ... -o LATENCY.json`)")
+            if self.budget is not None and abs(self.budget - 1 / self.target_speedup) > 1e-9:
+                raise UsageError(f"give {label('budget')} or {label('target_speedup')}, not both (a target S sets the "
+                                 "budget to 1/S of the dense latency)")
+            self.budget = 1 / self.target_speedup
+        if self.budget is None:
+            raise UsageError(f"give {label('budget')} (a MACs fraction, e.g. 0.5) or {label('target_speedup')} with "
+                             f"{label('latency')}")
         if self.epochs <= self.gate_warmup_epochs:
             raise UsageError(f"{label('epochs')} ({self.epochs}) must exceed {label('gate_warmup_epochs')} "
                              f"({self.gate_warmup_epochs}): the search needs at least one epoch with learned gates")
@@ -108,6 +132,18 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
             which = "finetune_min_lr" if self.finetune_min_lr is not None else "min_lr"
             raise UsageError(f"{label('finetune_lr')} ({self.finetune_lr:g}) must not be below {label(which)} "
                              f"({self.finetune_floor:g})")
+
+    @property
+    def resource_budget(self) -> float:
+        """The budget R is driven to (validated settings always have one: --budget, or 1/--target-speedup)."""
+        if self.budget is None:
+            raise UsageError("UVC settings without a budget: validate them first")
+        return self.budget
+
+    @property
+    def resource_name(self) -> str:
+        """What the budget is a fraction of: ``"macs"`` or ``"latency"`` (a ``vitc profile`` model)."""
+        return "latency" if self.latency else "macs"
 
     @property
     def optimizes_v(self) -> bool:

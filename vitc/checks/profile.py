@@ -1,0 +1,423 @@
+"""``vitc profile``: measure a latency model (:mod:`vitc.core.latency`) on the backend a model will be deployed to.
+
+Probes are small ViTs of the profiled model's width, head size and patch size, each compiled for the target
+backend exactly as a deployed model would be (an artifact for torch, vitc's ONNX export for ONNX backends, an
+engine for engine backends) and timed with the bench protocol (:func:`vitc.checks.bench.measure`). Token counts
+come from the input size: a probe at grid side g has g² patch tokens, so the grid of tokens is (1 .. full side)².
+Per token count: 1 and 3 full blocks, 2 blocks at each grid head count, 2 at each grid MLP width, and a
+token-selection module before 1 full block; plus the dense model itself, which calibrates the sum.
+
+Every measured probe is written to ``OUT.partial.json`` at once: a killed run resumes from there when the same
+model, backend, device, precision, batch, threads and grid are asked for again, and starts afresh (saying so)
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from vitc.backends import BACKENDS, check_backend, load_runner
+from vitc.checks.bench import measure
+from vitc.checks.environment import environment
+from vitc.checks.settings import BenchSettings
+from vitc.core.device import check_device_name
+from vitc.core.errors import UsageError
+from vitc.core.fileio import check_output_file, write_json
+from vitc.core.latency import LatencyModel, fit_tables, load_latency, probe_key
+from vitc.core.progress import log, progress
+from vitc.core.settings import Label, Settings, setting
+from vitc.core.spec import BlockSpec, ViTSpec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(kw_only=True)
+class ProfileSettings(Settings):
+    """Where and how to measure: the target backend, device, precision and batch, and the grid's coarseness."""
+
+    backend: str = setting("onnxruntime", choices=tuple(BACKENDS), help="Backend to measure on (the one you deploy to).")
+    device: str = setting("cpu", parse=check_device_name, help="cpu, cuda or cuda:N.")
+    batch_size: int = setting(1, min=1, help="Images per call: the batch you deploy at (latency at 1, throughput at 32).")
+    precision: str = setting("fp32", choices=PRECISIONS,
+                             help="fp32 or fp16 (an FP16 ONNX for ONNX backends, the compute dtype for torch); int8: "
+                                  "ONNX backends, Q/DQ files calibrated on --calib-data.")
+    calib_data: str | None = setting(None, metavar="SPEC",
+                                     help="int8 only: real images to calibrate the probes' Q/DQ on (digits | "
+                                          "fashion-mnist[:PATH] | imagefolder:PATH).")
+    threads: int | None = setting(None, min=1, help="CPU threads of backends that take them [default: OMP_NUM_THREADS, "
+                                                    "else the backend's own default].")
+    token_points: int = setting(6, min=2, max=32, help="Token counts in the grid (grid sides from 1 to the full one).")
+    head_points: int = setting(3, min=2, max=64, help="Head counts in the grid (1 to all).")
+    mlp_points: int = setting(4, min=2, max=64, help="MLP widths in the grid (1/8 to all).")
+    warmup_ms: float = setting(100.0, min=0, help="Warm-up per probe, ms.")
+    min_iters: int = setting(5, min=1, help="Timed iterations per probe, at least.")
+    min_seconds: float = setting(0.5, min=0, help="Timed seconds per probe, at least.")
+
+    def rules(self, label: Label) -> None:
+        if self.precision == "int8" and not self.calib_data:
+            raise UsageError(f"{label('precision')} int8 needs {label('calib_data')}: real images to calibrate the Q/DQ probes on")
+        if self.precision != "int8" and self.calib_data:
+            raise UsageError(f"{label('calib_data')} applies to {label('precision')} int8 only")
+        backend = BACKENDS[self.backend]
+        if self.precision == "int8" and ".onnx" not in backend.suffixes:
+            raise UsageError(f"{label('precision')} int8 is profiled through ONNX backends; {self.backend} does not read ONNX")
+
+    def bench(self) -> BenchSettings:
+        return BenchSettings(batch_sizes=[self.batch_size], backend=self.backend, device=self.device,
+                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
+
+
+# ------------------------------------------------------------------------------------------------
+# the grid
+# ------------------------------------------------------------------------------------------------
+
+def _spread(low: int, high: int, points: int) -> list[int]:
+    """``points`` distinct integers from ``low`` to ``high`` inclusive, evenly spread (fewer if the range is short)."""
+    if high <= low:
+        return [high]
+    values = {round(low + (high - low) * i / (points - 1)) for i in range(points)}
+    return sorted(values)
+
+
+@dataclass
+class Grid:
+    sides: list[int]  # grid sides g: g² patch tokens
+    heads: list[int]
+    mlp: list[int]
+
+    def tokens(self, spec: ViTSpec) -> list[int]:
+        return [g * g + spec.num_prefix_tokens for g in self.sides]
+
+    def to_dict(self, spec: ViTSpec) -> dict[str, Any]:
+        return {"sides": self.sides, "tokens": self.tokens(spec), "heads": self.heads, "mlp": self.mlp}
+
+
+def plan_grid(spec: ViTSpec, settings: ProfileSettings) -> Grid:
+    """The coarse grid for a dense ``spec`` whose blocks all share one shape (as timm ViTs do)."""
+    shapes = {(b.heads, b.head_dim, b.mlp_hidden) for b in spec.blocks}
+    if len(shapes) != 1 or any(b.keep_tokens is not None for b in spec.blocks):
+        raise UsageError(f"{spec.name} is not a dense model with one block shape (heads/head_dim/MLP {sorted(shapes)}); "
+                         "profile the dense model it was compressed from")
+    heads, _, hidden = shapes.pop()
+    mlp_low = max(1, hidden // 8)
+    return Grid(sides=_spread(1, spec.grid, settings.token_points), heads=_spread(1, heads, settings.head_points),
+                mlp=_spread(mlp_low, hidden, settings.mlp_points))
+
+
+@dataclass
+class Probe:
+    key: str
+    spec: ViTSpec
+    kind: str
+    tokens: int
+    heads: int
+    mlp: int
+    blocks: int
+
+
+def probes(spec: ViTSpec, grid: Grid) -> list[Probe]:
+    """Every probe the grid needs, the dense model first (it sizes the time estimate and calibrates the fit)."""
+    ref = spec.blocks[0]
+    full_h, full_m = ref.heads, ref.mlp_hidden
+    out = [Probe("dense", spec, "dense", spec.num_patches + spec.num_prefix_tokens, full_h, full_m, spec.depth)]
+
+    def probe(kind: str, side: int, blocks: list[BlockSpec]) -> None:
+        s = spec.replace(img_size=side * spec.patch_size, blocks=blocks)
+        n = side * side + spec.num_prefix_tokens
+        out.append(Probe(probe_key(kind, n), s, kind, n, blocks[-1].heads, blocks[-1].mlp_hidden, len(blocks)))
+
+    def block(h: int, m: int) -> BlockSpec:
+        return BlockSpec(heads=h, head_dim=ref.head_dim, mlp_hidden=m)
+
+    for side in sorted(grid.sides, reverse=True):
+        probe("ref1", side, [block(full_h, full_m)])
+        probe("ref3", side, [block(full_h, full_m)] * 3)
+        probe("select", side, [BlockSpec(heads=full_h, head_dim=ref.head_dim, mlp_hidden=full_m, keep_tokens=side * side)])
+        for h in grid.heads[:-1]:
+            probe(f"heads{h}", side, [block(h, full_m)] * 2)
+        for m in grid.mlp[:-1]:
+            probe(f"mlp{m}", side, [block(full_h, m)] * 2)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring
+# ------------------------------------------------------------------------------------------------
+
+def deployable(spec: ViTSpec, backend: str, precision: str, folder: Path, calib_data: str | None,
+               cache: Path | None = None, probe_kind: str = "") -> str:
+    """Write ``spec`` (seeded random weights: latency depends on shapes) in the form ``backend`` opens; return its path.
+
+    The form comes from the registry: a backend without file suffixes opens artifacts, one that reads ``.onnx``
+    gets vitc's ONNX export (FP16 or INT8 Q/DQ as asked), any other an engine built from that ONNX by the
+    backend's builder. ``cache``: a folder where compiled probes are kept by shape and precision, so profiles
+    at other batch sizes or thread counts skip the export.
+    """
+    import hashlib
+
+    b = BACKENDS[backend]
+    form = "artifact" if not b.suffixes else ("onnx" if ".onnx" in b.suffixes else b.name)
+    suffix = ".safetensors" if form == "artifact" else (".onnx" if form == "onnx" else b.suffixes[0])
+    name = f"{hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]}-{precision}{'-deployed' if probe_kind == 'dense' else ''}{suffix}"
+    if cache is not None and (cache / name).is_file():
+        return str(cache / name)
+    target = _compile_probe(spec, form, precision, folder, calib_data, backend, probe_kind)
+    if cache is None:
+        return str(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(target), cache / name)
+    return str(cache / name)
+
+
+def _trace(model: Any, spec: ViTSpec, dense: bool) -> Any:
+    """The ONNX graph of a probe. The dense model is exported exactly as ``vitc export`` does (dynamo), since it
+    calibrates the model to what is deployed; the many small probes go through TorchScript's exporter when this
+    torch still has it (0.3-0.6 s instead of ~10 s each; the same MatMul/Softmax/LayerNormalization graph), and
+    the calibration absorbs the exporters' small constant difference. The benchmark checks predictions against
+    real ``vitc export`` files."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from vitc.onnx.export import INPUT_NAME, OUTPUT_NAME, TRACE_BATCH, trace_to_onnx
+
+    if not dense:
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (torch.randn(TRACE_BATCH, *spec.input_shape),), cast(Any, buffer), dynamo=False, opset_version=18,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            return onnx.load_from_string(buffer.getvalue())
+        except Exception:  # a torch without the TorchScript exporter: the deployed path below
+            pass
+    return trace_to_onnx(model, spec)
+
+
+def _compile_probe(spec: ViTSpec, form: str, precision: str, folder: Path, calib_data: str | None, backend: str,
+                   probe_kind: str = "") -> Path:
+    import torch
+
+    from vitc.core.artifacts import save_model
+    from vitc.core.spec import build_model
+
+    torch.manual_seed(0)
+    model = build_model(spec, init_weights=True).eval()
+    if form == "artifact":
+        return save_model(folder / "probe.safetensors", model, spec, meta={"method": "latency-probe"})
+    from vitc.onnx.io import META_PRECISION, META_SPEC, stamp, write_onnx
+
+    proto = _trace(model, spec, dense=probe_kind == "dense")
+    if precision == "fp16":
+        from vitc.onnx.fp16 import to_fp16
+
+        proto = to_fp16(proto)
+    stamp(proto, {META_SPEC: spec.to_json(), META_PRECISION: "fp16" if precision == "fp16" else "fp32"})
+    onnx_path = folder / "probe.onnx"
+    write_onnx(proto, onnx_path)
+    if precision == "int8":
+        from vitc.onnx.quantize import quantize_onnx
+
+        quantize_onnx(onnx_path, str(calib_data), folder / "probe.int8.onnx", num_samples=32, check=False)
+        onnx_path = folder / "probe.int8.onnx"
+    if form == "onnx":
+        return onnx_path
+    engine = folder / f"probe{BACKENDS[backend].suffixes[0]}"
+    build_engine(backend, onnx_path, engine)
+    return engine
+
+
+def build_engine(backend: str, onnx_path: Path, engine: Path) -> None:
+    """Build ``engine`` from ``onnx_path`` with the registry's builder for ``backend`` (``module:function``)."""
+    import importlib
+
+    builder = getattr(BACKENDS[backend], "builder", None)
+    if not builder:
+        raise UsageError(f"the {backend} backend has no engine builder; profile it through an ONNX backend")
+    module, attr = str(builder).split(":")
+    getattr(importlib.import_module(module), attr)(str(onnx_path), str(engine))
+
+
+def _fingerprint(spec: ViTSpec, settings: ProfileSettings, grid: Grid) -> dict[str, Any]:
+    keys = ("backend", "device", "batch_size", "precision", "calib_data", "threads", "warmup_ms", "min_iters", "min_seconds")
+    return {"spec": spec.to_dict(), "grid": grid.to_dict(spec), **{k: getattr(settings, k) for k in keys}}
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.json")
+
+
+def _load_partial(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+    import json
+
+    if not path.is_file():
+        return []
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log(f"{path} is unreadable; starting the profile afresh")
+        return []
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        log(f"{path} is from a profile with other settings; starting afresh")
+        return []
+    done = [m for m in state.get("measurements", []) if isinstance(m, dict) and "key" in m and "median_ms" in m]
+    log(f"resuming the profile: {len(done)} probe(s) already measured in {path}")
+    return done
+
+
+def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSettings, *, pretrained: bool = False,
+                    checkpoint: str | None = None, probe_cache: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Measure the latency model of ``model`` on ``settings.backend`` and write it to ``out``; return the model's dict.
+
+    ``probe_cache``: a folder that keeps the compiled probes (see :func:`deployable`).
+    """
+    out = Path(out)
+    probe_cache = Path(probe_cache) if probe_cache is not None else None
+    if out.suffix.lower() != ".json":
+        raise UsageError(f"-o must name a .json file, got {out}")
+    check_output_file(out)
+    check_backend(settings.backend)
+    settings.validate()
+    if pretrained or checkpoint:
+        log("the profile depends on shapes only; --pretrained/--checkpoint weights are not needed and not used")
+    spec = dense_spec(model)
+    grid = plan_grid(spec, settings)
+    plan = probes(spec, grid)
+    fingerprint = _fingerprint(spec, settings, grid)
+    partial = _partial_path(out)
+    done = {m["key"]: m for m in _load_partial(partial, fingerprint)}
+    options: dict[str, Any] = {}
+    threads = settings.threads
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    if threads is not None and "threads" in BACKENDS[settings.backend].options:
+        options["threads"] = threads
+    elif threads is not None and settings.backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    compute = settings.precision if settings.backend == "torch" and settings.precision != "int8" else None
+    bench = settings.bench()
+    log(f"profiling {spec.name} on {settings.backend} ({settings.device}, {settings.precision}, batch {settings.batch_size}"
+        f"{f', {threads} threads' if threads else ''}): {len(plan)} probes — {len(grid.sides)} token counts "
+        f"{grid.tokens(spec)} x heads {grid.heads} / MLP {grid.mlp}")
+    started, measured_now = time.perf_counter(), 0
+    env: dict[str, Any] = {}
+    tmp_root = Path(tempfile.mkdtemp(prefix=".vitc-profile-", dir=out.parent if out.parent.exists() else None))
+    try:
+        with progress("profile", total=len(plan)) as bar:
+            for i, p in enumerate(plan):
+                if p.key in done:
+                    bar.advance()
+                    continue
+                folder = tmp_root / f"{i:03d}"
+                folder.mkdir()
+                t0 = time.perf_counter()
+                target = deployable(p.spec, settings.backend, settings.precision, folder, settings.calib_data, probe_cache, p.kind)
+                with load_runner(target, backend=settings.backend, device=settings.device, precision=compute, **options) as runner:
+                    result = measure(runner, settings.batch_size, bench, label=p.key, show_progress=False)
+                    if not env:
+                        env = {**environment([runner]), "runner": runner.describe()}
+                shutil.rmtree(folder, ignore_errors=True)
+                done[p.key] = {"key": p.key, "kind": p.kind, "tokens": p.tokens, "heads": p.heads, "mlp": p.mlp,
+                               "blocks": p.blocks, "median_ms": result["latency_ms"]["median"],
+                               "min_ms": result["latency_ms"]["min"], "cv": result["cv"], "iterations": result["iterations"],
+                               "seconds": round(time.perf_counter() - t0, 3)}
+                write_json(partial, {"fingerprint": fingerprint, "measurements": list(done.values())})
+                measured_now += 1
+                if measured_now == 1:
+                    each = time.perf_counter() - t0
+                    left = len(plan) - len(done)
+                    log(f"the dense model took {each:.1f} s to compile and time; the {left} smaller probes left will take "
+                        f"about {max(1, round(left * each * 0.6 / 60))} min")
+                bar.advance()
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    model_ = fit_latency(spec, grid, list(done.values()), settings, env or environment())
+    result = model_.to_dict()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(out, result)
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def fit_latency(spec: ViTSpec, grid: Grid, measurements: list[dict[str, Any]], settings: ProfileSettings,
+                env: dict[str, Any]) -> LatencyModel:
+    """Fit the tables and the calibration factor from the probes' medians."""
+    ms = {m["key"]: float(m["median_ms"]) for m in measurements}
+    tokens = grid.tokens(spec)
+    tables = fit_tables(tokens, grid.heads, grid.mlp, ms)
+    full = spec.num_patches + spec.num_prefix_tokens
+    fixed = tables["fixed_by_tokens"][tokens.index(full)]
+    model = LatencyModel(
+        spec=spec, target={"backend": settings.backend, "device": settings.device, "precision": settings.precision,
+                           "batch_size": settings.batch_size, "threads": settings.threads},
+        tokens=tokens, heads=grid.heads, mlp=grid.mlp, attention=tables["attention"], mlp_table=tables["mlp"],
+        predictor=tables["predictor"], fixed_ms=max(0.0, fixed), dense_ms=ms["dense"],
+        measurements=sorted(measurements, key=lambda m: m["key"]), environment=env,
+    )
+    blocks = model.dense_blocks_ms()
+    model.calibration = max(model.dense_ms - model.fixed_ms, 0.0) / blocks if blocks > 0 else 1.0
+    model.validate()
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# prediction
+# ------------------------------------------------------------------------------------------------
+
+def predict_targets(latency: str | os.PathLike[str], targets: list[str]) -> dict[str, Any]:
+    """``vitc profile --predict``: predicted latency and speedup over dense of each target (any vitc model)."""
+    model = load_latency(latency)
+    rows = []
+    for target in targets:
+        spec = deployed_spec(target)
+        pred = model.predict(spec, target)
+        rows.append({"target": target, "latency_ms": pred["latency_ms"], "speedup": pred["speedup"],
+                     "latency_ratio": pred["latency_ratio"], "blocks": len(spec.blocks)})
+    return {"latency": str(latency), "profile": {"model": model.spec.name, **model.target}, "dense_ms": model.dense_ms,
+            "predictions": rows}
+
+
+def deployed_spec(target: str) -> ViTSpec:
+    """The architecture ``target`` computes when deployed: a compressed artifact's materialized spec (UVC sliced,
+    token selection at its trained keep ratio), an ONNX file's recorded spec, or a model name's."""
+    from vitc.core.models import is_artifact_path, resolve_spec
+
+    if Path(target).suffix.lower() == ".onnx":
+        from vitc.onnx.io import load_onnx, onnx_spec
+
+        spec = onnx_spec(load_onnx(Path(target)), target)
+        if spec is None:
+            raise UsageError(f"{target} has no vitc.spec metadata (not exported by vitc); predict from its artifact instead")
+        return spec
+    if is_artifact_path(target):
+        from vitc.onnx.source import load_deployable
+
+        return load_deployable(target).spec
+    return resolve_spec(target)
+
+
+def dense_spec(model: str) -> ViTSpec:
+    """The spec to profile: a timm name, a vitc config or a plain (dense) artifact."""
+    from vitc.core.artifacts import PLAIN, read_header
+    from vitc.core.models import is_artifact_path, resolve_spec
+
+    if is_artifact_path(model):
+        spec, kind, _ = read_header(model)
+        if kind != PLAIN:
+            raise UsageError(f"{model} is a {kind} artifact; profile the dense model it was compressed from")
+        return spec
+    return resolve_spec(model)
+
+
+__all__ = ["ProfileSettings", "deployed_spec", "fit_latency", "plan_grid", "predict_targets", "probes", "profile_latency"]
