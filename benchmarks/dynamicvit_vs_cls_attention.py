@@ -11,15 +11,13 @@ blocks by:
 
 Prints one JSON object (also written to --out). Example::
 
-    python benchmarks/dynamicvit_vs_cls_attention.py --dense runs/dvt-base/model.safetensors \
+    python -m benchmarks.dynamicvit_vs_cls_attention --dense runs/dvt-base/model.safetensors \
         --dynamicvit runs/dvt/compressed.safetensors --data digits --keep-ratios 0.5,0.6,0.7,0.8,0.9
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import platform
 import time
 from collections.abc import Callable
 from functools import partial
@@ -30,6 +28,7 @@ import click
 import torch
 from torch import nn
 
+from vitc.checks.environment import environment
 from vitc.checks.evaluate import evaluate
 from vitc.core.artifacts import load_artifact, load_model
 from vitc.core.data import make_loader, parse_data
@@ -38,6 +37,7 @@ from vitc.core.fileio import write_json
 from vitc.core.flops import model_macs
 from vitc.core.token_select import TokenSelect
 from vitc.core.validation import parse_float_list
+from vitc.methods.dynamicvit import DynamicViT
 from vitc.methods.dynamicvit.compress import materialize_ratio, model_from_artifact, stage_blocks, stage_keep_counts
 from vitc.methods.dynamicvit.forward import cls_attention_forward
 
@@ -57,11 +57,10 @@ def top1(predict: Callable[[torch.Tensor], torch.Tensor], loader: Any, what: str
 
 def compare(dense_path: str, dynamicvit_path: str, data: str, keep_ratios: list[float], batch_size: int = 128) -> dict[str, Any]:
     art = load_artifact(dynamicvit_path)
-    if art.kind != "dynamicvit":
+    if art.kind != DynamicViT.kind:
         raise UsageError(f"{dynamicvit_path} is not a DynamicViT artifact (kind {art.kind!r})")
     dense, dense_art = load_model(dense_path)
-    bare = [dataclasses.replace(b, keep_tokens=None) for b in art.spec.blocks]
-    if dense_art.spec.replace(name="") != art.spec.replace(blocks=bare, name=""):
+    if dense_art.spec.replace(name="") != art.spec.without_token_selection().replace(name=""):
         raise UsageError(f"{dense_path} is not the dense architecture of {dynamicvit_path}")
     stages = stage_blocks(art.spec)
     finetuned = without_selection(model_from_artifact(art))
@@ -96,9 +95,7 @@ def compare(dense_path: str, dynamicvit_path: str, data: str, keep_ratios: list[
         "dense_top1": dense_top1,
         "dense_macs": model_macs(dense_art.spec),
         "rows": rows,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        "environment": environment(),
     }
 
 

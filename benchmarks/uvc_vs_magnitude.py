@@ -12,14 +12,14 @@
 Both results are materialized (``vitc materialize``: sliced, checked against the masked model) and
 evaluated through the deployed artifact. Prints one JSON object (also written to --out). Example::
 
-    python benchmarks/uvc_vs_magnitude.py --model runs/uvc-base/model.safetensors --data digits \
+    python -m benchmarks.uvc_vs_magnitude --model runs/uvc-base/model.safetensors --data digits \
         --budget 0.5 --uvc runs/uvc/compressed.safetensors --work runs/uvc-bench \
         --reuse --out runs/uvc-bench/result.json
 """
 
 from __future__ import annotations
 
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,18 @@ from typing import Any
 import click
 import torch
 
+from vitc.checks.environment import environment
 from vitc.checks.evaluate import evaluate_target
 from vitc.cli.common import emit
 from vitc.core.artifacts import load_artifact
 from vitc.core.data import parse_data
-from vitc.core.errors import UsageError
+from vitc.core.errors import UsageError, VitcError
 from vitc.core.fileio import write_json
 from vitc.core.flops import model_macs
 from vitc.core.spec import ViTSpec
 from vitc.core.validation import check_fraction
-from vitc.methods import materialize
-from vitc.methods.uvc.compress import compress_uvc, finetune, load_gateable, save_uvc
+from vitc.methods import METHODS, materialize
+from vitc.methods.uvc.compress import finetune, load_gateable, save_uvc
 from vitc.methods.uvc.defaults import DEFAULTS
 from vitc.methods.uvc.model import BlockMasks, UVCViT, masks_from_counts
 from vitc.methods.uvc.settings import UVCSettings
@@ -105,28 +106,16 @@ def evaluate_materialized(artifact: str, data: str, work: Path) -> dict[str, Any
             "materialized": m["artifact"]}
 
 
-@click.command()
-@click.option("--model", required=True, help="Dense baseline: artifact or timm name (the UVC teacher too).")
-@click.option("--data", default="digits", show_default=True, help="Data spec (digits | imagefolder:PATH).")
-@click.option("--budget", type=float, default=0.5, show_default=True, help="MACs budget as a fraction of the dense model's.")
-@click.option("--uvc", "uvc_artifact", default=None, help="Existing UVC compressed.safetensors (otherwise UVC runs here).")
-@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True, help="UVC search epochs (if UVC runs here).")
-@click.option("--finetune-epochs", type=int, default=None,
-              help="Fine-tune epochs for both methods (default: the --uvc run's, else the UVC default).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--reuse", is_flag=True, help="Reuse WORK/magnitude/compressed.safetensors if made for this budget and epochs.")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scratch folder.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
-def main(model: str, data: str, budget: float, uvc_artifact: str | None, epochs: int, finetune_epochs: int | None,
-         seed: int, reuse: bool, work: Path, out: Path | None) -> None:
-    """Compare UVC and one-shot magnitude pruning (both fine-tuned alike) at one MACs budget."""
+def compare(model: str, data: str, budget: float, uvc_artifact: str | None, epochs: int, finetune_epochs: int | None,
+            seed: int, reuse: bool, work: Path) -> dict[str, Any]:
+    """Both methods at ``budget``: compress (or reuse ``uvc_artifact``), materialize and evaluate each."""
     check_fraction(budget, "--budget")
     t0 = time.perf_counter()
     options: dict[str, Any] = {"seed": seed}
     if uvc_artifact is None:
         ft = DEFAULTS["finetune_epochs"] if finetune_epochs is None else finetune_epochs
-        summary = compress_uvc(model, data, work / "uvc", UVCSettings(budget=budget, epochs=epochs, finetune_epochs=ft,
-                                                                      seed=seed))
+        summary = METHODS["uvc"].compress(model, data, work / "uvc",
+                                          UVCSettings(budget=budget, epochs=epochs, finetune_epochs=ft, seed=seed))
         assert summary is not None
         uvc_artifact, uvc_seconds = summary["artifact"], summary["seconds"]
     else:
@@ -150,10 +139,32 @@ def main(model: str, data: str, budget: float, uvc_artifact: str | None, epochs:
         "uvc": uvc_row,
         "magnitude": mag_row,
         "winner": "uvc" if uvc_row["top1"] > mag_row["top1"] else ("magnitude" if mag_row["top1"] > uvc_row["top1"] else "tie"),
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
-                 "threads": torch.get_num_threads()},
+        "environment": environment(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    return result
+
+
+@click.command()
+@click.option("--model", required=True, help="Dense baseline: artifact or timm name (the UVC teacher too).")
+@click.option("--data", default="digits", show_default=True, help="Data spec (digits | imagefolder:PATH).")
+@click.option("--budget", type=float, default=0.5, show_default=True, help="MACs budget as a fraction of the dense model's.")
+@click.option("--uvc", "uvc_artifact", default=None, help="Existing UVC compressed.safetensors (otherwise UVC runs here).")
+@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True, help="UVC search epochs (if UVC runs here).")
+@click.option("--finetune-epochs", type=int, default=None,
+              help="Fine-tune epochs for both methods (default: the --uvc run's, else the UVC default).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--reuse", is_flag=True, help="Reuse WORK/magnitude/compressed.safetensors if made for this budget and epochs.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scratch folder.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def main(model: str, data: str, budget: float, uvc_artifact: str | None, epochs: int, finetune_epochs: int | None,
+         seed: int, reuse: bool, work: Path, out: Path | None) -> None:
+    """Compare UVC and one-shot magnitude pruning (both fine-tuned alike) at one MACs budget."""
+    try:
+        result = compare(model, data, budget, uvc_artifact, epochs, finetune_epochs, seed, reuse, work)
+    except VitcError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
     if out is not None:
         write_json(out, result)
     emit(result, as_json=True)
