@@ -281,3 +281,140 @@ def test_a_teacher_normalised_otherwise_sees_its_own_normalisation(tmp_path: Pat
     assert r.exit_code == 0, r.output
     assert (f"--teacher {path} is normalised with mean (0.485, 0.456, 0.406) std (0.229, 0.224, 0.225), the UVC model "
             "with mean (0.5, 0.5, 0.5) std (0.5, 0.5, 0.5): each batch is re-normalised for the teacher") in r.stderr
+
+
+# ---- 4. odd checkpoints and files -------------------------------------------------------------------------
+
+
+def _nano_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return resolve_model("vit-nano")[0].state_dict()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: {**sd, 1: torch.zeros(1)}, "has a tensor under the int key 1, not a parameter name"),
+    (lambda sd: {**sd, ("head", "bias"): torch.zeros(10)}, "has a tensor under the tuple key ('head', 'bias')"),
+    (lambda sd: {**sd, "head.bias": torch.zeros(10, dtype=torch.complex64)},
+     ": tensor head.bias holds complex numbers (complex64); a ViT's weights are real"),
+])
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_an_odd_state_dict_is_one_line(tmp_path: Path, edit: Callable, message: str, command: str) -> None:
+    ckpt = tmp_path / "odd.pth"
+    torch.save(edit(_nano_state()), ckpt)
+    digest = file_sha256(ckpt)
+    args = (["eval", "vit-nano", "--data", "digits"] if command == "eval"
+            else ["train", "--model", "vit-nano", "--data", "digits", "--epochs", "1", "--out", tmp_path / "t"])
+    with _no_warning():
+        r = invoke(*args, "--checkpoint", ckpt)
+    fails(r, 2, f"{ckpt}{message}" if message.startswith(":") else f"{ckpt} {message}")
+    assert file_sha256(ckpt) == digest and not (tmp_path / "t").exists()
+
+
+class _no_warning:  # noqa: N801 - a context manager: complex weights must be refused, not accepted with a warning
+    def __enter__(self) -> None:
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+
+def test_a_complex_tensor_in_an_artifact_is_refused(tmp_path: Path) -> None:
+    from vitc.core.errors import CheckFailed
+
+    model, spec = resolve_model("vit-nano")
+    model.head.bias.data = torch.zeros(10, dtype=torch.complex64)
+    with pytest.raises(CheckFailed, match="tensor head.bias holds complex numbers"):
+        save_model(tmp_path / "c.safetensors", model, spec)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, note", [
+    ("{not json", "it was not valid JSON"),
+    ("[1, 2]", "it was not a JSON object"),
+    ('{"deit_tiny_patch16_224": {"spec": {"name": 3}}, "deit_tiny_distilled_patch16_224": 7}', "2 stale entries"),
+])
+def test_a_corrupt_or_stale_models_cache_is_rebuilt_with_a_note(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                content: str, note: str) -> None:
+    import json
+
+    import timm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "vitc" / f"models-timm-{timm.__version__}.json"
+    cache.parent.mkdir()
+    cache.write_text(content)
+    r = invoke("models", "deit_tiny*", "--json")
+    assert r.exit_code == 0, r.output
+    assert [m["name"] for m in json.loads(r.stdout)["models"]] == ["deit_tiny_distilled_patch16_224", "deit_tiny_patch16_224"]
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert notes == [f"note: rebuilt the model cache {cache} ({note})"], r.stderr
+    rebuilt = json.loads(cache.read_text())
+    assert "spec" in rebuilt["deit_tiny_patch16_224"]
+    again = invoke("models", "deit_tiny*", "--json")  # the rebuilt cache is used quietly
+    assert again.exit_code == 0 and "note:" not in again.stderr
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("model: vit-nano\ndata: digits\n? [a, b]\n: 1\n", "line 3: a key is a list; keys are plain names"),
+    ("model: vit-nano\n{a: 1}: 2\n", "line 2: a key is a mapping; keys are plain names"),
+])
+def test_a_yaml_key_that_is_a_list_is_one_line(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    fails(invoke("run", path, "--dry-run", "--out", tmp_path / "out"), 2, f"{path}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+# ---- 6. one-liners that name the right thing ---------------------------------------------------------------
+
+
+def test_a_zero_class_head_is_named_as_such(tmp_path: Path) -> None:
+    state = _nano_state()
+    state["head.weight"], state["head.bias"] = torch.zeros(0, 32), torch.zeros(0)
+    torch.save(state, tmp_path / "zero.pth")
+    fails(invoke("eval", "vit-nano", "--checkpoint", tmp_path / "zero.pth", "--data", "digits"), 2,
+          f"{tmp_path / 'zero.pth'} has a 0-class head (head.weight of shape [0, 32]); a classifier needs at least one class")
+    official = official_checkpoint(tmp_path / "official.pth")
+    sd = torch.load(official)["model"]
+    sd["head.weight"], sd["head.bias"] = torch.zeros(0, 32), torch.zeros(0)
+    torch.save({"model": sd}, official)
+    fails(invoke("import", "dynamicvit", official, "--model", "vit-nano", "--keep-ratio", "0.7", "-o", tmp_path / "o.safetensors"),
+          2, f"{official} has a 0-class head (head.weight of shape [0, 32])")
+    del state["head.weight"], state["head.bias"]
+    torch.save(state, tmp_path / "headless.pth")
+    fails(invoke("eval", "vit-nano", "--checkpoint", tmp_path / "headless.pth", "--data", "digits"), 2,
+          "has no classifier head (no head.weight, head.bias: saved from a num_classes=0 feature extractor?); the model has 10")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_import_model_may_be_an_artifact_file(tmp_path: Path, nano_artifact: Path) -> None:
+    """--model names the backbone; an existing artifact file gives its architecture (it was 'not an existing file')."""
+    official = official_checkpoint(tmp_path / "official.pth")
+    r = invoke("import", "dynamicvit", official, "--model", nano_artifact, "--keep-ratio", "0.7", "-o", tmp_path / "o.safetensors")
+    assert r.exit_code == 0, r.output
+    fails(invoke("import", "dynamicvit", official, "--model", official, "--keep-ratio", "0.7", "-o", tmp_path / "p.safetensors"),
+          2, f"{official} is a PyTorch checkpoint (.pt/.pth), not a vitc artifact (.safetensors)")
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "import"])
+def test_nan_weights_are_named_by_the_checkpoints_key(tmp_path: Path, where: str) -> None:
+    if where == "checkpoint":
+        state = _nano_state()
+        state["blocks.1.mlp.fc1.weight"][0, 0] = float("nan")
+        path = tmp_path / "nan.pth"
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+        r = invoke("eval", "vit-nano", "--checkpoint", path, "--data", "digits")
+        key = "module.blocks.1.mlp.fc1.weight"
+    else:
+        path = official_checkpoint(tmp_path / "official.pth")
+        sd = torch.load(path)["model"]
+        sd["score_predictor.1.in_conv.1.weight"][0, 0] = float("inf")
+        torch.save({"model": sd}, path)
+        r = invoke("import", "dynamicvit", path, "--model", "vit-nano", "--keep-ratio", "0.7", "-o", tmp_path / "o.safetensors")
+        key = "score_predictor.1.in_conv.1.weight"  # vitc calls it blocks.4.predictor...
+    fails(r, 2, f"{path}: tensor {key} has 1 non-finite (NaN/Inf) value")

@@ -147,8 +147,11 @@ def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[Path, dict[str, 
 
 
 def check_finite(tensors: dict[str, torch.Tensor], source: str, error: type[Exception] = UsageError) -> None:
-    """Refuse weights with NaN or Inf values, naming the first tensor that has them."""
+    """Refuse weights with NaN or Inf values (or complex ones), naming the first tensor that has them."""
     for name, t in tensors.items():
+        if t.is_complex():
+            raise error(f"{source}: tensor {name} holds complex numbers ({str(t.dtype).removeprefix('torch.')}); "
+                        "a ViT's weights are real")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise error(f"{source}: tensor {name} has {bad} non-finite (NaN/Inf) value{'s' if bad > 1 else ''}")
@@ -191,13 +194,27 @@ def plain_model(art: Artifact) -> nn.Module:
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load weights; any missing, unexpected or mis-shaped tensor is a one-line ``UsageError``."""
     own = model.state_dict()
+    odd = next((k for k in state if not isinstance(k, str)), None)
+    if odd is not None:
+        raise UsageError(f"{source} has a tensor under the {type(odd).__name__} key {odd!r}, not a parameter name")
+    complex_ = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()), None)
+    if complex_ is not None:
+        raise UsageError(f"{source}: tensor {complex_} holds complex numbers; a ViT's weights are real")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    empty_head = next((k for k in ("head.weight", "head.bias") if k in state and state[k].numel() == 0
+                       and (k not in own or own[k].numel() > 0)), None)
+    if empty_head is not None:  # else reported as an unexpected or mis-shaped key
+        raise UsageError(f"{source} has a 0-class head ({empty_head} of shape {list(state[empty_head].shape)}); a "
+                         "classifier needs at least one class")
     if mismatched:
         k, got, want = mismatched[0]
         more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
         raise UsageError(f"{source} does not match the model: {k} has shape {list(got)}, model expects {list(want)}{more}")
+    if set(missing) == {"head.weight", "head.bias"} and not unexpected:
+        raise UsageError(f"{source} has no classifier head (no head.weight, head.bias: saved from a num_classes=0 feature "
+                         f"extractor?); the model has {own['head.weight'].shape[0]} classes")
     if missing or unexpected:
         parts = []
         if missing:

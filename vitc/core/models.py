@@ -80,7 +80,15 @@ def resolve_model(
 
 
 def resolve_spec(name: str, *, num_classes: int | None = None, img_size: int | None = None) -> ViTSpec:
-    """The spec of a small-config or timm name, without weights (the model is built on the meta device)."""
+    """The spec of a small-config or timm name, without weights (the model is built on the meta device), or the
+    spec a vitc artifact records."""
+    if is_artifact_path(name) and Path(name).is_file():  # a vitc artifact: the spec it records
+        from vitc.core.artifacts import read_header
+
+        spec = read_header(name, verify=False)[0]
+        if img_size is not None and img_size != spec.img_size:
+            raise UsageError(f"{name} takes {spec.img_size}px input; --img-size {img_size} does not apply to an artifact")
+        return spec if num_classes is None else spec.replace(num_classes=num_classes)
     with torch.device("meta"):
         return _from_name(name, False, num_classes, img_size)[1]
 
@@ -163,43 +171,74 @@ def list_models(pattern: str = "") -> list[dict[str, Any]]:
 
     rows = [row(n, s, "vitc config", 0) for n, s in SMALL_CONFIGS.items() if matches(n)]
     cache_file = _cache_dir() / f"models-timm-{timm.__version__}.json"
-    cache = _read_cache(cache_file)
+    cache, problem = _read_cache(cache_file)
     tags: dict[str, int] = {}
     for full in timm.list_models(module=list(TIMM_MODULES), pretrained=True):
         arch = full.split(".")[0]
         tags[arch] = tags.get(arch, 0) + 1
     todo = [n for n in timm_names() if matches(n)]
     changed = False
+    stale = 0
     with progress("checking timm models", len(todo)) as bar:
         for name in todo:
-            if name not in cache:
+            spec = _cached_spec(cache.get(name))
+            if spec is None and not _cached_refusal(cache.get(name)):
+                stale += name in cache  # an entry this version cannot read: checked again
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        cache[name] = {"spec": resolve_spec(name).to_dict()}
+                        spec = resolve_spec(name)
+                        cache[name] = {"spec": spec.to_dict()}
                 except Exception as e:  # a refusal (UsageError) or a model timm cannot build here
                     cache[name] = {"refused": str(e).splitlines()[0] if str(e) else type(e).__name__}
                 changed = True
             bar.advance()
-            if "spec" in cache[name]:
-                rows.append(row(name, ViTSpec.from_dict(cache[name]["spec"]), "timm", tags.get(name, 0)))
+            if spec is not None:
+                rows.append(row(name, spec, "timm", tags.get(name, 0)))
+    if problem or stale:
+        from vitc.core.progress import log
+
+        log(f"note: rebuilt the model cache {cache_file} ({problem or f'{stale} stale entries'})")
     if changed:
         _write_cache(cache_file, cache)
     return rows
+
+
+def _cached_spec(entry: Any) -> ViTSpec | None:
+    """The spec of a cache entry, or None when it is a refusal or cannot be read (stale or corrupt)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("spec"), dict):
+        return None
+    try:
+        return ViTSpec.from_dict(entry["spec"])
+    except Exception:  # written by another vitc version, or edited: recomputed
+        return None
+
+
+def _cached_refusal(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("refused"), str) and "spec" not in entry
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitc"
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def _read_cache(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The cache's entries and, when it exists but cannot be used, why (it is then rebuilt)."""
     import json
 
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as e:
+        return {}, f"it could not be read: {e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__}"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}, "it was not valid JSON"
+    if not isinstance(data, dict):
+        return {}, "it was not a JSON object"
+    return data, None
 
 
 def _write_cache(path: Path, cache: dict[str, Any]) -> None:
@@ -226,7 +265,7 @@ def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike[str]) -> N
             raise UsageError(f"{path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
     else:
         state = load_torch_file(path)
-    state = clean_state_dict(state)
+    state = clean_state_dict(state, str(path))
     load_state_dict_strict(model, state, str(path))
 
 
@@ -258,8 +297,12 @@ def _unpickling_reason(e: BaseException) -> str:
     return "unsupported pickle content"
 
 
-def clean_state_dict(obj: dict) -> dict[str, torch.Tensor]:
-    """Unwrap ``model``/``state_dict``/``model_ema`` and strip ``module.``/``_orig_mod.`` prefixes."""
+def clean_state_dict(obj: dict, source: str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """Unwrap ``model``/``state_dict``/``model_ema`` and strip ``module.``/``_orig_mod.`` prefixes.
+
+    Refused in one line, naming the tensor by the checkpoint's own key: a key that is not a name, a complex
+    tensor (a ViT's weights are real; loading one would drop the imaginary part), NaN/Inf values.
+    """
     for key in ("model", "state_dict", "model_ema"):
         if key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -268,8 +311,18 @@ def clean_state_dict(obj: dict) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
             continue
+        if not isinstance(k, str):
+            raise UsageError(f"{source} has a tensor under the {type(k).__name__} key {k!r}, not a parameter name "
+                             "(a state dict maps names to tensors)")
+        if v.is_complex():
+            raise UsageError(f"{source}: tensor {k} holds complex numbers ({str(v.dtype).removeprefix('torch.')}); "
+                             "a ViT's weights are real")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise UsageError(f"{source}: tensor {k} has {bad} non-finite (NaN/Inf) value{'s' if bad > 1 else ''}")
+        name = k
         for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        out[name] = v
     return out

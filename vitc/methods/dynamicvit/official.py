@@ -131,7 +131,7 @@ def read_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
         with torch.serialization.safe_globals([argparse.Namespace]):  # the official checkpoints' `args`
             obj = load_torch_file(path)
     wrapper = next((k for k in WRAPPERS if isinstance(obj.get(k), dict)), None)
-    state = clean_state_dict(obj)
+    state = clean_state_dict(obj, str(path))
     if not state:
         raise UsageError(f"{path} holds no tensors" + (f" under '{wrapper}'" if wrapper else "")
                          + f" (expected a state dict, bare or under {', '.join(WRAPPERS)})")
@@ -165,6 +165,9 @@ def import_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     state, wrapper = read_official(checkpoint)
     head = state.get("head.weight")
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else None
+    if num_classes == 0:
+        raise UsageError(f"{checkpoint} has a 0-class head (head.weight of shape {list(head.shape)}); a classifier needs at "
+                         "least one class")
     dense = resolve_spec(settings.model, num_classes=num_classes)
     check_dense(dense, settings.model)
     stages = resolve_stages(dense, settings.stages)
