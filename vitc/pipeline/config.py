@@ -493,6 +493,9 @@ def _strict_loader() -> type:
         loader.flatten_mapping(node)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: unhashable, and no setting is named so
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: a key is a {kind}; keys are plain names")
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
                 raise _DuplicateKey(f"duplicate key '{key}' (line {key_node.start_mark.line + 1}; first on line "
