@@ -247,7 +247,7 @@ def model_with_keep(model: torch.nn.Module, counts: list[int]) -> torch.nn.Modul
 
 
 def test_deit_small_macs_at_keep_07():
-    from vitc.core.summary import summarize
+    from vitc.checks.inspect import summarize
 
     _, spec = resolve_model("deit_small_patch16_224")
     dvt = with_token_selection(spec, 0.7, resolve_stages(spec, None))

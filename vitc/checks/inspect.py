@@ -1,11 +1,42 @@
-"""``vitc info``: what a model is — architecture, parameters, MACs per block — and, for vitc files, where it came from."""
+"""``vitc info``: what a model is — architecture, parameters, MACs per block — and, for vitc files, where it came
+from. The whole record is assembled here; ``vitc info`` only prints it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitc.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from vitc.core.spec import ViTSpec
+
+
+def summarize(spec: ViTSpec) -> dict[str, Any]:
+    """Parameters, MACs and per block: heads, head_dim, mlp_hidden, tokens entering it (prefix included), its MACs."""
+    from vitc.core.flops import model_macs, per_block_macs
+    from vitc.core.summary import count_params
+
+    blocks: list[dict[str, Any]] = []
+    for i, (b, patches, macs) in enumerate(zip(spec.blocks, spec.keep_schedule(), per_block_macs(spec))):
+        blocks.append({"index": i, "heads": b.heads, "head_dim": b.head_dim, "mlp_hidden": b.mlp_hidden,
+                       "tokens": patches + spec.num_prefix_tokens, "keep_tokens": b.keep_tokens, "macs": macs.total,
+                       **({"predictor_macs": macs.predictor} if macs.predictor else {})})
+    selection = {"token_score": spec.token_score} if any(b.keep_tokens is not None for b in spec.blocks) else {}
+    return {
+        "name": spec.name,
+        "img_size": spec.img_size,
+        "patch_size": spec.patch_size,
+        "embed_dim": spec.embed_dim,
+        "num_classes": spec.num_classes,
+        "prefix_tokens": spec.num_prefix_tokens,
+        "patch_tokens": spec.num_patches,
+        "depth": spec.depth,
+        "params": count_params(spec),
+        "macs": model_macs(spec),
+        "blocks": blocks,
+        **selection,  # the key token selection ranks by (logodds: vitc's; keep: the official log p(keep))
+    }
 
 
 def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
@@ -13,20 +44,21 @@ def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
 
     A file of another type than its suffix says (an ONNX named .safetensors) is named as what it is.
     """
+    from vitc.backends import BACKENDS
     from vitc.core.artifacts import PLAIN, read_header
     from vitc.core.models import is_artifact_path, resolve_spec
-    from vitc.core.summary import summarize
 
     path = Path(target)
     suffix = path.suffix.lower()
-    if img_size is not None and (is_artifact_path(target) or suffix in (".onnx", ".engine", ".plan", ".trt")):
-        what = "an artifact" if suffix == ".safetensors" or suffix not in (".onnx", ".engine", ".plan", ".trt") else "an exported file"
+    deployed = {s for b in BACKENDS.values() for s in b.suffixes}  # files a backend runs as they are (.onnx, engines, IR)
+    if img_size is not None and (is_artifact_path(target) or suffix in deployed):
+        what = "an exported file" if suffix in deployed else "an artifact"
         raise UsageError(f"--img-size does not apply to {what} (its input size is fixed)")
     meta: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if suffix == ".onnx":
         spec, kind, extra = _from_onnx(path)
-    elif suffix in (".engine", ".plan", ".trt"):
+    elif suffix in BACKENDS["tensorrt"].suffixes:
         spec, kind, extra = _from_engine(path)
     elif is_artifact_path(target):
         spec, kind, meta = read_header(target)
@@ -40,7 +72,7 @@ def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
                 extra["compressed_from"] = summarize(spec)["macs"]
                 spec = shown
     else:
-        spec, kind = resolve_spec(target, img_size=img_size), "model"
+        spec, kind = resolve_spec(target, img_size=img_size), PLAIN
     result = summarize(spec)
     result.update({"kind": kind, **extra})
     origin = meta.get("origin") if isinstance(meta.get("origin"), dict) else None
@@ -54,6 +86,7 @@ def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
 
 
 def _from_onnx(path: Path) -> tuple[Any, str, dict[str, Any]]:
+    from vitc.core.filetype import PLAIN
     from vitc.onnx.io import META_KEEP_RATIO, load_onnx, metadata, onnx_spec, precision_of
 
     model = load_onnx(path, check=False)
@@ -65,11 +98,12 @@ def _from_onnx(path: Path) -> tuple[Any, str, dict[str, Any]]:
     extra: dict[str, Any] = {"format": "onnx", "precision": precision_of(model)}
     if META_KEEP_RATIO in meta:
         extra["keep_ratio"] = float(meta[META_KEEP_RATIO])
-    return spec, meta.get("vitc.kind", "model"), extra
+    return spec, meta.get("vitc.kind", PLAIN), extra
 
 
 def _from_engine(path: Path) -> tuple[Any, str, dict[str, Any]]:
     from vitc.backends.tensorrt.build import read_sidecar
+    from vitc.core.filetype import PLAIN
     from vitc.core.spec import ViTSpec
 
     if not path.is_file():
@@ -77,5 +111,5 @@ def _from_engine(path: Path) -> tuple[Any, str, dict[str, Any]]:
     sidecar = read_sidecar(path)
     if not sidecar or not sidecar.get("spec"):
         raise UsageError(f"{path} has no vitc sidecar ({path.name}.json), so its architecture is unknown")
-    return ViTSpec.from_dict(sidecar["spec"]), "model", {"format": "tensorrt", "precision": sidecar.get("precision"),
+    return ViTSpec.from_dict(sidecar["spec"]), PLAIN, {"format": "tensorrt", "precision": sidecar.get("precision"),
                                                          "tensorrt": sidecar.get("tensorrt")}

@@ -1,3 +1,5 @@
+"""``vitc info``: prints the record :func:`vitc.checks.inspect.describe_target` assembles."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +38,8 @@ def _human(r: dict[str, Any]) -> str:
         head += f"token selection ranks by: {r['token_score']}\n"
     origin = r.get("origin")
     if origin:
-        head += (f"vs the original dense {origin['name']}: MACs {r['macs'] / origin['macs']:.3f}x "
-                 f"({human_count(origin['macs'])}), params {r['params'] / origin['params']:.3f}x "
+        head += (f"vs the original dense {origin['name']}: MACs {r['macs_vs_origin']:.3f}x "
+                 f"({human_count(origin['macs'])}), params {r['params_vs_origin']:.3f}x "
                  f"({human_count(origin['params'])})\n")
     prov = r.get("provenance")
     if prov:

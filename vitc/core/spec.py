@@ -472,21 +472,4 @@ def build_model(spec: ViTSpec, init_weights: bool = False) -> nn.Module:
     return model
 
 
-def describe_blocks(spec: ViTSpec) -> list[dict[str, Any]]:
-    """Per-block rows for ``vitc info``: heads, head_dim, mlp_hidden and tokens entering the block."""
-    rows = []
-    for i, (b, patches) in enumerate(zip(spec.blocks, spec.keep_schedule())):
-        rows.append(
-            {
-                "index": i,
-                "heads": b.heads,
-                "head_dim": b.head_dim,
-                "mlp_hidden": b.mlp_hidden,
-                "tokens": patches + spec.num_prefix_tokens,
-                "keep_tokens": b.keep_tokens,
-            }
-        )
-    return rows
-
-
-__all__ = ["BlockSpec", "ViTSpec", "build_model", "describe_blocks", "spec_from_model"]
+__all__ = ["BlockSpec", "ViTSpec", "build_model", "spec_from_model"]
