@@ -112,7 +112,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, A
             result = json.loads(r.stdout)
         else:
             save_model(art, dvt_model(0), dvt_spec(), meta={"method": "dynamicvit", "keep_ratio": DVT_RATIO})
-            from vitc.checks.verify import export_verified
+            from vitc.checks.export import export_verified
 
             result = export_verified(str(art), onnx_path)
         result_path.write_text(json.dumps(result))

@@ -25,7 +25,7 @@ from conftest import DVT_RATIO, dvt_model
 from onnx import TensorProto, helper
 
 from vitc.checks import verify
-from vitc.checks.verify import export_verified
+from vitc.checks.export import export_verified
 from vitc.cli import cli
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.models import SMALL_CONFIGS

@@ -254,7 +254,7 @@ def test_materialize_refuses_to_write_a_model_that_differs(tmp_path, monkeypatch
 
 
 def test_prune_v_learns_v_counts_and_the_result_materializes_and_exports(tmp_path):
-    from vitc.checks.verify import export_verified
+    from vitc.checks.export import export_verified
     from vitc.methods import materialize
 
     net, spec, search, _, _ = _search_steps(budget=0.3, steps=6, prune_v=True, count_lr=1.0)

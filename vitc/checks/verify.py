@@ -416,35 +416,3 @@ def _shape(shape: tuple[int, ...]) -> str:
 def _finite_or_none(v: Any) -> Any:
     return None if isinstance(v, float) and not np.isfinite(v) else v
 
-
-# ------------------------------------------------------------------------------------------------
-# the export step: export, then this parity check on the file before it takes its name
-# ------------------------------------------------------------------------------------------------
-
-EXPORT_VERIFY_BATCH = 3  # export's own parity check runs at a batch that is neither 1 nor the trace batch
-EXPORT_VERIFY_BATCHES = 2
-
-
-def export_verified(source: str | os.PathLike[str], out: str | os.PathLike[str], settings: Any = None, *,
-                    pretrained: bool = False, checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
-    """``vitc export``: :func:`vitc.onnx.export.export_onnx`, plus (``settings.verify``) one ONNX Runtime vs
-    PyTorch parity check of the written file at the precision's default tolerances; a failure writes nothing.
-
-    ``options`` replace fields of ``settings`` (:class:`~vitc.onnx.settings.ExportSettings`).
-    """
-    from vitc.core.errors import CheckFailed
-    from vitc.onnx.export import export_onnx
-    from vitc.onnx.settings import ExportSettings
-
-    s = ExportSettings.with_options(settings, **options)
-
-    def parity(tmp: Any, dep: Deployable, final: Any) -> dict[str, Any]:
-        report = verify_onnx(tmp, dep, data=s.data, batches=EXPORT_VERIFY_BATCHES,
-                             batch_size=s.static_batch or EXPORT_VERIFY_BATCH)
-        report.onnx = report.onnx_backend["path"] = str(final)  # name the file it becomes, not the temp file
-        if not report:
-            raise CheckFailed(f"{final} not written: {report.summary()}")
-        return report.to_dict()
-
-    return export_onnx(source, out, s, pretrained=pretrained, checkpoint=checkpoint,
-                       parity=parity if s.verify else None)

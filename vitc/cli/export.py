@@ -45,7 +45,7 @@ def export(ctx: click.Context, source: str, out: Path | None, check_only: bool, 
         return
     if out is None:
         raise UsageError("--out is required (or use --check-only MODEL.onnx)")
-    from vitc.checks.verify import export_verified
+    from vitc.checks.export import export_verified
 
     result = export_verified(source, out, settings, pretrained=pretrained,
                              checkpoint=str(checkpoint) if checkpoint else None)
