@@ -43,7 +43,7 @@ def test_full_pipeline_plans_the_published_table(tmp_path: Path) -> None:
                 "uvc-0.50+dynamicvit-keep0.70"]
     for v in variants:
         for step in ("eval-torch-fp32", "eval-onnxruntime-fp32", "eval-onnxruntime-int8", "bench-onnxruntime-fp32",
-                     "bench-onnxruntime-int8", "quantize"):
+                     "bench-onnxruntime-int8", "quantize", "eval-openvino-fp32", "eval-openvino-int8", "bench-openvino-int8"):
             assert f"{v}/{step}" in stages, (v, step)
         assert stages[f"{v}/quantize"]["samples"] == 512
         assert stages[f"{v}/bench-onnxruntime-int8"]["batch_sizes"] == [32]
@@ -53,6 +53,7 @@ def test_full_pipeline_plans_the_published_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_smoke_pipeline_runs_every_stage_checks_targets_and_resumes(tmp_path: Path) -> None:
     data = write_fashion_mnist(tmp_path / "fm", n_train=200, n_test=100)
     out = tmp_path / "bench"

@@ -48,6 +48,7 @@ def test_plan_compares_every_method_and_both_teachers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_smoke_run_makes_every_model_and_reuses_them(tmp_path: Path) -> None:
     """Short runs of every model (the old script's smoke recipe): each deployed, measured through ORT and paired with dense."""
     out = tmp_path / "mm"

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitc.backends import BACKENDS
+from vitc.backends import BACKENDS, DEFAULT_BENCH_BACKENDS
 from vitc.checks.settings import BenchSettings, EvalSettings, VerifySettings
 from vitc.core.device import check_device_name
 from vitc.core.errors import UsageError
@@ -87,8 +87,9 @@ class EvalStage(Settings):
 
 @dataclass(kw_only=True)
 class BenchStage(Settings):
-    backends: list[str] = setting(list(BACKENDS), choices=tuple(BACKENDS),
-                                  help="Backends to bench (tensorrt only where TensorRT and a GPU are present).")
+    backends: list[str] = setting(list(DEFAULT_BENCH_BACKENDS), choices=tuple(BACKENDS),
+                                  help="Backends to evaluate and bench (tensorrt only where TensorRT and a GPU are present; "
+                                       "openvino runs the ONNX files on the CPU when listed).")
     device: str = like(BenchSettings, "device", default="cpu")
     batch_sizes: list[int] = like(BenchSettings, "batch_sizes", default=[1, 32])
     warmup_ms: float = like(BenchSettings, "warmup_ms", default=200.0)
