@@ -2,7 +2,7 @@
 ONNX Runtime's CUDA provider and TensorRT.
 
 Every test here is marked ``gpu`` (deselected by default) and skips without CUDA; run them with
-``pytest -m gpu tests/test_gpu.py`` (``benchmarks/gpu_check.py`` does, on the device machine).
+``pytest -m gpu tests/test_gpu.py`` (``python -m benchmarks.gpu_check`` does, on the device machine).
 
 Models: DeiT-S shapes (``resolve_spec("deit_small_patch16_224")``) with seeded random weights — dense,
 a UVC result (blocks skipped, heads and MLP neurons removed, through ``save_uvc`` and ``materialize``)
