@@ -418,3 +418,71 @@ def test_nan_weights_are_named_by_the_checkpoints_key(tmp_path: Path, where: str
         r = invoke("import", "dynamicvit", path, "--model", "vit-nano", "--keep-ratio", "0.7", "-o", tmp_path / "o.safetensors")
         key = "score_predictor.1.in_conv.1.weight"  # vitc calls it blocks.4.predictor...
     fails(r, 2, f"{path}: tensor {key} has 1 non-finite (NaN/Inf) value")
+
+
+# ---- 5. Ctrl-C at start-up; a light top level -----------------------------------------------------------------
+
+# Runs the console script's main() after a meta-path hook that, when torch starts importing, sends this process a
+# real SIGINT (delivered at the next bytecode, deep inside torch's import); with SWALLOW the hook then catches the
+# KeyboardInterrupt itself, as a careless library might, and lets the import finish.
+INTERRUPT_DURING_TORCH_IMPORT = """
+import os, signal, sys
+from vitc.cli import main
+
+class Interrupt:
+    fired = False
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not Interrupt.fired:
+            Interrupt.fired = True
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+            except KeyboardInterrupt:
+                if os.environ.get("SWALLOW") != "1":
+                    raise
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["vitc", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("swallow", ["0", "1"])
+def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path: Path, swallow: str) -> None:
+    out = tmp_path / "t"
+    run = subprocess.run([sys.executable, "-c", INTERRUPT_DURING_TORCH_IMPORT, "train", "--model", "vit-nano", "--data",
+                          "digits", "--epochs", "1", "--out", str(out)],
+                         capture_output=True, text=True, env=subprocess_env(SWALLOW=swallow), timeout=120)
+    assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
+    assert one_error_line(run.stderr) == "error: interrupted"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_in_the_first_seconds_of_a_command_is_one_line_and_130(tmp_path: Path, delay: float) -> None:
+    """A real SIGINT at several moments of start-up (interpreter up, torch importing, data loading...)."""
+    import signal
+    import time
+
+    out = tmp_path / "t"
+    proc = subprocess.Popen([*VITC, "train", "--model", "vit-nano", "--data", "digits", "--epochs", "50", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    assert one_error_line(stderr) == "error: interrupted"
+    assert temporaries(tmp_path) == [] and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv", [[], ["--version"], ["--help"]])
+def test_the_command_lines_top_level_does_not_import_torch(argv: list[str]) -> None:
+    """``import vitc.cli``, ``vitc --version`` and ``vitc --help`` stay light (the timing: benchmarks/cli_startup.py)."""
+    code = ("import sys\nfrom vitc.cli import main\nsys.argv = ['vitc', *sys.argv[1:]]\n"
+            "try:\n    main() if len(sys.argv) > 1 else None\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules)\n"
+            "assert not heavy, heavy")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

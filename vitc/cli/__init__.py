@@ -6,8 +6,9 @@ torch. A :class:`vitc.core.errors.VitcError` becomes ``error: <one line>`` on st
 
 Ctrl-C: the SIGINT handler is installed first thing, before Click (and long before torch, which a
 subcommand imports lazily and which takes seconds), so an interrupt at any moment — torch still
-importing included — is ``error: interrupted`` and exit 130, never a traceback; the handler also
-remembers that it fired, so an interrupt that some import swallowed still stops the command.
+importing included — is ``error: interrupted`` and exit 130, never a traceback. An interrupt that
+some library swallows while importing surfaces again at the next import (an audit hook of the console
+script), so the command stops instead of going on to fail oddly.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ import signal
 import threading
 
 _interrupted = threading.Event()  # set by the handler: an interrupt arrived (even if some import swallowed it)
+_unhandled = threading.Event()  # an interrupt not yet turned into `error: interrupted`
 
 
 def _on_sigint(signum: int, frame: object) -> None:
     _interrupted.set()
+    _unhandled.set()
     raise KeyboardInterrupt
+
+
+def _resurface(event: str, args: tuple[object, ...]) -> None:
+    """Audit hook of the console script: an interrupt that some library swallowed (``except BaseException``)
+    surfaces again at the next module import, where vitc's lazily imported steps spend their first seconds."""
+    if event == "import" and _unhandled.is_set():
+        _unhandled.clear()
+        raise KeyboardInterrupt
 
 
 def _install_interrupt_handler() -> None:
@@ -73,6 +84,7 @@ class LazyGroup(click.Group):
         except VitcError as e:
             fail(ctx, f"{rank_prefix()}{e}", e.exit_code)
         except KeyboardInterrupt:
+            _unhandled.clear()
             fail(ctx, f"{rank_prefix()}interrupted", 130)
 
 
@@ -148,10 +160,12 @@ def main() -> None:
     from vitc.core.provenance import set_command
 
     _install_interrupt_handler()
+    sys.addaudithook(_resurface)
     set_command(sys.argv[1:])
     try:
         code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
     except KeyboardInterrupt:  # outside any command (Click turns one inside into Abort, handled below)
+        _unhandled.clear()
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
@@ -164,6 +178,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:
         if _interrupted.is_set() or isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C while Click parsed or imported
+            _unhandled.clear()
             click.echo("error: interrupted", err=True)
             sys.exit(130)
         click.echo("Aborted!", err=True)
