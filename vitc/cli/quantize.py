@@ -20,8 +20,9 @@ def quantize(ctx: click.Context, onnx: Path, out: Path, as_json: bool, **params:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on real images.
 
     ONNX Runtime static quantization: QDQ format, symmetric signed INT8 activations (zero point 0),
-    per-channel symmetric INT8 weights of MatMul/Gemm/Conv, float biases; the token-score path of
-    token-selection models (predictor + TopK) stays float so the scores gain no INT8 error.
+    per-channel symmetric INT8 weights of MatMul/Gemm (the patch-embedding Conv stays float), float
+    biases; the token-score path of token-selection models (predictor + TopK) stays float so the
+    scores gain no INT8 error.
     MODEL.onnx must be the fp32 export; the result keeps its vitc metadata with precision int8.
     """
     s = collect(QuantizeSettings, params, ctx)
