@@ -16,8 +16,14 @@ from vitc.core.validation import parse_float_list
 @click.option("--keep-ratios", default=None, metavar="R1,R2,...",
               help="Token-selection artifacts only: keep ratios to materialize, each in (0, 1] (default: the trained "
                    "ratio). Each ratio gets its own file; two ratios never share a name.")
+@click.option("--target-speedup", type=click.FloatRange(min=1, min_open=True), default=None, metavar="S",
+              help="Token-selection artifacts: materialize at the largest keep ratio the --latency profile predicts to "
+                   "run S times faster than its dense model (instead of --keep-ratios).")
+@click.option("--latency", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="LATENCY.json",
+              help="Latency profile from `vitc profile` (the device, backend, precision and batch you deploy at).")
 @json_option
-def materialize(compressed: Path, out: Path, keep_ratios: str | None, as_json: bool) -> None:
+def materialize(compressed: Path, out: Path, keep_ratios: str | None, target_speedup: float | None, latency: Path | None,
+                as_json: bool) -> None:
     """Turn a compressed artifact into a physically smaller timm ViT.
 
     UVC: removes skipped blocks and slices qkv/proj (heads) and fc1/fc2 (neurons); refuses to write
@@ -28,7 +34,7 @@ def materialize(compressed: Path, out: Path, keep_ratios: str | None, as_json: b
     from vitc.methods import materialize as run
 
     ratios = parse_float_list(keep_ratios, "--keep-ratios") if keep_ratios else None
-    emit(run(compressed, out, ratios), as_json, _human)
+    emit(run(compressed, out, ratios, target_speedup=target_speedup, latency=latency), as_json, _human)
 
 
 def _human(r: dict[str, Any]) -> str:

@@ -90,11 +90,15 @@ def _check_ratio_applies(method: Method, art: Artifact, keep_ratio: float | None
 
 
 def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
-                keep_ratios: list[float] | None = None) -> dict[str, Any]:
+                keep_ratios: list[float] | None = None, *, target_speedup: float | None = None,
+                latency: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """``vitc materialize``: write a plain, physically smaller model per keep ratio; return the summary.
 
-    ``out``: a ``.safetensors`` file (one model), or a folder — ``materialized.safetensors`` in it, or
-    ``materialized-keepR.safetensors`` per ratio for token-selection methods.
+    Args:
+        out: a ``.safetensors`` file (one model), or a folder — ``materialized.safetensors`` in it, or
+            ``materialized-keepR.safetensors`` per ratio for token-selection methods.
+        target_speedup: token-selection artifacts: materialize at the largest keep ratio that the ``latency``
+            profile (``vitc profile``) predicts to be this much faster than its dense model (instead of ``keep_ratios``).
     """
     from vitc.core.artifacts import load_artifact, save_model
     from vitc.core.flops import model_macs
@@ -105,6 +109,9 @@ def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
     if art.kind == PLAIN:
         raise UsageError(f"{path} is a plain model artifact (kind {PLAIN!r}); nothing to materialize")
     method = method_of(art.kind, art.path)
+    chosen: dict[str, Any] = {}
+    if target_speedup is not None or latency is not None:
+        keep_ratios, chosen = _ratio_for_target(method, art, keep_ratios, target_speedup, latency)
     for r in keep_ratios or []:
         _check_ratio_applies(method, art, r)
     if keep_ratios and len({ratio_tag(r) for r in keep_ratios}) != len(keep_ratios):
@@ -127,7 +134,7 @@ def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
             "artifact": str(target), "keep_ratio": m.keep_ratio,
             "keep_tokens": [b.keep_tokens for b in m.spec.blocks if b.keep_tokens is not None],
             "macs": macs, "params": params, "macs_ratio": macs / before, "macs_ratio_origin": macs / root["macs"],
-            **m.report,
+            **m.report, **chosen,
         })
     summary: dict[str, Any] = {"kind": method.kind, "method": method.title, "source": str(art.path),
                                "macs_before": before, "params_before": count_params(art.spec), "origin": root,
@@ -137,6 +144,19 @@ def materialize(path: str | os.PathLike[str], out: str | os.PathLike[str],
         summary.update({"artifact": v["artifact"], "macs_after": v["macs"], "params_after": v["params"],
                         **{k: v[k] for k in made[0][0].report}})
     return summary
+
+
+def _ratio_for_target(method: Method, art: Artifact, keep_ratios: list[float] | None, target_speedup: float | None,
+                      latency: str | os.PathLike[str] | None) -> tuple[list[float], dict[str, Any]]:
+    """The keep ratio a speedup target asks for (``--target-speedup S --latency LATENCY.json``)."""
+    if target_speedup is None or latency is None:
+        raise UsageError("--target-speedup and --latency go together: the target is read off the latency profile")
+    if keep_ratios:
+        raise UsageError("give --keep-ratios or --target-speedup, not both")
+    from vitc.core.latency import load_latency
+
+    choice = method.keep_ratio_for_speedup(art, load_latency(latency), target_speedup)
+    return [choice["keep_ratio"]], {**choice, "latency": str(latency)}
 
 
 def _targets(out: Path, method: Method, ratios: list[float | None], art: Artifact) -> list[Path]:

@@ -73,6 +73,14 @@ class Method(ABC):
         value = art.meta.get("keep_ratio")
         return float(value) if isinstance(value, (int, float)) else None
 
+    def keep_ratio_for_speedup(self, art: Artifact, latency: Any, target: float) -> dict[str, Any]:
+        """Token-selection methods: the keep ratio whose predicted speedup (``latency``: a
+        :class:`vitc.core.latency.LatencyModel`) meets ``target``; ``{"keep_ratio", "predicted_speedup", ...}``."""
+        from vitc.core.errors import UsageError
+
+        raise UsageError(f"--target-speedup picks a keep ratio, and {art.path} is a {self.title} model without token "
+                         f"selection (size it with `vitc compress {self.kind} --target-speedup`)")
+
     def effective_spec(self, path: str | Path) -> ViTSpec | None:
         """The architecture the artifact really computes, when its spec describes something larger
         (UVC's masked dense model); None when the spec already is it."""

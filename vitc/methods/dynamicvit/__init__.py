@@ -33,6 +33,12 @@ class DynamicViT(Method):
     token_selection = True
     name_field = "keep_ratio"
 
+    def keep_ratio_for_speedup(self, art: Artifact, latency: Any, target: float) -> dict[str, Any]:
+        from vitc.methods.dynamicvit.compress import stage_blocks
+        from vitc.methods.dynamicvit.speed import keep_ratio_for_speedup
+
+        return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path))
+
     def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
                  checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
         from vitc.methods.dynamicvit.compress import compress_dynamicvit

@@ -22,6 +22,7 @@ from torch import nn
 from vitc.core.artifacts import PLAIN, Artifact, load_state_dict_strict, save_artifact
 from vitc.core.errors import UsageError
 from vitc.core.flops import model_macs
+from vitc.core.progress import log
 from vitc.core.settings import validate as validate_settings
 from vitc.core.spec import ViTSpec, build_model
 from vitc.core.token_select import TokenSelect, default_stages, keep_counts
@@ -353,6 +354,15 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
     dcfg, cfg = settings, settings.loop()
     check_dense(spec, source_name)
     dcfg.stages = resolve_stages(spec, settings.stages)
+    if dcfg.target_speedup is not None:  # the keep ratio that meets the target on the profiled device
+        from vitc.core.latency import load_latency
+        from vitc.methods.dynamicvit.speed import keep_ratio_for_speedup
+
+        choice = keep_ratio_for_speedup(spec, dcfg.stages, load_latency(str(dcfg.latency)), dcfg.target_speedup, source_name)
+        log(f"keep ratio {choice['keep_ratio']:g} meets --target-speedup {dcfg.target_speedup:g} (predicted "
+            f"{choice['predicted_speedup']:.3f}x over the profiled dense model)")
+        dcfg.keep_ratio = choice["keep_ratio"]
+        extra_meta = {**(extra_meta or {}), **choice, "latency": str(dcfg.latency)}
     stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
 
     wrapper, objective, new_spec = token_selection_student(dense, spec, dcfg, cfg.label_smoothing, teacher)
@@ -407,6 +417,7 @@ def _write_result(student: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, c
         "macs": model_macs(spec),
         "dense_macs": dense_macs(spec),
         "epochs": cfg.epochs,
+        **{str(k): extra_meta[k] for k in ("target_speedup", "predicted_speedup") if k in extra_meta},
         "seconds": round(time.perf_counter() - t0, 3),
     }
     summary = {k: v for k, v in meta.items() if k not in ("method", "epochs", "provenance")}

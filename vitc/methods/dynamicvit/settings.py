@@ -43,9 +43,19 @@ class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
                                     "log p(drop) (no float32 ties, so every backend keeps the same tokens) or keep = "
                                     "log p(keep), the official code's key (ties at 0.0 where the predictor saturates).")
 
+    target_speedup: float | None = setting(None, min=1, min_open=True,
+                                           help="Target speedup over the dense model on the profiled device: train at the "
+                                                "largest keep ratio the --latency profile predicts to meet it (replaces "
+                                                "--keep-ratio).")
+    latency: str | None = setting(None, metavar="LATENCY.json",
+                                  help="Latency profile of the original dense model from `vitc profile`, for --target-speedup.")
+
     def rules(self, label: Label) -> None:
         super().rules(label)
         _check_stages(self.stages, label)
+        if self.target_speedup is not None and self.latency is None:
+            raise UsageError(f"{label('target_speedup')} needs {label('latency')} LATENCY.json (measure one with "
+                             "`vitc profile MODEL --backend ... -o LATENCY.json`)")
 
 
 def _check_stages(stages: list[int] | None, label: Label) -> None:
