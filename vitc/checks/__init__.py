@@ -1,2 +1,3 @@
-"""Checks and measurements through any backend: ``verify`` (ONNX Runtime vs PyTorch), ``evaluate``
-(top-1/top-5), ``bench`` (trtexec-style throughput and A/B speedups), ``environment`` (what it ran on)."""
+"""Checks and measurements through any backend: ``verify`` (ONNX Runtime vs PyTorch), ``export`` (``vitc export``:
+the export and its parity check), ``evaluate`` (top-1/top-5), ``bench`` (trtexec-style throughput and A/B
+speedups), ``inspect`` (``vitc info``'s record), ``environment`` (what it ran on)."""
