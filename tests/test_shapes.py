@@ -4,7 +4,9 @@ UVC stand-in lands at its MACs budget, and token selection sits where DynamicViT
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,12 @@ def test_the_short_search_command_parses_to_the_library_settings() -> None:
     assert ctx.params["data"] == "synthetic:64"
     parsed = collect(method.settings, dict(ctx.params), ctx)
     assert dataclasses.replace(parsed, device="cpu") == short_search_settings("cpu")
+
+
+def test_benchmarks_readme_shows_the_same_short_search() -> None:
+    """The README's DeiT-S example is this search, so its numbers and the scripts' shapes are the same run."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text()
+    assert short_search_command("runs/deits/uvc") in re.sub(r"\\\n\s*", "", text)
 
 
 def test_the_hand_built_uvc_stand_in_meets_its_budget() -> None:
