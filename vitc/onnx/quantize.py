@@ -1,33 +1,11 @@
-"""``vitc quantize``: an FP32 ONNX → INT8 Q/DQ ONNX for TensorRT's explicit quantization.
+"""``vitc quantize``: an FP32 ONNX → INT8 Q/DQ ONNX for TensorRT's explicit quantization (and ONNX Runtime, OpenVINO).
 
-ONNX Runtime's static quantizer, set up the way TensorRT consumes Q/DQ graphs (strongly typed
-builds, no implicit calibrator — that API is deprecated in TRT 10 and removed in TRT 11):
-
-* ``quant_pre_process`` first (ONNX + symbolic shape inference, basic graph clean-up), so every
-  tensor that should be quantized has a known shape;
-* ``QuantFormat.QDQ``, ``QuantType.QInt8`` activations with ``ActivationSymmetric=True`` (zero
-  point 0, which TensorRT requires) and per-channel symmetric ``QInt8`` weights (output-channel
-  axis: MatMul axis 1, Gemm per transB);
-* only ``MatMul``/``Gemm`` are quantized — the GEMMs TensorRT fuses Q/DQ into; LayerNorm,
-  Softmax, GELU and the residual adds stay in float (TensorRT keeps them in higher precision
-  anyway, and Q/DQ around them only costs accuracy and reformat layers);
-* the patch-embedding ``Conv`` stays float: it is ~1% of a ViT's MACs, and OpenVINO runs an INT8
-  Conv on the normalised image as u8 × s8 (the input shifted by 128), whose pairwise 16-bit sums
-  saturate on CPUs without VNNI (AVX2): on a trained vit-nano that one layer took OpenVINO's
-  logits to cosine 0.93 against fp32 and top-1 from 90.3% to 81.7% on digits (ONNX Runtime: 0.99995);
-  without it both runtimes give cosine 0.996 and 89.4–89.7%;
-* biases stay float (``QuantizeBias=False``): TensorRT's DequantizeLinear takes INT8/FP8/INT4, not
-  the INT32 biases ONNX Runtime would emit;
-* ``attention=False`` (default) also keeps the two activation×activation products of attention
-  (Q·Kᵀ and P·V) in float: their operands change per image, so one per-tensor scale fits them
-  poorly, and the softmax probabilities would get only 127 levels on [0, 1];
-* the DynamicViT token-selection path (predictor MLP + TopK, found structurally by
-  :func:`vitc.onnx.graph.token_score_nodes`) is in ``nodes_to_exclude``, so the token scores are
-  computed in float. (The tokens the predictor reads come out of quantized blocks, so a near-tie
-  can still flip; the scores themselves add no INT8 error.)
-
-Calibration: real images from the data source's train split (:mod:`vitc.onnx.calibration`) with a
-progress bar; ``minmax``, ``entropy`` or ``percentile`` (``CalibPercentile``, default 99.999).
+ONNX Runtime's static quantizer (after ``quant_pre_process``): QDQ format, symmetric INT8 activations (zero
+point 0, as TensorRT requires), per-channel symmetric INT8 weights, only ``MatMul``/``Gemm`` quantized, biases
+float. Kept float: the patch-embedding ``Conv``, attention's activation×activation products (unless
+``attention=True``) and the DynamicViT token-score path. Calibration on real train-split images
+(:mod:`vitc.onnx.calibration`): ``minmax``, ``entropy`` or ``percentile``. Why each choice: docs/deployment.md
+("INT8"); the measurements: benchmarks/README.md.
 """
 
 from __future__ import annotations
