@@ -250,8 +250,7 @@ def test_uvc_target_needs_a_latency_profile_and_excludes_a_budget():
 
 def test_keep_ratio_for_a_target_lands_just_above_it():
     from vitc.core.token_select import default_stages
-    from vitc.methods.dynamicvit.compress import with_token_selection
-    from vitc.methods.dynamicvit.speed import keep_ratio_for_speedup
+    from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup, with_token_selection
 
     model = synthetic_model()
     spec = model.spec

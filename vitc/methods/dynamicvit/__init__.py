@@ -34,8 +34,7 @@ class DynamicViT(Method):
     name_field = "keep_ratio"
 
     def keep_ratio_for_speedup(self, art: Artifact, latency: Any, target: float) -> dict[str, Any]:
-        from vitc.methods.dynamicvit.compress import stage_blocks
-        from vitc.methods.dynamicvit.speed import keep_ratio_for_speedup
+        from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup, stage_blocks
 
         return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path))
 

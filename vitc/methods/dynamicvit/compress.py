@@ -10,6 +10,7 @@ every shape but the batch is static. The recipe, and where it departs from the o
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 from vitc.core.artifacts import PLAIN, Artifact, load_state_dict_strict, save_artifact
 from vitc.core.errors import UsageError
 from vitc.core.flops import model_macs
+from vitc.core.latency import LatencyModel
 from vitc.core.progress import log
 from vitc.core.settings import validate as validate_settings
 from vitc.core.spec import ViTSpec, build_model
@@ -109,6 +111,36 @@ def with_token_selection(spec: ViTSpec, keep_ratio: float, stages: list[int]) ->
     counts = dict(zip(stages, stage_keep_counts(spec, keep_ratio, len(stages))))
     blocks = [dataclasses.replace(b, keep_tokens=counts.get(i)) for i, b in enumerate(spec.blocks)]
     return spec.replace(blocks=blocks)
+
+
+# The keep ratio that meets a speedup target on a profiled device (``--target-speedup S --latency LATENCY.json``):
+# token selection's cost falls monotonically as rho falls, so the ratio is found by bisection on the latency
+# model's prediction — the *largest* rho (the fewest tokens dropped) whose predicted speedup over the profiled
+# dense model is at least S, rounded down to 0.001; with floor(N*rho^s) tokens per stage the landed speedup is S
+# up to one token's worth of latency above it.
+RESOLUTION = 1e-3
+
+
+def keep_ratio_for_speedup(spec: ViTSpec, stages: list[int], latency: LatencyModel, target: float, name: str) -> dict[str, Any]:
+    """``{"keep_ratio", "predicted_speedup", "target_speedup"}`` for ``spec``'s backbone with selection before ``stages``."""
+    base = spec.without_token_selection()
+
+    def speedup(ratio: float) -> float:
+        return float(latency.predict(with_token_selection(base, ratio, stages), name)["speedup"])
+
+    lowest = (1.0 / base.num_patches) ** (1.0 / len(stages)) * (1 + 1e-9)  # every stage keeps at least one token
+    if speedup(1.0) >= target:
+        return {"keep_ratio": 1.0, "predicted_speedup": speedup(1.0), "target_speedup": target}
+    if speedup(lowest) < target:
+        raise UsageError(f"no keep ratio makes {name} {target:g}x faster than {latency.spec.name} on this profile: keeping "
+                         f"one token per stage gives {speedup(lowest):.2f}x; prune the structure too (uvc+dynamicvit)")
+    lo, hi = lowest, 1.0
+    while hi - lo > RESOLUTION / 4:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if speedup(mid) >= target else (lo, mid)
+    ratio = max(math.floor(lo / RESOLUTION) * RESOLUTION, lowest)
+    return {"keep_ratio": round(ratio, 6), "predicted_speedup": speedup(ratio), "target_speedup": target}
+
 
 
 def dense_macs(spec: ViTSpec) -> int:
@@ -356,7 +388,6 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
     dcfg.stages = resolve_stages(spec, settings.stages)
     if dcfg.target_speedup is not None:  # the keep ratio that meets the target on the profiled device
         from vitc.core.latency import load_latency
-        from vitc.methods.dynamicvit.speed import keep_ratio_for_speedup
 
         choice = keep_ratio_for_speedup(spec, dcfg.stages, load_latency(str(dcfg.latency)), dcfg.target_speedup, source_name)
         log(f"keep ratio {choice['keep_ratio']:g} meets --target-speedup {dcfg.target_speedup:g} (predicted "
