@@ -202,6 +202,8 @@ class OpenVinoRunner(Runner):
         self.inference_precision = actual
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.output(0)
+        classes = self._output.get_partial_shape()[-1]
+        self.output_classes = None if classes.is_dynamic else classes.get_length()
         self.input_dtype = _NUMPY.get(self.compiled.input(0).get_element_type().get_type_name(), np.float32)
         self.keep_ratio = float(meta[META_KEEP_RATIO]) if META_KEEP_RATIO in meta else None
         self.metadata = meta
@@ -242,23 +244,13 @@ class OpenVinoRunner(Runner):
             outs.append(self._once(chunk)[:real].copy())
         return np.concatenate(outs)
 
-    def selection_probe(self, index_names: list[str]) -> Any:
-        """A callable ``x -> (logits, [TopK indices per stage])`` compiled from this model with the named
-        TopK index tensors as extra outputs (what :class:`vitc.onnx.selection.SelectionProbe` does with
-        ONNX Runtime), so verification judges OpenVINO's own token decisions."""
+    def selection_probe(self, index_names: list[str], num_patches: int) -> SelectionProbe:
+        """This model compiled with the named TopK index tensors as extra outputs (what
+        :class:`vitc.onnx.selection.SelectionProbe` does with ONNX Runtime), so verification judges
+        OpenVINO's own token decisions."""
         model = self._model.clone()
         model.add_outputs(list(index_names))
-        compiled = self.core.compile_model(model, "CPU", self.config)
-        request = compiled.create_infer_request()
-        outputs = [compiled.output(0)] + [compiled.output(i) for i in range(1, len(compiled.outputs))]
-        dtype = self.input_dtype
-
-        def probe(x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-            res = request.infer({0: np.ascontiguousarray(x, dtype=dtype)})
-            return (np.asarray(res[outputs[0]], dtype=np.float32),
-                    [np.asarray(res[o], dtype=np.int64) for o in outputs[1:]])
-
-        return probe
+        return SelectionProbe(self.core.compile_model(model, "CPU", self.config), self.input_dtype, num_patches)
 
     def describe(self) -> dict[str, Any]:
         import openvino.properties as props
@@ -271,6 +263,21 @@ class OpenVinoRunner(Runner):
     def close(self) -> None:
         for name in ("_request", "compiled", "_model"):
             self.__dict__.pop(name, None)
+
+
+class SelectionProbe:
+    """``probe(x)`` → (logits (B, classes) float32, TopK indices per stage (B, K_s) int64)."""
+
+    def __init__(self, compiled: Any, input_dtype: Any, num_patches: int) -> None:
+        self.request = compiled.create_infer_request()
+        self.outputs = list(compiled.outputs)
+        self.input_dtype = input_dtype
+        self.num_patches = num_patches
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        res = self.request.infer({0: np.ascontiguousarray(x, dtype=self.input_dtype)})
+        return (np.asarray(res[self.outputs[0]], dtype=np.float32),
+                [np.asarray(res[o], dtype=np.int64) for o in self.outputs[1:]])
 
 
 def _reason(e: BaseException) -> str:

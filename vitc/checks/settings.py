@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitc.backends import BACKEND_CHOICES, backend_help
+from vitc.backends import BACKEND_CHOICES, BACKENDS, backend_help
 from vitc.core.device import check_device_name
 from vitc.core.settings import Settings, setting
 from vitc.core.validation import check_data_spec, check_image_source
@@ -33,6 +33,8 @@ class VerifySettings(Settings):
                                     "1 - mean cosine similarity > atol [default: fp32 elemwise, fp16 mean, int8 cosine].")
     seed: int = setting(0, min=0, help="Seed of the random inputs.")
     device: str = setting("auto", parse=check_device_name, help="ONNX Runtime device: auto, cpu, cuda or cuda:N.")
+    backend: str = setting("onnxruntime", choices=tuple(b.name for b in BACKENDS.values() if ".onnx" in b.suffixes),
+                           help="Runtime that runs MODEL.onnx (openvino: on the CPU).")
 
 
 @dataclass(kw_only=True)

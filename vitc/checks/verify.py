@@ -44,6 +44,7 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float, str]] = {
     "bf16": (1e-2, 1e-2, "mean"),
     "int8": (1e-2, 0.0, "cosine"),
 }
+_BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 RANDOM_BATCHES = 4  # random-input batches when ``batches`` is not given
 # Token-selection models. Which tokens win near a tie at the K-th score is not stable under rounding
 # (on digits, with many near-identical blank patches, fp16 swaps some kept token on 16-30% of images,
@@ -167,7 +168,8 @@ class VerifyReport:
         sel = self.selection
         flips = (f", kept tokens differ on {sel['images_flipped']}/{self.images} images and change PyTorch's fp32 "
                  f"top-1 on {sel['top1_changed_by_selection']} ({self._required(sel)})") if sel else ""
-        return (f"{verdict} | ONNX Runtime ({self.precision}) vs PyTorch on {self.images} {self.data} images at batch "
+        name = _BACKEND_NAMES.get(self.onnx_backend.get("backend", ""), "ONNX Runtime")
+        return (f"{verdict} | {name} ({self.precision}) vs PyTorch on {self.images} {self.data} images at batch "
                 f"{self.batch_size}: max abs {e.max_abs:.3g}, mean abs {e.mean_abs:.3g}, cosine {e.cosine_mean:.6f}, "
                 f"top-1 agreement {e.top1_agreement:.2f}% [{self._tolerance()}]{flips}{why}")
 
@@ -188,7 +190,8 @@ class VerifyReport:
     def to_text(self) -> str:
         e = self.errors
         lines = [
-            f"Comparing {self.onnx} [onnxruntime {self.precision}, {', '.join(self.onnx_backend.get('providers', []))}]",
+            f"Comparing {self.onnx} [{self.onnx_backend.get('backend', 'onnxruntime')} {self.precision}, "
+            f"{', '.join(self.onnx_backend.get('providers', [])) or self.onnx_backend.get('device', '')}]",
             f"     vs {self.against} [torch fp32, {self.reference_backend.get('device')}]",
             f"Inputs: {self.images} {self.data} images, {self.batches} batches of {self.batch_size}",
             f"Tolerance: [abs={self.atol:g}, rel={self.rtol:g}] | Checking {self.stat} error",
@@ -233,20 +236,23 @@ def verify_onnx(
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
+    backend: str = "onnxruntime",
 ) -> VerifyReport:
     """Run the ONNX (ONNX Runtime) and ``against`` (artifact path, timm name, or loaded model; PyTorch
     fp32 on CPU) on the same inputs and compare their logits.
 
     ``data``: ``random`` (``batches`` seeded batches, default 4) or a data spec (its val split; all
     of it unless ``batches`` is given). Tolerances left as None take the precision's defaults.
-    Mismatched input shapes or class counts are a one-line ``UsageError``.
+    Mismatched input shapes or class counts are a one-line ``UsageError``. ``backend``: the runtime that runs
+    the ONNX (onnxruntime, or openvino).
     """
-    from vitc.backends.ort_runner import OrtRunner
+    from vitc.backends import load_runner
     from vitc.backends.torch_runner import TorchRunner
 
     VerifySettings(data=data, batches=batches, batch_size=batch_size, atol=atol, rtol=rtol, stat=stat, seed=seed,
-                   device=device).validate()
-    ort_runner = OrtRunner(onnx_path, device=device, threads=threads)
+                   device=device, backend=backend).validate()
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    ort_runner: Any = load_runner(str(onnx_path), backend=backend, device=device, **options)
     with ort_runner:
         dep = (against if isinstance(against, Deployable)
                else load_deployable(str(against), keep_ratio=ort_runner.keep_ratio, strict_ratio=False))
@@ -254,7 +260,8 @@ def verify_onnx(
         if tuple(spec.input_shape) != ort_runner.input_shape:
             raise UsageError(f"{onnx_path} takes input {_shape(ort_runner.input_shape)} but {dep.source} takes "
                              f"{_shape(spec.input_shape)}: they are not the same model")
-        classes = ort_runner.session.get_outputs()[0].shape[-1]
+        classes = (ort_runner.session.get_outputs()[0].shape[-1] if hasattr(ort_runner, "session")
+                   else getattr(ort_runner, "output_classes", None))
         if isinstance(classes, int) and classes != spec.num_classes:
             raise UsageError(f"{onnx_path} outputs {classes} classes but {dep.source} has {spec.num_classes}: they are not the same model")
         d_atol, d_rtol, d_stat = default_tolerances(ort_runner.precision)
@@ -314,6 +321,8 @@ class SelectionCheck:
         if topk_nodes != stages:
             raise UsageError(f"{onnx_path} has {topk_nodes} TopK nodes but the model selects "
                              f"tokens at {stages} stages: they are not the same model")
+        if hasattr(ort_runner, "selection_probe"):  # a runtime other than ONNX Runtime probes its own decisions
+            return cls(ort_runner.selection_probe(topk_index_outputs(graph), spec.num_patches), model)
         return cls(SelectionProbe(graph, spec.num_patches, ort_runner.session.get_providers(), ort_runner.threads), model)
 
     def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from vitc.core.errors import CheckFailed
 @json_option
 @click.pass_context
 def verify(ctx: click.Context, onnx: Path, against: str, as_json: bool, **params: Any) -> None:
-    """Compare MODEL.onnx (ONNX Runtime) with ARTIFACT (PyTorch) on the same inputs.
+    """Compare MODEL.onnx (ONNX Runtime, or --backend openvino) with ARTIFACT (PyTorch) on the same inputs.
 
     Reports, Polygraphy-style, max/mean/median abs and rel error, p99 abs error, cosine similarity,
     top-1 agreement and the minimum tolerance that would pass, then PASSED/FAILED (exit 1 on FAILED).
@@ -34,7 +34,7 @@ def verify(ctx: click.Context, onnx: Path, against: str, as_json: bool, **params
     from vitc.checks.verify import verify_onnx
 
     report = verify_onnx(onnx, against, data=s.data, batches=s.batches, batch_size=s.batch_size, atol=s.atol,
-                         rtol=s.rtol, stat=s.stat, seed=s.seed, device=s.device)
+                         rtol=s.rtol, stat=s.stat, seed=s.seed, device=s.device, backend=s.backend)
     emit(report.to_dict(), as_json, lambda _: report.to_text())
     if not report:
         raise CheckFailed(report.summary())
