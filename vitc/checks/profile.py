@@ -421,3 +421,34 @@ def dense_spec(model: str) -> ViTSpec:
 
 
 __all__ = ["ProfileSettings", "deployed_spec", "fit_latency", "plan_grid", "predict_targets", "probes", "profile_latency"]
+
+
+def add_predictions(result: dict[str, Any], latency: str | os.PathLike[str], targets: list[str]) -> dict[str, Any]:
+    """``vitc bench --latency``: the latency model's prediction beside each measurement (in place; returned).
+
+    A single target gets ``predicted_latency_ms`` on the result of the profile's batch size; ``--compare A B`` and a
+    stacked bench get ``predicted_speedup`` (over A / over the reference) beside the measured one. Batch sizes other
+    than the profile's get no prediction (the model speaks for one batch size); ``prediction`` says which.
+    """
+    from vitc.checks.bench import split_target
+
+    model = load_latency(latency)
+    batch = int(model.target["batch_size"])
+    specs = [deployed_spec(split_target(t)[1]) for t in targets]
+    predicted = [model.predict(s, t) for s, t in zip(specs, targets)]
+    result["prediction"] = {"latency": str(latency), "batch_size": batch, "profile": model.target,
+                            "targets": [{"target": t, "latency_ms": p["latency_ms"], "speedup_vs_dense": p["speedup"]}
+                                        for t, p in zip(targets, predicted)]}
+    for res in result.get("results", []):
+        if res.get("batch") != batch:
+            continue
+        if "rows" in res:  # stacked: every row against the first target
+            for row, p in zip(res["rows"], predicted):
+                row["predicted_speedup"] = predicted[0]["latency_ms"] / p["latency_ms"]
+        elif "a" in res and "b" in res:  # --compare A B
+            res["predicted_speedup"] = predicted[0]["latency_ms"] / predicted[1]["latency_ms"]
+        else:
+            res["predicted_latency_ms"] = predicted[0]["latency_ms"]
+    if all(res.get("batch") != batch for res in result.get("results", [])):
+        log(f"warning: {latency} was profiled at batch {batch}; no batch size measured here matches, so nothing is predicted")
+    return result

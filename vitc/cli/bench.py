@@ -20,11 +20,15 @@ from vitc.cli.options import collect, settings_options
               help="Also write the JSON report to FILE.")
 @click.option("--out", "report_alias", type=click.Path(path_type=Path), default=None, hidden=True,
               help="Old spelling of --report.")
+@click.option("--latency", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="LATENCY.json",
+              help="A `vitc profile` latency model: show its prediction (latency, or speedup with several targets) beside "
+                   "the measurement at the batch size it was profiled for.")
 @model_options
 @json_option
 @click.pass_context
 def bench(ctx: click.Context, targets: tuple[str, ...], compare: tuple[str, str] | None, report: Path | None,
-          report_alias: Path | None, pretrained: bool, checkpoint: Path | None, as_json: bool, **params: Any) -> None:
+          report_alias: Path | None, latency: Path | None, pretrained: bool, checkpoint: Path | None, as_json: bool,
+          **params: Any) -> None:
     """Throughput (images/s) and latency (ms) of TARGET per batch size, trtexec-style.
 
     TARGET is an artifact, a timm name, an ONNX file, a TensorRT engine or an OpenVINO IR; it runs
@@ -62,9 +66,13 @@ def bench(ctx: click.Context, targets: tuple[str, ...], compare: tuple[str, str]
         result, fmt = stack_targets(targets, settings, pretrained=pretrained, checkpoint=ckpt), format_stack
     else:
         raise UsageError("give either TARGET or --compare A B, not both (several TARGETs: a stacked bench against the first)")
+    if latency is not None:
+        from vitc.checks.profile import add_predictions
+
+        add_predictions(result, latency, list(compare) if compare else list(targets))
     if report is not None:
         write_json(report, result)
-    emit(result, as_json, fmt)
+    emit(result, as_json, lambda r: fmt(r) + _prediction_lines(r))
 
 
 def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -116,3 +124,24 @@ def format_stack(r: dict[str, Any]) -> str:
     cols = [("target", "target"), ("label", "runs as"), ("batch", "batch"), ("ips", "img/s"), ("median", "median ms"),
             ("speedup", "speedup"), ("paired", "paired"), ("gflops", "GFLOP/s"), ("peak", "of peak"), ("macs", "MACs ratio")]
     return head + "\n" + format_table(rows, cols)
+
+
+def _prediction_lines(r: dict[str, Any]) -> str:
+    """What ``--latency`` predicted, beside the measured table above it."""
+    p = r.get("prediction")
+    if not p:
+        return ""
+    lines = [f"\npredicted by {p['latency']} (profiled at batch {p['batch_size']}, {p['profile']['backend']} "
+             f"{p['profile']['precision']} on {p['profile']['device']}):"]
+    for res in r.get("results", []):
+        if "predicted_speedup" in res:
+            lines.append(f"  batch {res['batch']}: speedup predicted {res['predicted_speedup']:.2f}x, measured "
+                         f"{res['speedup_paired']:.2f}x (paired)")
+        if "predicted_latency_ms" in res:
+            lines.append(f"  batch {res['batch']}: latency predicted {res['predicted_latency_ms']:.2f} ms, measured "
+                         f"{res['latency_ms']['median']:.2f} ms (median)")
+        for row in res.get("rows", [])[1:]:
+            if "predicted_speedup" in row:
+                lines.append(f"  batch {res['batch']} {row['target']}: speedup predicted {row['predicted_speedup']:.2f}x, "
+                             f"measured {row['speedup_paired']:.2f}x (paired)")
+    return "\n".join(lines)
