@@ -63,13 +63,13 @@ def main(repeats: int, out: Path) -> None:
         rows.append({"command": name, "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
                      "runs": repeats, "imports_torch": _imports_torch(args, env)})
         click.echo(f"{name}: median {rows[-1]['median_s']:.3f} s, max {rows[-1]['max_s']:.3f} s", err=True)
-    result = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
-              "rows": rows}
+    load = list(os.getloadavg())
+    result = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average": load, "rows": rows}
     write_json(out / "cli_startup.json", result)
     table = markdown_table(["command", "median s", "max s", "runs", "imports torch"],
                            [[r["command"], r["median_s"], r["max_s"], r["runs"], r["imports_torch"]] for r in rows])
     write_text(out / "cli_startup.md", f"# vitc start-up\n\n{table}\n\nPython {result['python']}, {result['cpus']} CPUs, "
-                                       f"load average {', '.join(f'{v:.2f}' for v in result['load_average'])}.\n")
+                                       f"load average {', '.join(f'{v:.2f}' for v in load)}.\n")
     click.echo(table)
 
 

@@ -51,12 +51,22 @@ def dvt_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ---- 1. no command writes over its own input ---------------------------------------------------------------
 
+def _symlink(p: Path) -> str:
+    (p.parent / f"link{p.suffix}").symlink_to(p.name)
+    return f"link{p.suffix}"
+
+
+def _hardlink(p: Path) -> str:
+    os.link(p, p.parent / f"hard{p.suffix}")
+    return f"hard{p.suffix}"
+
+
 SPELLINGS: dict[str, Callable[[Path], str]] = {
     "same": lambda p: p.name,
     "dot-slash": lambda p: f"./{p.name}",
     "absolute": lambda p: str(p.resolve()),
-    "symlink": lambda p: (p.parent / f"link{p.suffix}").symlink_to(p.name) or f"link{p.suffix}",
-    "hardlink": lambda p: os.link(p, p.parent / f"hard{p.suffix}") or f"hard{p.suffix}",
+    "symlink": _symlink,
+    "hardlink": _hardlink,
 }
 
 
@@ -75,7 +85,7 @@ def official_checkpoint(path: Path) -> Path:
     model, _ = attach_predictors(dense, spec, 0.7, [1, 2, 3])
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
     block = stage = 0
-    for module in model.blocks:
+    for module in model.blocks:  # type: ignore[union-attr]
         if isinstance(module, TokenSelect):
             state.update({f"score_predictor.{stage}.{k}": v for k, v in module.predictor.state_dict().items()})
             stage += 1
@@ -112,8 +122,8 @@ def test_a_file_output_never_writes_over_an_input(tmp_path: Path, monkeypatch: p
             "bench": ["bench", source.name, "--batch-sizes", "1", "--report", out]}[case]
     flag = "--report" if case == "bench" else "--out"
     line = fails(invoke(*args), 2, f"{flag} {Path(out)} would write over the input {source.name}")
-    assert line.endswith(("(the same file); choose another path" if spelling in ("symlink", "hardlink")
-                          else f"{source.name}; choose another path")), line
+    assert line.endswith("(the same file); choose another path" if spelling in ("symlink", "hardlink")
+                          else f"{source.name}; choose another path"), line
     assert file_sha256(source) == digest and temporaries(tmp_path) == []
 
 
@@ -197,14 +207,14 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path: Path, method: str, f
     elif method == "uvc":  # the search does not reach the budget in 2 epochs; its checkpoint is kept all the same
         base = ["compress", "uvc", "vit-nano", *FAST, "--epochs", "2", "--gate-warmup-epochs", "1", "--finetune-epochs", "1"]
     else:
-        model = _uvc_nano(tmp_path / "uvc.safetensors") if method == "uvc+dynamicvit" else "vit-nano"
+        model = str(_uvc_nano(tmp_path / "uvc.safetensors")) if method == "uvc+dynamicvit" else "vit-nano"
         base = ["compress", method, model, *FAST, "--freeze-epochs", "0"]
-    epochs = [] if method == "uvc" else ["--epochs", "1"]
+    epochs: list[str] = [] if method == "uvc" else ["--epochs", "1"]
     invoke(*base, *first, *epochs, "--out", out)
     ckpt = out / ("search" if method == "uvc" else "") / "checkpoint.pt"
     before = {p: file_sha256(p) for p in out.rglob("*") if p.is_file()}
     assert ckpt in before
-    more = [] if method == "uvc" else ["--epochs", "2"]
+    more: list[str] = [] if method == "uvc" else ["--epochs", "2"]
     line = fails(invoke(*base, *changed, *more,
                         "--out", out, "--resume"), 2, message)
     assert line.startswith(f"error: {ckpt}"), line
@@ -264,6 +274,7 @@ def test_a_teacher_normalised_otherwise_sees_its_own_normalisation(tmp_path: Pat
     """The student's batch re-normalised for an ImageNet-normalised teacher equals the teacher's own input."""
     from vitc.core.models import SMALL_CONFIGS
     from vitc.methods.uvc_dynamicvit import resolve_teacher
+    from vitc.train.distill import Renormalized
 
     imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     student = SMALL_CONFIGS["vit-nano"]
@@ -271,7 +282,10 @@ def test_a_teacher_normalised_otherwise_sees_its_own_normalisation(tmp_path: Pat
     path = _dense_like(tmp_path / "teacher.safetensors", **imagenet)
     teacher = resolve_teacher(str(path), student).eval()
     pixels = torch.rand(4, 3, 16, 16)
-    norm = lambda m, s: (pixels - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)  # noqa: E731
+    def norm(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+        return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+    assert isinstance(teacher, Renormalized)
     with torch.no_grad():
         got = teacher(norm(student.mean, student.std))
         want = teacher.teacher(norm(imagenet["mean"], imagenet["std"]))
@@ -310,7 +324,7 @@ def test_an_odd_state_dict_is_one_line(tmp_path: Path, edit: Callable, message: 
     assert file_sha256(ckpt) == digest and not (tmp_path / "t").exists()
 
 
-class _no_warning:  # noqa: N801 - a context manager: complex weights must be refused, not accepted with a warning
+class _no_warning:
     def __enter__(self) -> None:
         import warnings
 
@@ -326,7 +340,7 @@ def test_a_complex_tensor_in_an_artifact_is_refused(tmp_path: Path) -> None:
     from vitc.core.errors import CheckFailed
 
     model, spec = resolve_model("vit-nano")
-    model.head.bias.data = torch.zeros(10, dtype=torch.complex64)
+    model.head.bias.data = torch.zeros(10, dtype=torch.complex64)  # type: ignore[union-attr]
     with pytest.raises(CheckFailed, match="tensor head.bias holds complex numbers"):
         save_model(tmp_path / "c.safetensors", model, spec)
     assert list(tmp_path.iterdir()) == []

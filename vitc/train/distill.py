@@ -31,6 +31,8 @@ class Renormalized(nn.Module):
         self.teacher = teacher
         s_mean, s_std, t_mean, t_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
                                         for v in (student_mean, student_std, teacher_mean, teacher_std))
+        self.scale: torch.Tensor
+        self.shift: torch.Tensor
         self.register_buffer("scale", s_std / t_std)
         self.register_buffer("shift", (s_mean - t_mean) / t_std)
 
@@ -38,10 +40,13 @@ class Renormalized(nn.Module):
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher.forward_features(self.renormalize(x))  # type: ignore[operator,no-any-return]
+        features: torch.Tensor = self.teacher.forward_features(self.renormalize(x))  # type: ignore[operator]
+        return features
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.teacher.forward_head(x, pre_logits=pre_logits)  # type: ignore[operator,no-any-return]
+        logits: torch.Tensor = self.teacher.forward_head(x, pre_logits=pre_logits)  # type: ignore[operator]
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(self.renormalize(x))  # type: ignore[no-any-return]
+        logits: torch.Tensor = self.teacher(self.renormalize(x))
+        return logits

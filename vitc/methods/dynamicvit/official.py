@@ -165,7 +165,7 @@ def import_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     state, wrapper = read_official(checkpoint)
     head = state.get("head.weight")
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else None
-    if num_classes == 0:
+    if head is not None and num_classes == 0:
         raise UsageError(f"{checkpoint} has a 0-class head (head.weight of shape {list(head.shape)}); a classifier needs at "
                          "least one class")
     dense = resolve_spec(settings.model, num_classes=num_classes)
