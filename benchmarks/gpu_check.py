@@ -11,7 +11,9 @@ Sections, in order (``SECTIONS``; one more is a function and an entry there): ``
 tests/test_gpu.py`` in a subprocess), ``inference`` (fp16 eager and CUDA graphs, dense against each shape of
 :mod:`benchmarks.shapes`, alternately, through ``vitc.checks.bench.compare_report``), ``training`` (images/s of
 :func:`vitc.train.loop.train_step` for a dense, a UVC-search and a DynamicViT step with AMP), ``compile``
-(inference through ``torch.compile``) and ``backends`` (ONNX Runtime CUDA, TensorRT, when installed).
+(inference through ``torch.compile``), ``backends`` (ONNX Runtime CUDA, TensorRT, when installed) and
+``speed_target`` (``vitc profile`` on torch in the plan's precision, and TensorRT when present, then UVC
+``--target-speedup 2`` from that profile: predicted vs measured paired speedup at the acceptance batch).
 ``--budget-s`` is checked before every measurement (what would not fit is skipped, with the reason); a watchdog
 ends the process ``--grace-s`` after it. ``--dry-run`` runs the same code on the CPU with vit-micro.
 """
@@ -772,6 +774,56 @@ def acceptance_line(a: dict[str, Any]) -> str:
     return f"{'PASS' if a['passed'] else 'FAIL'} {a['variant']} [{a['mode']}]: {a['criterion']}: {a['value']:.2f}x vs {a['threshold']:.2f}x"
 
 
+def run_speed_target(plan: Plan, report: Report, budget: Budget, work: Path) -> None:
+    """Issue 22 on the GPU: profile the dense model (torch in the plan's precision; TensorRT too when present) at the
+    acceptance batch, compress UVC to ``--target-speedup 2`` with that profile (the short search), and measure dense vs
+    the result there, paired, beside the prediction."""
+    from benchmarks.shapes import dense_artifact, short_search_settings, uvc_architecture
+    from vitc.checks.bench import compare_targets
+    from vitc.checks.environment import trt_available
+    from vitc.checks.profile import ProfileSettings, add_predictions, profile_latency
+    from vitc.checks.settings import BenchSettings
+    from vitc.core.artifacts import read_header
+    from vitc.core.flops import model_macs
+
+    dense = dense_artifact(plan.model, work)
+    grid: dict[str, Any] = {"token_points": 3, "head_points": 2, "mlp_points": 2} if plan.dry_run else {}
+    for backend in ["torch"] + (["tensorrt"] if trt_available() else []):
+        if not budget.allows(120 if not plan.dry_run else 10):
+            report.skip(f"speed target on {backend}", f"{budget.left():.0f} s of the budget left")
+            continue
+        precision = plan.precision if backend == "torch" else "fp16"
+        latency = work / f"latency-{backend}-{precision}-b{plan.accept_batch}.json"
+        t0 = time.monotonic()
+        profile = profile_latency(plan.model, latency, ProfileSettings(backend=backend, device=plan.device, precision=precision,
+                                                                         batch_size=plan.accept_batch, **grid),
+                                  probe_cache=work / "probes")
+        profile_s = time.monotonic() - t0
+        settings = short_search_settings(plan.device, **{**plan.uvc_search, "budget": None, "target_speedup": 2.0,
+                                                         "latency": str(latency)})
+        uvc = uvc_architecture(dense, work / f"speed-target-{backend}", data=plan.uvc_data, settings=settings)
+        targets = [str(dense), str(uvc)]
+        if backend != "torch":
+            variants = [Variant(p.stem, p.stem, read_header(p)[0], p, "") for p in (dense, uvc)]
+            targets = [deployable(v, backend, plan, work) for v in variants]
+        bench = BenchSettings(batch_sizes=[plan.accept_batch], backend=backend, device=plan.device,
+                              precision=precision if backend == "torch" else None, warmup_ms=plan.warmup_ms,
+                              min_iters=plan.min_iters, min_seconds=plan.min_seconds)
+        result = add_predictions(compare_targets(targets[0], targets[1], bench), latency, targets)
+        res = result["results"][0]
+        spec = read_header(uvc)[0]
+        row = {"backend": backend, "precision": precision, "batch": plan.accept_batch, "profile_s": round(profile_s, 1),
+               "probes": len(profile["measurements"]), "blocks": spec.depth,
+               "macs_ratio": model_macs(spec) / model_macs(read_header(dense)[0]),
+               "predicted_speedup": res.get("predicted_speedup"), "measured_speedup": res["speedup_paired"],
+               "off_target": res["speedup_paired"] / 2.0 - 1}
+        say(f"speed target 2x on {backend} {precision}: predicted {row['predicted_speedup']:.2f}x, measured "
+            f"{row['measured_speedup']:.2f}x")
+        with report.lock:
+            report.data.setdefault("speed_target", []).append(row)
+        report.save()
+
+
 def md_environment(d: dict[str, Any]) -> list[str]:
     env = d.get("environment") or {}
     if not env:
@@ -887,6 +939,19 @@ def md_backends(d: dict[str, Any]) -> list[str]:
                              r["macs_ratio"]) for r in backends]), ""]
 
 
+def md_speed_target(d: dict[str, Any]) -> list[str]:
+    from vitc.core.tables import markdown_table
+
+    rows = d.get("speed_target") or []
+    if not rows:
+        return []
+    return ["## Speed target: UVC --target-speedup 2 from a profile on this GPU", "",
+            markdown_table(["backend", "precision", "batch", "profile s", "probes", "blocks kept", "MACs ratio", "predicted",
+                            "measured (paired)", "measured vs 2x"],
+                           [(r["backend"], r["precision"], r["batch"], r["profile_s"], r["probes"], r["blocks"], r["macs_ratio"],
+                             r["predicted_speedup"], r["measured_speedup"], r["off_target"]) for r in rows]), ""]
+
+
 def md_status(d: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if d.get("skipped"):
@@ -898,7 +963,8 @@ def md_status(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-MARKDOWN = (md_environment, md_tests, md_architectures, md_inference, md_acceptance, md_training, md_backends, md_status)
+MARKDOWN = (md_environment, md_tests, md_architectures, md_inference, md_acceptance, md_training, md_backends,
+            md_speed_target, md_status)
 
 
 def render_markdown(d: dict[str, Any]) -> str:
@@ -996,6 +1062,10 @@ def section_backends(c: Check) -> None:
     run_backends(c.plan, c.shapes(), c.report, c.budget, c.work)
 
 
+def section_speed_target(c: Check) -> None:
+    run_speed_target(c.plan, c.report, c.budget, c.work)
+
+
 # name -> (needs the architectures, the section); run in this order. A new measurement is one more entry.
 SECTIONS: dict[str, tuple[bool, Callable[[Check], None]]] = {
     "tests": (False, section_tests),
@@ -1003,6 +1073,7 @@ SECTIONS: dict[str, tuple[bool, Callable[[Check], None]]] = {
     "training": (False, section_training),
     "compile": (True, section_compile),
     "backends": (True, section_backends),
+    "speed_target": (False, section_speed_target),
 }
 PARTS = tuple(SECTIONS)
 

@@ -237,14 +237,8 @@ def _compile_probe(spec: ViTSpec, form: str, precision: str, folder: Path, calib
 
 
 def build_engine(backend: str, onnx_path: Path, engine: Path) -> None:
-    """Build ``engine`` from ``onnx_path`` with the registry's builder for ``backend`` (``module:function``)."""
-    import importlib
-
-    builder = getattr(BACKENDS[backend], "builder", None)
-    if not builder:
-        raise UsageError(f"the {backend} backend has no engine builder; profile it through an ONNX backend")
-    module, attr = str(builder).split(":")
-    getattr(importlib.import_module(module), attr)(str(onnx_path), str(engine))
+    """Build ``engine`` from ``onnx_path`` with the registry's builder for ``backend`` (its default build settings)."""
+    BACKENDS[backend].build(onnx_path, engine)
 
 
 def _fingerprint(spec: ViTSpec, settings: ProfileSettings, grid: Grid) -> dict[str, Any]:
