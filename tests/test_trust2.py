@@ -198,6 +198,8 @@ def _uvc_nano(path: Path) -> Path:
     ("uvc", ["--budget", "0.5"], ["--budget", "0.5", "--finetune-lr", "1e-5"],
      "search/checkpoint.pt was made with finetune_lr 0.0005; this run asks finetune_lr 1e-05"),
     ("train", ["--batch-size", "32"], ["--batch-size", "16"], "checkpoint.pt was made with batch_size 32; this run asks batch_size 16"),
+    ("train", [], ["--data", "synthetic:96"],
+     "checkpoint.pt was made with 64 train images; this run has 96 (another --data? start afresh without --resume"),
 ])
 def test_resume_refuses_a_run_with_other_settings(tmp_path: Path, method: str, first: list[str], changed: list[str],
                                                  message: str) -> None:

@@ -229,7 +229,7 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
         if not ckpt_path.is_file():
             raise UsageError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path)
-        check_same_run(ckpt_path, state, objective, cfg)
+        check_same_run(ckpt_path, state, objective, cfg, _split_sizes(train_set, val_set))
         load_state_dict_strict(unwrap(model), state["model"], str(ckpt_path))
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -298,6 +298,7 @@ def _fit(model: nn.Module, objective: Objective, train_set: torch.utils.data.Dat
                     "history": history,
                     "config": dataclasses.asdict(cfg),
                     "settings": objective.settings_record(),
+                    "images": _split_sizes(train_set, val_set),
                 })
                 write_json(out_dir / METRICS_NAME, {"method": objective.name, "epochs": history})
                 summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "seconds"))
@@ -378,13 +379,25 @@ def _last_good(ckpt: Path) -> str:
     return f"; last good checkpoint: {ckpt}" if ckpt.is_file() else "; no checkpoint was written"
 
 
-def check_same_run(path: Path, state: dict[str, Any], objective: Objective, cfg: TrainSettings) -> None:
+def _split_sizes(train_set: Any, val_set: Any) -> dict[str, int | None]:
+    return {"train": len(train_set), "val": len(val_set) if val_set is not None else None}
+
+
+def check_same_run(path: Path, state: dict[str, Any], objective: Objective, cfg: TrainSettings,
+                   images: dict[str, int | None] | None = None) -> None:
     """Refuse to resume ``state`` (read from ``path``) into a run whose settings differ from those it was made
     with, except :data:`RESUMABLE_CHANGES`: one line naming each old and new value. The method's settings
     are compared first (their names are the user's: ``budget``, ``keep_ratio``, ``finetune_lr``), then the
-    loop's (a checkpoint older than the method record has only those)."""
+    loop's (a checkpoint older than the method record has only those), then the size of each data split
+    (another --data)."""
     from vitc.core.settings import to_dict
 
+    saved_images = state.get("images")
+    if images is not None and isinstance(saved_images, dict):
+        for split, n in images.items():
+            if split in saved_images and saved_images[split] != n:
+                raise UsageError(f"{path} was made with {saved_images[split]} {split} images; this run has {n} (another "
+                                 "--data? start afresh without --resume, or give the same data)")
     for saved, now in ((state.get("settings"), objective.settings_record()), (state.get("config"), to_dict(cfg))):
         if not isinstance(saved, dict) or not now:
             continue
