@@ -229,17 +229,21 @@ def test_land_revives_a_skipped_block_when_kept_blocks_are_full():
     assert 0.475 <= report["resource"] <= 0.5
 
 
-def test_uvc_target_needs_a_latency_profile_and_excludes_a_budget():
+def test_uvc_target_needs_a_latency_profile_and_excludes_a_budget(tmp_path):
     from vitc.core.settings import validate
     from vitc.methods.uvc.settings import UVCSettings
 
+    lat = tmp_path / "lat.json"
+    lat.write_text(json.dumps(synthetic_model().to_dict()))
     with pytest.raises(UsageError, match="--target-speedup needs --latency"):
         validate(UVCSettings(target_speedup=2.0))
     with pytest.raises(UsageError, match="give --budget or --target-speedup, not both"):
-        validate(UVCSettings(target_speedup=2.0, budget=0.4, latency="x.json"))
+        validate(UVCSettings(target_speedup=2.0, budget=0.4, latency=str(lat)))
     with pytest.raises(UsageError, match=r"give --budget \(a MACs fraction"):
         validate(UVCSettings())
-    s = validate(UVCSettings(target_speedup=2.0, latency="x.json"))
+    with pytest.raises(UsageError, match="--latency: no such latency profile: nope.json"):
+        validate(UVCSettings(target_speedup=2.0, latency="nope.json"))
+    s = validate(UVCSettings(target_speedup=2.0, latency=str(lat)))
     assert s.budget == 0.5 and s.resource_name == "latency"
 
 

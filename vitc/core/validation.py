@@ -67,3 +67,13 @@ def check_model_ref(text: str) -> str:
         close = suggest(name)
         raise UsageError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return name
+
+
+def check_latency_file(value: object) -> str:
+    """A settings ``parse``: the path of an existing ``vitc profile`` latency profile (read in full when used)."""
+    from pathlib import Path
+
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise UsageError(f"no such latency profile: {value} (write one with `vitc profile MODEL --backend ... -o {path.name}`)")
+    return str(path)

@@ -64,6 +64,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = ["variant", "format", "params (M)", "MACs (M)", "MACs ratio", "top-1 (%)", "top-1 via"]
     header += [f"img/s @{b}" for b in batches] + [f"speedup @{b}" for b in batches]
     header += [f"vs dense ORT fp32 @{b}" for b in batches] + [f"GFLOP/s (of peak) @{b}" for b in batches] + ["verified"]
+    predicted = any(r.get("predicted_speedup") for r in rows)  # speed targets: the latency profile's prediction
+    if predicted:
+        header.insert(7 + len(batches), "predicted speedup (target)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [
@@ -71,6 +74,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             "-" if r.get("top1") is None else f"{r['top1']:.2f}", r.get("top1_backend") or "-",
         ]
         cells += [_num(r.get("throughput", {}).get(b), "{:.1f}") for b in batches]
+        if predicted:
+            cells.append("-" if not r.get("predicted_speedup") else
+                         f"{r['predicted_speedup']:.2f}x" + (f" ({r['target_speedup']:g}x)" if r.get("target_speedup") else ""))
         cells += [_num(r.get("speedup", {}).get(b), "{:.2f}x") for b in batches]
         cells += [_num((r.get("stacked_speedup") or {}).get(b), "{:.2f}x") for b in batches]
         cells += [_gflops(r, b) for b in batches]

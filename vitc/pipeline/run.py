@@ -115,6 +115,7 @@ class Pipeline:
                 "precision": r.precision, "artifact": str(r.artifact), "target": str(r.target),
                 "params": count_params(spec), "macs": macs, "macs_ratio": macs / dense_macs,
                 "macs_ratio_origin": macs / origin["macs"] if origin else macs / dense_macs,
+                **{k: meta[k] for k in ("target_speedup", "predicted_speedup") if isinstance(meta.get(k), (int, float))},
             }
             if r.verify:
                 v = results[r.verify]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from vitc.core.errors import UsageError
 from vitc.core.settings import Label, Settings, derive, setting
+from vitc.core.validation import check_latency_file
 from vitc.methods.dynamicvit import defaults as D
 from vitc.train.settings import TrainSettings
 
@@ -47,7 +48,7 @@ class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
                                            help="Target speedup over the dense model on the profiled device: train at the "
                                                 "largest keep ratio the --latency profile predicts to meet it (replaces "
                                                 "--keep-ratio).")
-    latency: str | None = setting(None, metavar="LATENCY.json",
+    latency: str | None = setting(None, metavar="LATENCY.json", parse=check_latency_file,
                                   help="Latency profile of the original dense model from `vitc profile`, for --target-speedup.")
 
     def rules(self, label: Label) -> None:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from vitc.core.spec import ViTSpec
 
 SLICE_ATOL = 1e-4  # sliced vs masked model, max abs logit difference
+# what a materialized model keeps of its UVC artifact's record: the budget asked and reached, and with a latency
+# profile the target and the predicted speedup (the pipeline report shows them beside the measured one)
+_INHERITED = ("budget", "resource", "resource_kind", "budget_asked", "budget_reached", "target_speedup", "predicted_speedup",
+              "latency", "latency_target")
 
 
 class UVC(Method):
@@ -53,7 +57,7 @@ class UVC(Method):
         from vitc.methods.uvc.compress import materialize_uvc
 
         model, spec, check = materialize_uvc(art, atol=SLICE_ATOL)
-        return Materialized(model, spec, meta={k: art.meta[k] for k in ("budget", "resource") if k in art.meta},
+        return Materialized(model, spec, meta={k: art.meta[k] for k in _INHERITED if k in art.meta},
                             report={"max_abs_diff": check["max_abs_diff"], "atol": SLICE_ATOL, "blocks_kept": spec.depth})
 
     def effective_spec(self, path: str | Path) -> ViTSpec | None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from vitc.core.errors import UsageError
 from vitc.core.settings import Label, derive, setting
+from vitc.core.validation import check_latency_file
 from vitc.methods.uvc.defaults import DEFAULTS as D
 from vitc.methods.uvc.defaults import OFFICIAL as O
 from vitc.methods.uvc.defaults import PRESETS
@@ -53,7 +54,7 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
                                            help="Target speedup over the dense model on the profiled device, e.g. 2: the "
                                                 "search drives the predicted latency of --latency to 1/S of dense (sets "
                                                 "the budget to 1/S; give this or --budget).")
-    latency: str | None = setting(None, metavar="LATENCY.json",
+    latency: str | None = setting(None, metavar="LATENCY.json", parse=check_latency_file,
                                   help="Latency profile of the dense model from `vitc profile` (backend, device, precision, "
                                        "batch): the resource R becomes its predicted latency fraction instead of MACs.")
     preset: str = setting("small-data", choices=tuple(PRESETS),
