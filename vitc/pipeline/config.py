@@ -385,7 +385,7 @@ def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, An
         extra.append("materialize")
         materialize = _ratios(raw.get("materialize"), source, f"{kind}.materialize")
     sweep = method.sweep
-    if sweep is None:
+    if sweep is None or (f"{sweep}s" not in raw and "runs" in raw):  # a swept method may list its runs instead
         return _listed_runs(method, raw, source, inherited, extra, materialize, parent_value)
     sweep_key = f"{sweep}s"
     extra.append(sweep_key)

@@ -70,6 +70,13 @@ class UVC(Method):
         gates, masks = gates_and_masks(art)
         return sliced_spec(art.spec, masks, (gates[:, 1] > gates[:, 0]).tolist())
 
+    def variant_value(self, settings: Any) -> Any:
+        """The MACs budget; ``x2.00`` for a speedup target and ``lat0.50`` for a latency budget, so a pipeline never
+        mistakes one for a MACs budget of the same number."""
+        if settings.latency is not None:
+            return self.run_name(settings).removeprefix(f"{self.kind}-")
+        return settings.budget
+
     def run_name(self, settings: Any, parent: str | None = None) -> str:
         """``uvc-0.50`` for a MACs budget, ``uvc-x2.00`` for a speedup target, ``uvc-lat0.50`` for a latency budget."""
         if settings.target_speedup is not None:
