@@ -82,6 +82,13 @@ def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
         result["params_vs_origin"] = result["params"] / origin["params"]
     if isinstance(meta.get("provenance"), dict):
         result["provenance"] = meta["provenance"]
+    if isinstance(meta.get("budget_asked"), (int, float)):  # UVC: the budget asked and what the handed-over model reached
+        result["budget"] = {k: meta.get(m) for k, m in (("kind", "resource_kind"), ("asked", "budget_asked"),
+                                                         ("reached", "budget_reached"), ("target_speedup", "target_speedup"),
+                                                         ("predicted_speedup", "predicted_speedup"))}
+    elif isinstance(meta.get("predicted_speedup"), (int, float)):  # token selection at a speedup target
+        result["budget"] = {"kind": "latency", "target_speedup": meta.get("target_speedup"),
+                            "predicted_speedup": meta["predicted_speedup"]}
     return result
 
 

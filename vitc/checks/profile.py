@@ -25,53 +25,12 @@ from typing import Any, cast
 from vitc.backends import BACKENDS, check_backend, load_runner
 from vitc.checks.bench import measure
 from vitc.checks.environment import environment
-from vitc.checks.settings import BenchSettings
-from vitc.core.device import check_device_name
+from vitc.checks.settings import ProfileSettings
 from vitc.core.errors import UsageError
-from vitc.core.fileio import check_output_file, write_json
+from vitc.core.fileio import atomic_path, check_output_file, write_json
 from vitc.core.latency import LatencyModel, fit_tables, load_latency, probe_key
 from vitc.core.progress import log, progress
-from vitc.core.settings import Label, Settings, setting
 from vitc.core.spec import BlockSpec, ViTSpec
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass(kw_only=True)
-class ProfileSettings(Settings):
-    """Where and how to measure: the target backend, device, precision and batch, and the grid's coarseness."""
-
-    backend: str = setting("onnxruntime", choices=tuple(BACKENDS), help="Backend to measure on (the one you deploy to).")
-    device: str = setting("cpu", parse=check_device_name, help="cpu, cuda or cuda:N.")
-    batch_size: int = setting(1, min=1, help="Images per call: the batch you deploy at (latency at 1, throughput at 32).")
-    precision: str = setting("fp32", choices=PRECISIONS,
-                             help="fp32 or fp16 (an FP16 ONNX for ONNX backends, the compute dtype for torch); int8: "
-                                  "ONNX backends, Q/DQ files calibrated on --calib-data.")
-    calib_data: str | None = setting(None, metavar="SPEC",
-                                     help="int8 only: real images to calibrate the probes' Q/DQ on (digits | "
-                                          "fashion-mnist[:PATH] | imagefolder:PATH).")
-    threads: int | None = setting(None, min=1, help="CPU threads of backends that take them [default: OMP_NUM_THREADS, "
-                                                    "else the backend's own default].")
-    token_points: int = setting(6, min=2, max=32, help="Token counts in the grid (grid sides from 1 to the full one).")
-    head_points: int = setting(3, min=2, max=64, help="Head counts in the grid (1 to all).")
-    mlp_points: int = setting(4, min=2, max=64, help="MLP widths in the grid (1/8 to all).")
-    warmup_ms: float = setting(100.0, min=0, help="Warm-up per probe, ms.")
-    min_iters: int = setting(5, min=1, help="Timed iterations per probe, at least.")
-    min_seconds: float = setting(0.5, min=0, help="Timed seconds per probe, at least.")
-
-    def rules(self, label: Label) -> None:
-        if self.precision == "int8" and not self.calib_data:
-            raise UsageError(f"{label('precision')} int8 needs {label('calib_data')}: real images to calibrate the Q/DQ probes on")
-        if self.precision != "int8" and self.calib_data:
-            raise UsageError(f"{label('calib_data')} applies to {label('precision')} int8 only")
-        backend = BACKENDS[self.backend]
-        if self.precision == "int8" and ".onnx" not in backend.suffixes:
-            raise UsageError(f"{label('precision')} int8 is profiled through ONNX backends; {self.backend} does not read ONNX")
-
-    def bench(self) -> BenchSettings:
-        return BenchSettings(batch_sizes=[self.batch_size], backend=self.backend, device=self.device,
-                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
-
 
 # ------------------------------------------------------------------------------------------------
 # the grid
@@ -171,7 +130,8 @@ def deployable(spec: ViTSpec, backend: str, precision: str, folder: Path, calib_
     if cache is None:
         return str(target)
     cache.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(target), cache / name)
+    with atomic_path(cache / name) as tmp:
+        shutil.copyfile(target, tmp)
     return str(cache / name)
 
 

@@ -41,6 +41,14 @@ def _human(r: dict[str, Any]) -> str:
         head += (f"vs the original dense {origin['name']}: MACs {r['macs_vs_origin']:.3f}x "
                  f"({human_count(origin['macs'])}), params {r['params_vs_origin']:.3f}x "
                  f"({human_count(origin['params'])})\n")
+    budget = r.get("budget")
+    if budget:
+        if budget.get("asked") is not None:
+            head += f"budget ({budget['kind']} fraction of dense): asked {budget['asked']:.3f}, reached {budget['reached']:.3f}\n"
+        if budget.get("predicted_speedup") is not None:
+            head += (f"speedup target {budget['target_speedup']:g}x: predicted {budget['predicted_speedup']:.2f}x on the "
+                     "profiled device\n" if budget.get("target_speedup") else
+                     f"predicted speedup {budget['predicted_speedup']:.2f}x on the profiled device\n")
     prov = r.get("provenance")
     if prov:
         parent = prov.get("parent") or {}

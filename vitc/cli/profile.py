@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from vitc.checks.profile import ProfileSettings
+from vitc.checks.settings import ProfileSettings
 from vitc.cli.common import emit, format_table, json_option, model_options
 from vitc.cli.options import collect, settings_options
 
