@@ -110,7 +110,7 @@ def probes(spec: ViTSpec, grid: Grid) -> list[Probe]:
 # ------------------------------------------------------------------------------------------------
 
 def deployable(spec: ViTSpec, backend: str, precision: str, folder: Path, calib_data: str | None,
-               cache: Path | None = None, probe_kind: str = "") -> str:
+               cache: Path | None = None, probe_kind: str = "", quick: bool = False) -> str:
     """Write ``spec`` (seeded random weights: latency depends on shapes) in the form ``backend`` opens; return its path.
 
     The form comes from the registry: a backend without file suffixes opens artifacts, one that reads ``.onnx``
@@ -123,10 +123,11 @@ def deployable(spec: ViTSpec, backend: str, precision: str, folder: Path, calib_
     b = BACKENDS[backend]
     form = "artifact" if not b.suffixes else ("onnx" if ".onnx" in b.suffixes else b.name)
     suffix = ".safetensors" if form == "artifact" else (".onnx" if form == "onnx" else b.suffixes[0])
-    name = f"{hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]}-{precision}{'-deployed' if probe_kind == 'dense' else ''}{suffix}"
+    export = "quick" if quick and probe_kind != "dense" and form != "artifact" else "deployed"
+    name = f"{hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]}-{precision}-{export}{suffix}"
     if cache is not None and (cache / name).is_file():
         return str(cache / name)
-    target = _compile_probe(spec, form, precision, folder, calib_data, backend, probe_kind)
+    target = _compile_probe(spec, form, precision, folder, calib_data, backend, probe_kind, quick)
     if cache is None:
         return str(target)
     cache.mkdir(parents=True, exist_ok=True)
@@ -135,12 +136,11 @@ def deployable(spec: ViTSpec, backend: str, precision: str, folder: Path, calib_
     return str(cache / name)
 
 
-def _trace(model: Any, spec: ViTSpec, dense: bool) -> Any:
-    """The ONNX graph of a probe. The dense model is exported exactly as ``vitc export`` does (dynamo), since it
-    calibrates the model to what is deployed; the many small probes go through TorchScript's exporter when this
-    torch still has it (0.3-0.6 s instead of ~10 s each; the same MatMul/Softmax/LayerNormalization graph), and
-    the calibration absorbs the exporters' small constant difference. The benchmark checks predictions against
-    real ``vitc export`` files."""
+def _trace(model: Any, spec: ViTSpec, quick: bool) -> Any:
+    """The ONNX graph of a probe, exported exactly as ``vitc export`` does (dynamo) — or, with ``quick``, through
+    TorchScript's exporter when this torch still has it (0.3-0.6 s instead of 5-10 s each; the same MatMul/Softmax/
+    LayerNormalization graph, with other reshapes), leaving the calibration on the deployed dense model to absorb
+    the exporters' difference."""
     import io
     import warnings
 
@@ -149,7 +149,7 @@ def _trace(model: Any, spec: ViTSpec, dense: bool) -> Any:
 
     from vitc.onnx.export import INPUT_NAME, OUTPUT_NAME, TRACE_BATCH, trace_to_onnx
 
-    if not dense:
+    if quick:
         buffer = io.BytesIO()
         try:
             with warnings.catch_warnings():
@@ -164,7 +164,7 @@ def _trace(model: Any, spec: ViTSpec, dense: bool) -> Any:
 
 
 def _compile_probe(spec: ViTSpec, form: str, precision: str, folder: Path, calib_data: str | None, backend: str,
-                   probe_kind: str = "") -> Path:
+                   probe_kind: str = "", quick: bool = False) -> Path:
     import torch
 
     from vitc.core.artifacts import save_model
@@ -176,7 +176,7 @@ def _compile_probe(spec: ViTSpec, form: str, precision: str, folder: Path, calib
         return save_model(folder / "probe.safetensors", model, spec, meta={"method": "latency-probe"})
     from vitc.onnx.io import META_PRECISION, META_SPEC, stamp, write_onnx
 
-    proto = _trace(model, spec, dense=probe_kind == "dense")
+    proto = _trace(model, spec, quick=quick and probe_kind != "dense")
     if precision == "fp16":
         from vitc.onnx.fp16 import to_fp16
 
@@ -202,7 +202,8 @@ def build_engine(backend: str, onnx_path: Path, engine: Path) -> None:
 
 
 def _fingerprint(spec: ViTSpec, settings: ProfileSettings, grid: Grid) -> dict[str, Any]:
-    keys = ("backend", "device", "batch_size", "precision", "calib_data", "threads", "warmup_ms", "min_iters", "min_seconds")
+    keys = ("backend", "device", "batch_size", "precision", "calib_data", "threads", "warmup_ms", "min_iters", "min_seconds",
+            "quick_export")
     return {"spec": spec.to_dict(), "grid": grid.to_dict(spec), **{k: getattr(settings, k) for k in keys}}
 
 
@@ -276,7 +277,8 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
                 folder = tmp_root / f"{i:03d}"
                 folder.mkdir()
                 t0 = time.perf_counter()
-                target = deployable(p.spec, settings.backend, settings.precision, folder, settings.calib_data, probe_cache, p.kind)
+                target = deployable(p.spec, settings.backend, settings.precision, folder, settings.calib_data, probe_cache, p.kind,
+                                    settings.quick_export)
                 with load_runner(target, backend=settings.backend, device=settings.device, precision=compute, **options) as runner:
                     result = measure(runner, settings.batch_size, bench, label=p.key, show_progress=False)
                     if not env:
