@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import VITC, subprocess_env
 
@@ -62,7 +63,9 @@ def test_run_resume_after_kill_mid_compress_skips_finished_stages(tmp_path: Path
     assert not (out / "report.md").exists()
     dense_mtime = dense.stat().st_mtime_ns
     state = json.loads((out / "stages.json").read_text())
-    assert list(state) == ["dense/train"]
+    # the baseline finished; the UVC stage is recorded as under way, with the key it was started with
+    assert {name: "result" in rec for name, rec in state.items()} == {"dense/train": True, "uvc-0.50/compress": False}
+    assert state["uvc-0.50/compress"]["running"] is True
 
     resumed = subprocess.run([*VITC, "run", str(config), "--out", str(out), "--resume", "--json"],
                              env=subprocess_env(), capture_output=True, text=True, timeout=600)
@@ -73,6 +76,7 @@ def test_run_resume_after_kill_mid_compress_skips_finished_stages(tmp_path: Path
     assert "uvc-0.50/compress" in result["stages_run"]
     assert re.search(r"\[skip\] stage 1/\d+ dense/train \(unchanged\)", resumed.stderr)
     assert "resuming uvc search from" in resumed.stderr and "after epoch" in resumed.stderr
+    assert "[fresh]" not in resumed.stderr  # same settings: the interrupted search continues, it does not start over
     assert dense.stat().st_mtime_ns == dense_mtime  # the baseline was not retrained
     assert (out / "uvc-0.50" / "materialized.safetensors").is_file()
     assert (out / "report.md").is_file() and (out / "pareto.png").is_file()
@@ -83,3 +87,24 @@ def test_run_resume_after_kill_mid_compress_skips_finished_stages(tmp_path: Path
                            env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["stages_run"] == []  # everything unchanged: nothing redone
+
+
+@pytest.mark.slow
+def test_resume_after_a_settings_change_starts_the_interrupted_stage_over(tmp_path: Path) -> None:
+    """A search killed mid-way, then resumed with other UVC settings: its checkpoint belongs to another run,
+    so the stage starts over (said on one line) instead of continuing it under the new settings."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(PIPELINE))
+    out = tmp_path / "run"
+    victim = subprocess.Popen([*VITC, "run", str(config), "--out", str(out)], env=subprocess_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _kill_when(victim, out / "uvc-0.50" / "search" / "checkpoint.pt")
+    changed = {**PIPELINE, "uvc": {**PIPELINE["uvc"], "epochs": 4}}
+    config.write_text(yaml.safe_dump(changed))
+    resumed = subprocess.run([*VITC, "run", str(config), "--out", str(out), "--resume", "--json"],
+                             env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"\[fresh\] stage \d+/\d+ uvc-0.50/compress: its settings or inputs changed since its checkpoint "
+                     r"was written; starting it over", resumed.stderr)
+    assert "resuming uvc search from" not in resumed.stderr
+    assert json.loads(resumed.stdout)["stages_skipped"] == ["dense/train"]
