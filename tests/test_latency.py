@@ -353,3 +353,28 @@ def test_cli_profile_onnxruntime_predicts_held_out_vit_micro_models(tmp_path):
     assert res.returncode == 0, res.stderr
     model = load_latency(out)
     assert model.dense_ms > 0 and len(model.measurements) == 1 + 6 * 8
+
+
+# ------------------------------------------------------------------------------------------------
+# vitc run: a speed target in the YAML
+# ------------------------------------------------------------------------------------------------
+
+
+def test_pipeline_yaml_takes_a_target_beside_a_macs_budget(tmp_path):
+    from vitc.pipeline.config import config_from_dict
+
+    lat = tmp_path / "lat.json"
+    lat.write_text(json.dumps(synthetic_model().to_dict()))
+    cfg = config_from_dict({"model": "vit-micro", "data": "digits", "uvc": {"finetune_epochs": 1, "runs": [
+        {"budget": 0.5}, {"target_speedup": 2.0, "latency": str(lat)}]}, "dynamicvit": {"target_speedup": 1.5, "latency": str(lat)}},
+        "p.yaml")
+    uvc = cfg.methods["uvc"]
+    assert [uvc.method.run_name(s) for s in uvc.runs] == ["uvc-0.50", "uvc-x2.00"]
+    assert uvc.values == [0.5, "x2.00"]  # a target is never taken for the MACs budget of the same number
+    assert uvc.runs[1].budget == 0.5 and uvc.runs[1].resource_name == "latency"
+    assert cfg.methods["dynamicvit"].runs[0].target_speedup == 1.5
+    with pytest.raises(UsageError, match=r"'uvc.runs\[0\].target_speedup' needs 'uvc.runs\[0\].latency'|target_speedup.*needs.*latency"):
+        config_from_dict({"model": "vit-micro", "data": "digits", "uvc": {"runs": [{"target_speedup": 2.0}]}}, "p.yaml")
+    with pytest.raises(UsageError, match="no such latency profile: missing.json"):
+        config_from_dict({"model": "vit-micro", "data": "digits",
+                          "uvc": {"runs": [{"target_speedup": 2.0, "latency": "missing.json"}]}}, "p.yaml")
