@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""DeiT-S shapes on the CPU through every runtime × precision, stacked against dense ONNX Runtime fp32:
+
+    python -m benchmarks.cpu_runtimes                      # batch 32 and 1, 2 threads -> runs/cpu_runtimes/
+
+Variants (throughput depends on shapes, not weights: seeded random weights, vitc's own ONNX files):
+dense DeiT-S, and a UVC-like architecture that keeps 4 of the 12 blocks at full width with DynamicViT
+token selection at ρ 0.7 on top (floor(196·0.7^s) patch tokens before blocks 1, 2, 3: 0.239 of the
+dense MACs). Each is exported to fp32 ONNX and quantized to INT8 Q/DQ by ``vitc quantize`` (calibrated
+on digits images resized to 224², enough for a speed measurement; accuracy is not measured here).
+Runtimes: ONNX Runtime and OpenVINO (LATENCY hint, f32 inference precision for fp32 files).
+
+All eight (variant × precision × runtime) runners are timed round-robin in one process
+(:func:`vitc.checks.bench.stack_report`, ``vitc bench REF T1 T2 ...``), so every speedup is paired with
+the reference — dense fp32 on ONNX Runtime — and machine drifts hit all of them alike. Also reported:
+achieved GFLOP/s and its fraction of an fp32 2048³ GEMM on the same threads. Writes
+``OUT/cpu_runtimes.json`` and ``OUT/cpu_runtimes.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from benchmarks.shapes import DENSE_MODEL, dense_artifact, save_shape, with_tokens
+
+KEEP_BLOCKS = 4
+KEEP_RATIO = 0.7
+CALIB_DATA, CALIB_SAMPLES, CALIB_BATCH = "digits", 32, 8
+
+
+def shapes(out: Path, model: str) -> dict[str, Path]:
+    """``{"dense": artifact, "uvc4+dvt0.7": artifact}``: the dense model and the combined stand-in."""
+    from vitc.core.artifacts import read_header
+
+    dense = dense_artifact(model, out)
+    spec = read_header(dense)[0]
+    four = spec.replace(name=f"{spec.name}-{KEEP_BLOCKS}blocks", blocks=spec.blocks[:KEEP_BLOCKS])
+    combined, _ = with_tokens(four, KEEP_RATIO)
+    name = f"uvc{KEEP_BLOCKS}+dvt{KEEP_RATIO:g}"
+    return {"dense": dense, name: save_shape(combined, out / f"{name}.safetensors", method="hand-built",
+                                              keep_ratio=KEEP_RATIO)}
+
+
+def deploy(artifact: Path) -> dict[str, Path]:
+    """fp32 ONNX and INT8 Q/DQ ONNX beside ``artifact`` (reused when present)."""
+    from vitc.onnx.export import export_onnx
+    from vitc.onnx.quantize import quantize_onnx
+
+    fp32, int8 = artifact.with_suffix(".onnx"), artifact.with_suffix(".int8.onnx")
+    if not fp32.is_file():
+        export_onnx(str(artifact), fp32, verify=False, check=False)
+    if not int8.is_file():
+        quantize_onnx(fp32, CALIB_DATA, int8, num_samples=CALIB_SAMPLES, batch_size=CALIB_BATCH, check=False)
+    return {"fp32": fp32, "int8": int8}
+
+
+def markdown(report: dict[str, Any], names: dict[str, str]) -> str:
+    """One table per batch size: images/s, speedup over the reference (median and paired), GFLOP/s, of peak."""
+    ref = report["reference"]
+    peak = ref.get("peak")
+    lines = [f"Reference: {names[ref['target']]} ({ref['label']}). Speedup = reference median latency / variant's "
+             "(paired: median of per-round ratios). MACs ratio = variant MACs / dense MACs."]
+    if peak:
+        lines.append(f"fp32 GEMM peak: {peak['gflops']:.1f} GFLOP/s ({peak['how']}).")
+    ratios = {t["target"]: t["macs_ratio"] for t in report["targets"]}
+    for res in report["results"]:
+        lines += ["", f"| batch {res['batch']} | MACs ratio | images/s | speedup | paired | GFLOP/s | of fp32 peak |",
+                  "|---|---|---|---|---|---|---|"]
+        for x in res["rows"]:
+            frac = "-" if x["peak_fraction"] is None else f"{x['peak_fraction']:.2f}"
+            lines.append(f"| {names[x['target']]} | {ratios[x['target']]:.3f} | {x['images_per_s']:.1f} | "
+                         f"{x['speedup']:.2f}x | {x['speedup_paired']:.2f}x | {x['gflops']:.0f} | {frac} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--model", default=DENSE_MODEL, show_default=True, help="Dense model: timm name, vitc config or artifact.")
+@click.option("--batch", "batches", default="32,1", show_default=True, help="Batch sizes (images).")
+@click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads of every runtime (and the GEMM peak).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cpu_runtimes"), show_default=True)
+@click.option("--warmup-ms", type=float, default=1000.0, show_default=True)
+@click.option("--min-iters", type=int, default=5, show_default=True)
+@click.option("--min-seconds", type=float, default=10.0, show_default=True)
+def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, min_iters: int, min_seconds: float) -> None:
+    """DeiT-S shapes x {ONNX Runtime, OpenVINO} x {fp32, INT8}, stacked on dense ONNX Runtime fp32."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # both runners default to it; the peak follows the runners
+    from vitc.checks.bench import stack_targets
+    from vitc.core.errors import VitcError
+    from vitc.core.fileio import write_json, write_text
+    from vitc.core.progress import log
+    from vitc.core.validation import parse_int_list
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        targets, names = [], {}
+        for variant, artifact in shapes(out, model).items():
+            files = deploy(artifact)
+            for backend in ("onnxruntime", "openvino"):
+                for precision, path in files.items():
+                    target = f"{backend}:{path}"
+                    targets.append(target)
+                    names[target] = f"{variant}, {'ONNX Runtime' if backend == 'onnxruntime' else 'OpenVINO'} {precision}"
+        log(f"timing {len(targets)} runners round-robin, {threads} threads each")
+        report = stack_targets(targets, device="cpu", batch_sizes=parse_int_list(batches, "--batch"), warmup_ms=warmup_ms,
+                               min_iters=min_iters, min_seconds=min_seconds)
+    except VitcError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    report["variants"] = names
+    report["calibration"] = {"data": CALIB_DATA, "num_samples": CALIB_SAMPLES, "batch_size": CALIB_BATCH}
+    write_json(out / "cpu_runtimes.json", report)
+    table = markdown(report, names)
+    write_text(out / "cpu_runtimes.md", table)
+    click.echo(table)
+
+
+if __name__ == "__main__":
+    main()
