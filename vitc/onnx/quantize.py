@@ -3,8 +3,8 @@
 ONNX Runtime's static quantizer (after ``quant_pre_process``): QDQ format, symmetric INT8 activations (zero
 point 0, as TensorRT requires), per-channel symmetric INT8 weights, only ``MatMul``/``Gemm`` quantized and only
 on their inputs (no Q after a GEMM: ONNX Runtime then fuses MatMulIntegerToFloat instead of QLinearMatMul plus a
-dequantize before the float bias Add), biases float. Kept float: the patch-embedding ``Conv``, attention's activation×activation products (unless
-``attention=True``) and the DynamicViT token-score path. Calibration on real train-split images
+dequantize before the float bias Add), biases float. Kept float: the patch-embedding ``Conv``, attention's
+activation×activation products (unless ``attention=True``) and the DynamicViT token-score path. Calibration on real train-split images
 (:mod:`vitc.onnx.calibration`): ``minmax``, ``entropy`` or ``percentile``. Why each choice: docs/deployment.md
 ("INT8"); the measurements: benchmarks/README.md.
 """
