@@ -74,5 +74,6 @@ _IMAGENET: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "small-data": {},
     "paper": {**_IMAGENET, "z_lr_dynamic": True, "pin_at_upper_bound": False, "decay_all_params": False},
-    "official-code": {**_IMAGENET, "z_lr_dynamic": False, "pin_at_upper_bound": True, "decay_all_params": True},
+    "official-code": {**_IMAGENET, "z_lr_dynamic": False, "pin_at_upper_bound": True, "decay_all_params": True,
+                      "land": False},  # the released code fine-tunes the checkpoint it picked, as it is
 }
