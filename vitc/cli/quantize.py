@@ -29,8 +29,8 @@ def quantize(ctx: click.Context, onnx: Path, out: Path, as_json: bool, **params:
     from vitc.onnx.quantize import quantize_onnx
 
     result = quantize_onnx(onnx, s.data, out, num_samples=s.num_samples, method=s.method, batch_size=s.batch_size,
-                           percentile=s.percentile, attention=s.attention, per_channel=s.per_channel, check=s.check,
-                           seed=s.seed)
+                           percentile=s.percentile, attention=s.attention, per_channel=s.per_channel,
+                           reduce_range=s.reduce_range, check=s.check, seed=s.seed)
     emit(result, as_json, _human)
 
 

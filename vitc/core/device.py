@@ -61,6 +61,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU multiplies int8 without 16-bit saturation in ONNX Runtime's u8s8 kernels: x86 with VNNI
+    (avx512_vnni / avx_vnni), or any non-x86 CPU. Without VNNI (AVX2, AVX-512F), ``vpmaddubsw`` adds pairs of
+    u8 x s8 products in int16, which saturate for 8-bit weights."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+    except OSError:
+        pass
+    return True  # not Linux: assume a current CPU
+
+
 def gpu_info(index: int = 0) -> dict[str, Any]:
     """Name, compute capability, memory (GiB), CUDA runtime, and driver/clocks (MHz) from nvidia-smi if present."""
     import torch

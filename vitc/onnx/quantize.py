@@ -48,6 +48,7 @@ def quantize_onnx(
     percentile: float = 99.999,
     attention: bool = False,
     per_channel: bool = True,
+    reduce_range: str = "auto",
     check: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -65,7 +66,10 @@ def quantize_onnx(
 
     t0 = time.perf_counter()
     QuantizeSettings(data=calib_data, num_samples=num_samples, method=method, batch_size=batch_size, percentile=percentile,
-                     attention=attention, per_channel=per_channel, check=check, seed=seed).validate()
+                     attention=attention, per_channel=per_channel, reduce_range=reduce_range, check=check, seed=seed).validate()
+    from vitc.core.device import cpu_has_int8_dot
+
+    seven_bit = reduce_range == "yes" or (reduce_range == "auto" and not cpu_has_int8_dot())
     out, onnx_path = Path(out), Path(onnx_path)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must name a .onnx file, got {out}")
@@ -114,7 +118,7 @@ def quantize_onnx(
                 quantize_static(
                     prepared, str(quantized_path), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
                     per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=excluded, calibrate_method=calib, extra_options=extra,
+                    nodes_to_exclude=excluded, calibrate_method=calib, extra_options=extra, reduce_range=seven_bit,
                 )
             except UsageError:
                 raise
@@ -123,7 +127,8 @@ def quantize_onnx(
         quantized = onnx.load(str(quantized_path))
     name_nodes(quantized)
     calibration = {"method": method, "data": str(source), "split": "train", "num_samples": reader.num_samples,
-                   "batch_size": batch_size, "seed": seed, "attention": attention, "per_channel": per_channel}
+                   "batch_size": batch_size, "seed": seed, "attention": attention, "per_channel": per_channel,
+                   "weight_bits": 7 if seven_bit else 8}
     if method == "percentile":
         calibration["percentile"] = percentile
     stamp(quantized, {**source_meta, META_PRECISION: "int8", META_CALIBRATION: calibration})

@@ -48,5 +48,10 @@ class QuantizeSettings(Settings):
     attention: bool = setting(False, flag="--quantize-attention",
                               help="Also quantize attention's activation x activation matmuls (Q.K^T, P.V); off by default.")
     per_channel: bool = setting(True, help="Per-channel weight scales (per-tensor with --no-per-channel).")
+    reduce_range: str = setting("auto", choices=("auto", "yes", "no"),
+                                help="7-bit weights (ONNX Runtime's reduce_range). auto: yes on an x86 CPU without VNNI, "
+                                     "whose u8 x s8 kernels add products in int16 and saturate on 8-bit weights (a "
+                                     "vit-nano's INT8 logits: cosine 0.98 against fp32 instead of 0.996); no elsewhere "
+                                     "(VNNI, ARM, and files meant for TensorRT: build them with --reduce-range no).")
     check: bool = setting(True, help="Run the TensorRT readiness check before writing.")
     seed: int = setting(0, min=0, help="Seed of the calibration image order.")
