@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from benchmarks import shapes
+from vitc.core.progress import log
 
 TARGETS = (1.5, 2.0, 3.0)
 UVC_SHARE = 2 / 3  # of log S, for the combination
@@ -36,12 +37,21 @@ UVC_SHARE = 2 / 3  # of log S, for the combination
 
 def _uvc(dense: Path, folder: Path, smoke: bool, **budget: Any) -> Path:
     """A materialized UVC model from the short search at ``budget`` (budget=... or target_speedup=..., latency=...)."""
+    from vitc.core.errors import CheckFailed
     from vitc.methods import METHODS, materialize
 
     final = folder / "materialized.safetensors"
     if not final.is_file():
-        settings = shapes.short_search_settings(**{"budget": None, "epochs": 2, **budget})
-        summary = METHODS["uvc"].compress(str(dense), "synthetic:32", folder, settings)
+        summary = None
+        for epochs in (2, 4, 8):  # a mild budget can take the steep search a few more steps to reach
+            settings = shapes.short_search_settings(**{"budget": None, "epochs": epochs, **budget})
+            try:
+                summary = METHODS["uvc"].compress(str(dense), "synthetic:32", folder, settings, resume=epochs > 2)
+                break
+            except CheckFailed as e:
+                if epochs == 8:
+                    raise
+                log(f"{e}; continuing the search to {2 * epochs} epochs")
         assert summary is not None  # one process
         materialize(summary["artifact"], final)
     return final
