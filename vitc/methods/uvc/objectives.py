@@ -1,59 +1,11 @@
 """UVC's two training stages as :class:`vitc.train.loop.Objective` hooks on the shared loop.
 
-Stage 1 (:class:`UVCSearch`) is Algorithm 1 as the official code runs it (``joint_train.py`` →
-``uvc_optimizer.py`` → ``uvc_utils.py``). After every AdamW step on the KD loss:
-
-1. **prox** — the currently selected weakest groups (ceil(s_l0) heads, ceil(r_lh) V channels per
-   head, ceil(s_l1) fc2 columns) shrink as ``W <- W / (1 + 2·lr·y)`` (resp. ``p``), the exact
-   proximal step of ``y·||W||²`` with the current AdamW lr; nothing is zeroed, fc1 rows are not shrunk.
-2. **counts** — s (and r with ``--prune-v``) take a plain SGD step (``count_lr``) on
-   ``y·v_{k+1} + z·∂clamp(R - B, ±z_grad_clip)/∂s``, where v_{k+1} is the (ceil(s)+1)-th smallest
-   squared group norm (the official ``LeastSsum`` backward) and the ceil is straight-through; the
-   gradient is clipped to infinity-norm 1, then s is projected onto [0, ub - 1].
-3. **gates** — the gate logits θ get ``task grad + z·gate_weight·∂R/∂θ`` (R from an independent
-   soft Gumbel sample), accumulated with weight ``(step mod gate_interval)``; their mean drives one
-   SGD step (lr ``gate_lr``, momentum 0.9, weight decay 1e-4) every ``gate_interval`` steps. θ is
-   also in the AdamW optimizer, as in the official code.
-4. **duals** (ascent, then clamp at 0) — ``y += dual_lr·LS(ceil(s))``, ``p += dual_lr·LS(ceil(r))``
-   (LS = sum of the k smallest squared group norms), ``z += η_z·(R - B)`` with a fresh Gumbel sample.
-
-During the first ``gate_warmup_epochs`` the gates mix 0.5/0.5, θ is frozen and steps 2–4 are
-skipped. Masks are recomputed at every epoch end but, as in the official code, not applied in the
-stage-1 forward pass. The stage-1 validation reported here is of the model stage 1 would hand over
-at that epoch (masks applied, hard gates) rather than the official stochastic-gate number.
-
-**Gradient clipping.** The shared loop clips the global gradient norm (``max_grad_norm``, 1.0 by
-default for UVC, as both official stages) in place after ``backward`` and before the AdamW step;
-:meth:`UVCSearch.after_step` runs after that step and reads ``model.gate_logits.grad``, so the gates'
-task gradient is the clipped one, as in the official ``uvc_optimizer`` (called after
-``optimizer.step()``). The budget term z·gate_weight·∂R/∂θ is added to it unclipped.
-
-**z learning rate.** The paper raises η_z through ``z_lr_schedule`` (official list 1, 5, 9, 13, 17),
-one value per fifth of the epochs, counted from epoch 1. The official ``PresetLRScheduler`` looks
-for a ``"zlr"`` key that no parameter group has, so in the released code η_z stays at its first
-value for the whole run; we implement the intended schedule (``z_lr_dynamic``, off in the
-``official-code`` preset).
-
-**Quirks of the released code, off by default** (on in ``--preset official-code``): the official
-projection of s (and r) resets any entry that was at its upper bound before the step back to it, so
-a count that once reaches ub - 1 can never decrease (``pin_at_upper_bound``; by default we project
-onto [0, ub - 1]); stage 1's AdamW decays every parameter (``decay_all_params``; by default timm's
-rule). The V-channel counts r are learned with ``--prune-v`` (always, in the released code).
-
-**Deviations (intent over letter).** The clamps inside R pass gradients at their bounds, as torch 1.7 did for
-the official code (recent torch gives zero there, which would leave s stuck at 0). The hand-over
-state is also checked after every step, not only at epoch ends (see :class:`UVCSearch`). The
-random numbers of the resource samples come from a generator seeded by (seed, step), so s, r, θ
-and the duals stay identical on every DDP rank.
-
-**Step-based constants.** The official values (``uvc_defaults.OFFICIAL``, the defaults of
-:class:`UVCSettings`) were tuned for ImageNet runs of thousands of steps per epoch; on a small data
-set they would barely move in a whole run, so ``vitc compress uvc`` uses scaled values
-(``uvc_defaults.DEFAULTS``, where the scaling is explained); the update formulas are unchanged.
-
-Stage 2 (:class:`UVCFinetune`) fine-tunes the picked state with KD, hard frozen gates and the
-masks re-applied after every optimizer step (the official ``post_train.py`` multiplies
-``weight *= mask`` before every step and every validation batch).
+:class:`UVCSearch` (stage 1) is Algorithm 1 as the official code runs it: after every AdamW step on the KD
+loss, a proximal shrink of the selected groups, an SGD step on the counts, a gate step every
+``gate_interval`` steps and dual ascent on y, p, z, with R the MACs fraction or, with ``--latency``, the
+predicted latency fraction (:mod:`vitc.methods.uvc.resource`). :class:`UVCFinetune` (stage 2) fine-tunes the
+handed-over state with KD, hard gates and the masks re-applied after every step. Each step, the presets'
+quirks and where vitc departs from the released code: docs/methods.md ("UVC").
 """
 
 from __future__ import annotations
