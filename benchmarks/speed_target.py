@@ -46,7 +46,8 @@ def _uvc(dense: Path, folder: Path, smoke: bool, **budget: Any) -> Path:
         for epochs in (2, 4, 8):  # a mild budget can take the steep search a few more steps to reach
             settings = shapes.short_search_settings(**{"budget": None, "epochs": epochs, **budget})
             try:
-                summary = METHODS["uvc"].compress(str(dense), "synthetic:32", folder, settings, resume=epochs > 2)
+                resume = (folder / "search" / "checkpoint.pt").is_file()  # a killed or short search continues
+                summary = METHODS["uvc"].compress(str(dense), "synthetic:32", folder, settings, resume=resume)
                 break
             except CheckFailed as e:
                 if epochs == 8:
