@@ -75,3 +75,43 @@ class Runner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HostArrayRunner(Runner):
+    """A CPU-side runtime fed host arrays (ONNX Runtime, OpenVINO): the batch is a contiguous array of the graph's
+    input type, and a static-batch graph runs any batch in chunks of its size, the last one padded. Subclasses set
+    ``input_dtype`` and ``static_batch`` and implement ``_once(x)`` (one call of the graph's own batch)."""
+
+    input_dtype: Any = np.float32
+
+    def _once(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def stage(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The batch as a contiguous host array of the graph's input type (the runtime copies it per run)."""
+        self._check_shape(batch)
+        return self._as_input(batch)
+
+    def run_staged(self, staged: Any) -> np.ndarray:
+        return self._run(staged)
+
+    def _infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self._run(self._as_input(batch)).astype(np.float32, copy=False)
+
+    def _as_input(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().cpu().numpy()
+        return np.ascontiguousarray(batch, dtype=self.input_dtype)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        n = self.static_batch
+        if n is None or x.shape[0] == n:
+            return self._once(x)
+        outs = []
+        for start in range(0, x.shape[0], n):
+            chunk = x[start : start + n]
+            real = chunk.shape[0]
+            if real < n:
+                chunk = np.concatenate([chunk, np.zeros((n - real, *chunk.shape[1:]), dtype=chunk.dtype)])
+            outs.append(self._once(chunk)[:real].copy())
+        return np.concatenate(outs)

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from vitc.backends.base import Runner
+from vitc.backends.base import HostArrayRunner
 from vitc.core.errors import UsageError, VitcError
 from vitc.core.spec import ViTSpec
 
@@ -151,7 +150,7 @@ def choose_hint(path: Path, file_precision: str, precision: str | None) -> tuple
     return file_precision, "f32"  # int8: float parts at f32; fp16 files compute at f32; mismatches: load_runner says so
 
 
-class OpenVinoRunner(Runner):
+class OpenVinoRunner(HostArrayRunner):
     backend = "openvino"
 
     @classmethod
@@ -212,37 +211,9 @@ class OpenVinoRunner(Runner):
         if spec is not None and tuple(spec.input_shape) != self.input_shape:
             raise UsageError(f"{self.path}: graph input {self.input_shape} does not match its vitc.spec input {spec.input_shape}")
 
-    # ---- the Runner interface -------------------------------------------------------------------
-    def stage(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        self._check_shape(batch)
-        return self._as_input(batch)
-
-    def run_staged(self, staged: Any) -> np.ndarray:
-        return self._run(staged)
-
-    def _infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        return self._run(self._as_input(batch)).astype(np.float32, copy=False)
-
-    def _as_input(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
-        return np.ascontiguousarray(batch, dtype=self.input_dtype)
-
+    # ---- the Runner interface (HostArrayRunner: staging, chunks of a static batch) ------------------
     def _once(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._request.infer({0: x}, share_inputs=True)[self._output])
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        n = self.static_batch
-        if n is None or x.shape[0] == n:
-            return self._once(x)
-        outs = []
-        for start in range(0, x.shape[0], n):
-            chunk = x[start : start + n]
-            real = chunk.shape[0]
-            if real < n:
-                chunk = np.concatenate([chunk, np.zeros((n - real, *chunk.shape[1:]), dtype=chunk.dtype)])
-            outs.append(self._once(chunk)[:real].copy())
-        return np.concatenate(outs)
 
     def selection_probe(self, index_names: list[str], num_patches: int) -> SelectionProbe:
         """This model compiled with the named TopK index tensors as extra outputs (what

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from vitc.backends.base import Runner
+from vitc.backends.base import HostArrayRunner
 from vitc.core.errors import UsageError, VitcError
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -54,7 +53,7 @@ def choose_providers(device: str, providers: list[Any] | None = None) -> tuple[l
     raise UsageError(f"bad device {device!r} for onnxruntime (expected auto, cpu, cuda or cuda:N)")
 
 
-class OrtRunner(Runner):
+class OrtRunner(HostArrayRunner):
     backend = "onnxruntime"
 
     @classmethod
@@ -107,34 +106,8 @@ class OrtRunner(Runner):
         if spec is not None and tuple(spec.input_shape) != self.input_shape:
             raise UsageError(f"{self.path}: graph input {self.input_shape} does not match its vitc.spec input {spec.input_shape}")
 
-    def stage(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """The batch as a contiguous host array of the graph's input type (ORT copies it per run)."""
-        self._check_shape(batch)
-        return self._as_input(batch)
-
-    def run_staged(self, staged: Any) -> np.ndarray:
-        return self._run(staged)
-
-    def _infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        return self._run(self._as_input(batch)).astype(np.float32, copy=False)
-
-    def _as_input(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
-        return np.ascontiguousarray(batch, dtype=self.input_dtype)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        n = self.static_batch
-        if n is None or x.shape[0] == n:
-            return self.session.run([self.output_name], {self.input_name: x})[0]
-        outs = []
-        for start in range(0, x.shape[0], n):
-            chunk = x[start : start + n]
-            real = chunk.shape[0]
-            if real < n:
-                chunk = np.concatenate([chunk, np.zeros((n - real, *chunk.shape[1:]), dtype=chunk.dtype)])
-            outs.append(self.session.run([self.output_name], {self.input_name: chunk})[0][:real])
-        return np.concatenate(outs)
+    def _once(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
