@@ -36,8 +36,12 @@ typecheck: $(VENV)/.installed-dev
 	$(PY) tools/trt_stubs.py $(TRT_STUBS_DIR)
 	MYPYPATH=$(TRT_STUBS_DIR) $(PY) -m mypy --config-file pyproject.toml vitc tools benchmarks
 
+# Three pytest processes: the whole suite in one process segfaulted (exit 139) at the same test on this
+# build machine, deep into the run, while every part of it passes on its own (see the closing note).
 test: $(VENV)/.installed-dev lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests/test_[a-k]*.py
+	$(PY) -m pytest -q tests/test_[l-r]*.py
+	$(PY) -m pytest -q tests/test_[s-z]*.py
 
 clean:
 	rm -rf $(VENV) runs demo-out .pytest_cache .mypy_cache
