@@ -33,7 +33,9 @@ def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> 
     d = json.loads((out / "gpu_check.json").read_text())
     assert d["format"] == gc.FORMAT and d["dry_run"] is True and d["finished"] is True and not d["errors"]
     assert all(p["status"] == "done" for p in d["parts"].values()), d["parts"]
-    assert set(d["parts"]) == {"environment", "tests", "architectures", "inference", "training", "compile", "backends"}
+    assert set(d["parts"]) == {"environment", "tests", "architectures", "inference", "training", "compile", "backends",
+                               "speed_target"}
+    assert [r["backend"] for r in d["speed_target"]] == ["torch"] and d["speed_target"][0]["measured_speedup"] > 0
 
     tests = d["tests"]  # no CUDA here: every GPU test is collected and skipped, with its reason
     assert tests["returncode"] == 0 and not tests["timed_out"] and tests["counts"]["skipped"] >= 20
