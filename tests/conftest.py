@@ -54,6 +54,22 @@ def nano_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 DVT_RATIO = 0.7
 
 
+@pytest.fixture(scope="session")
+def dvt_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained DynamicViT (kind dynamicvit) artifact of vit-nano, to materialize (test_trust, test_trust2)."""
+    import torch
+
+    from vitc.core.artifacts import save_artifact
+    from vitc.core.models import resolve_model
+    from vitc.methods.dynamicvit.compress import attach_predictors
+
+    torch.manual_seed(0)
+    model, spec = resolve_model("vit-nano")
+    model, spec = attach_predictors(model, spec, 0.7, [1, 2, 3])
+    path = tmp_path_factory.mktemp("dvt") / "compressed.safetensors"
+    return save_artifact(path, spec, model.state_dict(), kind="dynamicvit", meta={"keep_ratio": 0.7})
+
+
 # ------------------------------------------------------------------------------------------------
 # shared exports (test_export, test_verify, test_quantize, test_ort_runner)
 # ------------------------------------------------------------------------------------------------

@@ -57,17 +57,6 @@ def rewrite_artifact(src: Path, dst: Path, *, spec_edit: dict[str, Any] | None =
     return dst
 
 
-@pytest.fixture(scope="module")
-def dvt_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained DynamicViT (kind dynamicvit) artifact of vit-nano, to materialize."""
-    from vitc.core.artifacts import save_artifact
-    from vitc.methods.dynamicvit.compress import attach_predictors
-
-    torch.manual_seed(0)
-    model, spec = resolve_model("vit-nano")
-    model, spec = attach_predictors(model, spec, 0.7, [1, 2, 3])
-    path = tmp_path_factory.mktemp("dvt") / "compressed.safetensors"
-    return save_artifact(path, spec, model.state_dict(), kind="dynamicvit", meta={"keep_ratio": 0.7})
 
 
 # ---- 2. output locations -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import VITC, one_error_line, subprocess_env
 
 from vitc.cli import cli
-from vitc.core.artifacts import save_artifact, save_model
+from vitc.core.artifacts import save_model
 from vitc.core.fileio import file_sha256
 from vitc.core.models import resolve_model
 
@@ -38,15 +38,6 @@ def temporaries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*.tmp"))
 
 
-@pytest.fixture(scope="module")
-def dvt_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitc.methods.dynamicvit.compress import attach_predictors
-
-    torch.manual_seed(0)
-    model, spec = resolve_model("vit-nano")
-    model, spec = attach_predictors(model, spec, 0.7, [1, 2, 3])
-    path = tmp_path_factory.mktemp("dvt") / "compressed.safetensors"
-    return save_artifact(path, spec, model.state_dict(), kind="dynamicvit", meta={"keep_ratio": 0.7})
 
 
 # ---- 1. no command writes over its own input ---------------------------------------------------------------
