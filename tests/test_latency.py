@@ -8,6 +8,7 @@ JSON, resume and bad input), and through ONNX Runtime in the slow set.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 
 import pytest
@@ -310,7 +311,9 @@ def test_cli_profile_torch_writes_the_model_with_its_provenance_and_resumes(tmp_
     assert res.returncode == 0, res.stderr
     assert "resuming the profile: 6 probe(s) already measured" in res.stderr
     resumed = {m["key"]: m for m in json.loads((tmp_path / "again.json").read_text())["measurements"]}
-    assert all(resumed[m["key"]] == m for m in keep) and len(resumed) == 11
+    drop = {"median_ms"}  # rescaled by the reference's median over the whole (resumed) profile
+    assert all({k: v for k, v in resumed[m["key"]].items() if k not in drop} == {k: v for k, v in m.items() if k not in drop}
+               for m in keep) and len(resumed) == 11
 
     # predictions: the profiled model itself is 1.0x; an artifact of the same architecture too
     res = _profile(tmp_path, "--predict", str(out), "vit-nano", str(nano_artifact), "--json")

@@ -53,6 +53,16 @@ def test_runner_reads_spec_and_precision_from_metadata(tmp_path):
         assert d["onnxruntime"] == ort.__version__ and d["providers"] == ["CPUExecutionProvider"] and d["threads"] == 1
 
 
+def test_worker_threads_do_not_spin_unless_asked(tmp_path):
+    """Spinning workers of one session steal the cores of the next in an alternating bench (see ort_runner)."""
+    linear_classifier(tmp_path / "m.onnx", "batch")
+    for kwargs, flag in (({}, "0"), ({"spinning": True}, "1")):
+        with load_runner(str(tmp_path / "m.onnx"), backend="onnxruntime", device="cpu", **kwargs) as r:
+            options = r.session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == flag
+            assert r.describe()["spinning"] is (flag == "1")
+
+
 def test_static_batch_onnx_runs_any_batch_in_padded_chunks(tmp_path):
     w, b = linear_classifier(tmp_path / "static.onnx", 4)
     x = np.random.default_rng(1).normal(size=(10, 3, 16, 16)).astype(np.float32)

@@ -56,7 +56,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "vitc.backends.torch_runner:TorchRunner", "PyTorch (CPU, or a CUDA GPU for fp16/compile/CUDA graphs)",
             options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint"})),
     Backend("onnxruntime", "vitc.backends.ort_runner:OrtRunner", "onnxruntime (its CUDA provider needs onnxruntime-gpu)",
-            suffixes=(".onnx",), options=frozenset({"threads", "providers", "optimization"})),
+            suffixes=(".onnx",), options=frozenset({"threads", "providers", "optimization", "spinning"})),
     Backend("tensorrt", "vitc.backends.tensorrt.runner:TensorRTRunner", "TensorRT >= 10 and a CUDA GPU",
             suffixes=(".engine", ".plan", ".trt"), options=frozenset({"cuda_graph"}),
             builder="vitc.backends.tensorrt.build:build_engine", build_settings="vitc.backends.tensorrt.build:BuildSettings"),

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,7 @@ from vitc.backends.base import Runner
 from vitc.checks.environment import environment
 from vitc.checks.settings import BenchSettings
 from vitc.core.errors import UsageError
-from vitc.core.progress import _Bar, log, progress
+from vitc.core.progress import log, progress
 
 CV_WARN = 0.10
 
@@ -164,7 +163,7 @@ def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = ""
     timed = _Timed(runner, batch, settings.seed)
     _warm_up(timed, settings.warmup_ms)
     timed.reset()
-    with progress(f"bench {label} batch {batch}".replace("  ", " "), total=None) if show_progress else nullcontext(_Bar(None, None)) as bar:
+    with progress(f"bench {label} batch {batch}".replace("  ", " "), total=None, show=show_progress) as bar:
         start = time.perf_counter()
         while len(timed.host_ms) < settings.min_iters or time.perf_counter() - start < settings.min_seconds:
             timed()
@@ -173,18 +172,23 @@ def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = ""
     return batch_result(batch, timed.host_ms, wall, timed.gpu_ms())
 
 
-def measure_group(runners: Sequence[Runner], batch: int, settings: BenchSettings,
-                  label: str = "compare") -> tuple[list[dict[str, Any]], list[list[float]]]:
+def measure_group(runners: Sequence[Runner], batch: int, settings: BenchSettings, label: str = "compare",
+                  show_progress: bool = True, seconds_of: str = "each") -> tuple[list[dict[str, Any]], list[list[float]]]:
     """Time the runners round-robin (1, 2, ..., n, 1, 2, ...) at ``batch`` until each has ``min_iters``
-    iterations and ``min_seconds`` of accumulated latency; their batch results and per-round latencies (ms)."""
+    iterations and ``min_seconds`` of accumulated latency (``seconds_of="all"``: the group together, for a
+    tiny target paired with a large reference); their batch results and per-round latencies (ms)."""
     timed = [_Timed(r, batch, settings.seed) for r in runners]
     for t in timed:
         _warm_up(t, settings.warmup_ms)
     for t in timed:
         t.reset()
     min_ms = settings.min_seconds * 1e3
-    with progress(f"{label} batch {batch}", total=None) as bar:
-        while len(timed[0].host_ms) < settings.min_iters or min(sum(t.host_ms) for t in timed) < min_ms:
+    with progress(f"{label} batch {batch}", total=None, show=show_progress) as bar:
+        def seconds() -> float:
+            each = [sum(t.host_ms) for t in timed]
+            return sum(each) if seconds_of == "all" else min(each)
+
+        while len(timed[0].host_ms) < settings.min_iters or seconds() < min_ms:
             for t in timed:
                 t()
             bar.advance()

@@ -2,7 +2,12 @@
 
 Probes are small ViTs of the profiled model's width, head size and patch size, each compiled for the target
 backend exactly as a deployed model would be (an artifact for torch, vitc's ONNX export for ONNX backends, an
-engine for engine backends) and timed with the bench protocol (:func:`vitc.checks.bench.measure`). Token counts
+engine for engine backends) and timed with the bench protocol (:func:`vitc.checks.bench.measure_group`), each
+**alternately with one reference probe** (1 full block at every token) that stays open throughout: a probe's
+latency is the median of its per-round ratios to the reference times the reference's median over the whole
+profile, so a slow drift of the machine (other load, clocks) cancels instead of skewing the probes measured
+while it lasted (on the shared 2-core build machine, unpaired probes of one profile disagreed by up to 40%
+with the same shapes timed side by side). Token counts
 come from the input size: a probe at grid side g has g² patch tokens, so the grid of tokens is (1 .. full side)².
 Per token count: 1 and 3 full blocks, 2 blocks at each grid head count, 2 at each grid MLP width, and a
 token-selection module before 1 full block; plus the dense model itself, which calibrates the sum.
@@ -22,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from vitc.backends import BACKENDS, check_backend, load_runner
-from vitc.checks.bench import measure
+from vitc.checks.bench import measure, measure_group
 from vitc.checks.environment import environment
 from vitc.checks.settings import ProfileSettings
 from vitc.core.errors import UsageError
@@ -31,6 +38,8 @@ from vitc.core.fileio import atomic_path, check_output_file, write_json
 from vitc.core.latency import LatencyModel, fit_tables, load_latency, probe_key
 from vitc.core.progress import log, progress
 from vitc.core.spec import BlockSpec, ViTSpec
+
+PROTOCOL = "paired/1"  # every probe timed alternately with the reference probe (1 full block, all tokens)
 
 # ------------------------------------------------------------------------------------------------
 # the grid
@@ -204,7 +213,14 @@ def build_engine(backend: str, onnx_path: Path, engine: Path) -> None:
 def _fingerprint(spec: ViTSpec, settings: ProfileSettings, grid: Grid) -> dict[str, Any]:
     keys = ("backend", "device", "batch_size", "precision", "calib_data", "threads", "warmup_ms", "min_iters", "min_seconds",
             "quick_export")
-    return {"spec": spec.to_dict(), "grid": grid.to_dict(spec), **{k: getattr(settings, k) for k in keys}}
+    return {"spec": spec.to_dict(), "grid": grid.to_dict(spec), "protocol": PROTOCOL, **{k: getattr(settings, k) for k in keys}}
+
+
+def on_common_time_base(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each probe's ``median_ms`` = its paired ratio to the reference probe x the reference's median over the whole
+    profile: slow drifts of the machine (other load, clocks) cancel in the ratios instead of skewing one probe."""
+    reference = float(np.median([m["reference_ms"] for m in measurements]))
+    return [{**m, "median_ms": m["ratio_to_reference"] * reference} for m in measurements]
 
 
 def _partial_path(out: Path) -> Path:
@@ -224,7 +240,7 @@ def _load_partial(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log(f"{path} is from a profile with other settings; starting afresh")
         return []
-    done = [m for m in state.get("measurements", []) if isinstance(m, dict) and "key" in m and "median_ms" in m]
+    done = [m for m in state.get("measurements", []) if isinstance(m, dict) and "key" in m and "ratio_to_reference" in m]
     log(f"resuming the profile: {len(done)} probe(s) already measured in {path}")
     return done
 
@@ -268,25 +284,37 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     started, measured_now, dense_s = time.perf_counter(), 0, 0.0
     env: dict[str, Any] = {}
     tmp_root = Path(tempfile.mkdtemp(prefix=".vitc-profile-", dir=out.parent if out.parent.exists() else None))
+    reference = next(p for p in plan if p.key == probe_key("ref1", spec.num_patches + spec.num_prefix_tokens))
+
+    def open_probe(p: Probe, folder: Path) -> Any:
+        folder.mkdir()
+        target = deployable(p.spec, settings.backend, settings.precision, folder, settings.calib_data, probe_cache, p.kind,
+                            settings.quick_export)
+        return load_runner(target, backend=settings.backend, device=settings.device, precision=compute, **options)
+
     try:
-        with progress("profile", total=len(plan)) as bar:
+        with open_probe(reference, tmp_root / "reference") as ref_runner, progress("profile", total=len(plan)) as bar:
+            env = {**environment([ref_runner]), "runner": ref_runner.describe()}
             for i, p in enumerate(plan):
                 if p.key in done:
                     bar.advance()
                     continue
-                folder = tmp_root / f"{i:03d}"
-                folder.mkdir()
                 t0 = time.perf_counter()
-                target = deployable(p.spec, settings.backend, settings.precision, folder, settings.calib_data, probe_cache, p.kind,
-                                    settings.quick_export)
-                with load_runner(target, backend=settings.backend, device=settings.device, precision=compute, **options) as runner:
-                    result = measure(runner, settings.batch_size, bench, label=p.key, show_progress=False)
-                    if not env:
-                        env = {**environment([runner]), "runner": runner.describe()}
-                shutil.rmtree(folder, ignore_errors=True)
+                if p.key == reference.key:
+                    result = measure(ref_runner, settings.batch_size, bench, label=p.key, show_progress=False)
+                    ratio, ref_median = 1.0, result["latency_ms"]["median"]
+                else:
+                    folder = tmp_root / f"{i:03d}"
+                    with open_probe(p, folder) as runner:
+                        (ref_result, result), (ref_ms, probe_ms) = measure_group(
+                            [ref_runner, runner], settings.batch_size, bench, label=p.key, show_progress=False, seconds_of="all")
+                    shutil.rmtree(folder, ignore_errors=True)
+                    ratio = float(np.median(np.asarray(probe_ms) / np.asarray(ref_ms)))
+                    ref_median = ref_result["latency_ms"]["median"]
                 done[p.key] = {"key": p.key, "kind": p.kind, "tokens": p.tokens, "heads": p.heads, "mlp": p.mlp,
-                               "blocks": p.blocks, "median_ms": result["latency_ms"]["median"],
-                               "min_ms": result["latency_ms"]["min"], "cv": result["cv"], "iterations": result["iterations"],
+                               "blocks": p.blocks, "ratio_to_reference": ratio, "reference_ms": ref_median,
+                               "raw_median_ms": result["latency_ms"]["median"], "min_ms": result["latency_ms"]["min"],
+                               "cv": result["cv"], "iterations": result["iterations"],
                                "seconds": round(time.perf_counter() - t0, 3)}
                 write_json(partial, {"fingerprint": fingerprint, "measurements": list(done.values())})
                 measured_now += 1
@@ -299,7 +327,8 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
                 bar.advance()
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    model_ = fit_latency(spec, grid, list(done.values()), settings, env or environment())
+    measurements = on_common_time_base(list(done.values()))
+    model_ = fit_latency(spec, grid, measurements, settings, env or environment())
     result = model_.to_dict()
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out, result)

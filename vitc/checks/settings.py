@@ -89,8 +89,8 @@ class ProfileSettings(Settings):
     head_points: int = setting(3, min=2, max=64, help="Head counts in the grid (1 to all).")
     mlp_points: int = setting(4, min=2, max=64, help="MLP widths in the grid (1/8 to all).")
     warmup_ms: float = setting(100.0, min=0, help="Warm-up per probe, ms.")
-    min_iters: int = setting(5, min=1, help="Timed iterations per probe, at least.")
-    min_seconds: float = setting(0.5, min=0, help="Timed seconds per probe, at least.")
+    min_iters: int = setting(5, min=1, help="Timed rounds per probe (probe, reference), at least.")
+    min_seconds: float = setting(2.0, min=0, help="Timed seconds per probe, at least (probe and reference together).")
     quick_export: bool = setting(False, help="Export the probes with TorchScript's exporter (~0.5 s each instead of the "
                                              "deployed dynamo export's ~5-10 s); the dense model, which calibrates the fit, "
                                              "is still exported as deployed. Faster, slightly less faithful graphs.")

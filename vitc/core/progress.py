@@ -60,9 +60,10 @@ class _Lines(_Bar):
 
 
 @contextmanager
-def progress(description: str, total: int | None) -> Iterator[_Bar]:
-    """``with progress("train epoch 1", total=steps) as bar: bar.advance()``."""
-    mode = _mode()
+def progress(description: str, total: int | None, show: bool = True) -> Iterator[_Bar]:
+    """``with progress("train epoch 1", total=steps) as bar: bar.advance()``; ``show=False``: a bar that shows
+    nothing (for an inner loop whose caller shows the progress)."""
+    mode = _mode() if show else "off"
     if mode != "bar":
         yield _Lines(description, total, LINE_INTERVAL_S) if mode == "lines" else _Bar(None, None)
         return
