@@ -291,6 +291,10 @@ def test_cli_profile_torch_writes_the_model_with_its_provenance_and_resumes(tmp_
     assert d["target"] == {"backend": "torch", "device": "cpu", "precision": "fp32", "batch_size": 2, "threads": None}
     assert d["grid"] == {"tokens": [2, 17], "heads": [1, 2], "mlp": [8, 64]}
     assert len(d["measurements"]) == 1 + 2 * 5 and all(m["median_ms"] > 0 for m in d["measurements"])
+    # paired protocol: every probe is its ratio to the reference probe (1 full block, all tokens) on one time base
+    reference = statistics.median(m["reference_ms"] for m in d["measurements"])
+    assert all(m["median_ms"] == pytest.approx(m["ratio_to_reference"] * reference) for m in d["measurements"])
+    assert {m["key"]: m["ratio_to_reference"] for m in d["measurements"]}["ref1@17"] == 1.0
     assert "versions" in d["environment"] and d["environment"]["runner"]["backend"] == "torch"
     assert not (tmp_path / "lat.json.partial.json").exists()
     model = load_latency(out)
