@@ -34,6 +34,17 @@ def _resurface(event: str, args: tuple[object, ...]) -> None:
         raise KeyboardInterrupt
 
 
+_hooked: list[bool] = []  # the audit hook is added once per process: hooks can never be removed
+
+
+def _add_resurface_hook() -> None:
+    import sys
+
+    if not _hooked:
+        sys.addaudithook(_resurface)
+        _hooked.append(True)
+
+
 def _install_interrupt_handler() -> None:
     """Replace Python's default SIGINT handler (only that one: never a handler someone else installed)."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -160,7 +171,7 @@ def main() -> None:
     from vitc.core.provenance import set_command
 
     _install_interrupt_handler()
-    sys.addaudithook(_resurface)
+    _add_resurface_hook()
     set_command(sys.argv[1:])
     try:
         code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
