@@ -59,6 +59,54 @@ def deploy(artifact: Path) -> dict[str, Path]:
     return {"fp32": fp32, "int8": int8}
 
 
+def time_budget(latency: str | os.PathLike[str], dense: Path, combined: Path) -> dict[str, Any]:
+    """Where the combined model's time goes against its ideal (dense time x MACs ratio), part by part, by the
+    latency model of ``latency`` (a ``vitc profile`` of the dense model at the batch size in question)."""
+    from vitc.core.artifacts import read_header
+    from vitc.core.flops import head_macs, model_macs, patch_embed_macs, per_block_macs
+    from vitc.core.latency import load_latency
+
+    model = load_latency(latency)
+    per_mac = None
+    parts: dict[str, dict[str, float]] = {}
+    for name, artifact in (("dense", dense), ("combined", combined)):
+        spec = read_header(artifact)[0]
+        pred = model.predict(spec, str(artifact))
+        macs = per_block_macs(spec)
+        rows = {"fixed (patch embedding, head, the call)": (pred["fixed_ms"], patch_embed_macs(spec) + head_macs(spec)),
+                "blocks": (sum(b["block_ms"] for b in pred["blocks"]), sum(m.total - m.predictor for m in macs)),
+                "token selection (predictors, TopK, gather)": (sum(b["selection_ms"] for b in pred["blocks"]),
+                                                               sum(m.predictor for m in macs))}
+        if per_mac is None:
+            per_mac = pred["latency_ms"] / model_macs(spec)  # the dense model's ms per MAC: "ideal" scaling
+        for part, (ms, part_macs) in rows.items():
+            parts.setdefault(part, {})[f"{name}_ms"] = ms
+            parts[part][f"{name}_macs"] = part_macs
+        parts.setdefault("total", {})[f"{name}_ms"] = pred["latency_ms"]
+        parts["total"][f"{name}_macs"] = model_macs(spec)
+    assert per_mac is not None
+    for row in parts.values():
+        row["ideal_ms"] = row["combined_macs"] * per_mac
+        row["over_ideal_ms"] = row["combined_ms"] - row["ideal_ms"]
+    total = parts["total"]
+    return {"latency": str(latency), "batch_size": model.target["batch_size"], "parts": parts,
+            "ideal_speedup": total["dense_macs"] / total["combined_macs"],
+            "predicted_speedup": total["dense_ms"] / total["combined_ms"]}
+
+
+def budget_markdown(budget: dict[str, Any]) -> str:
+    lines = [f"Where the combined model's time goes at batch {budget['batch_size']} (latency model {budget['latency']}): "
+             f"ideal {budget['ideal_speedup']:.2f}x (1 / MACs ratio), predicted {budget['predicted_speedup']:.2f}x.", "",
+             "| part | dense ms | combined ms | combined MACs (M) | ideal ms | over ideal ms | share of the shortfall |",
+             "|---|---|---|---|---|---|---|"]
+    short = budget["parts"]["total"]["over_ideal_ms"]
+    for part, r in budget["parts"].items():
+        share = "" if part == "total" or short <= 0 else f"{100 * r['over_ideal_ms'] / short:.0f}%"
+        lines.append(f"| {part} | {r['dense_ms']:.2f} | {r['combined_ms']:.2f} | {r['combined_macs'] / 1e6:.0f} | "
+                     f"{r['ideal_ms']:.2f} | {r['over_ideal_ms']:+.2f} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report: dict[str, Any], names: dict[str, str]) -> str:
     """One table per batch size: images/s, speedup over the reference (median and paired), GFLOP/s, of peak."""
     ref = report["reference"]
@@ -86,7 +134,11 @@ def markdown(report: dict[str, Any], names: dict[str, str]) -> str:
 @click.option("--warmup-ms", type=float, default=1000.0, show_default=True)
 @click.option("--min-iters", type=int, default=5, show_default=True)
 @click.option("--min-seconds", type=float, default=10.0, show_default=True)
-def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, min_iters: int, min_seconds: float) -> None:
+@click.option("--latency", "latencies", multiple=True, type=click.Path(dir_okay=False),
+              help="A `vitc profile` of the dense model (repeatable, one per batch size): adds where the combined "
+                   "model's time goes against its ideal speedup.")
+def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, min_iters: int, min_seconds: float,
+         latencies: tuple[str, ...]) -> None:
     """DeiT-S shapes x {ONNX Runtime, OpenVINO} x {fp32, INT8}, stacked on dense ONNX Runtime fp32."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # both runners default to it; the peak follows the runners
     from vitc.checks.bench import stack_targets
@@ -98,7 +150,9 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
     try:
         out.mkdir(parents=True, exist_ok=True)
         targets, names = [], {}
-        for variant, artifact in shapes(out, model).items():
+        variants = shapes(out, model)
+        budgets = [time_budget(lat, *variants.values()) for lat in latencies]
+        for variant, artifact in variants.items():
             files = deploy(artifact)
             for backend in ("onnxruntime", "openvino"):
                 for precision, path in files.items():
@@ -113,8 +167,9 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
         sys.exit(e.exit_code)
     report["variants"] = names
     report["calibration"] = {"data": CALIB_DATA, "num_samples": CALIB_SAMPLES, "batch_size": CALIB_BATCH}
+    report["time_budget"] = budgets
     write_json(out / "cpu_runtimes.json", report)
-    table = markdown(report, names)
+    table = "\n".join([markdown(report, names), *(budget_markdown(b) for b in budgets)])
     write_text(out / "cpu_runtimes.md", table)
     click.echo(table)
 
