@@ -385,3 +385,30 @@ def test_pipeline_yaml_takes_a_target_beside_a_macs_budget(tmp_path):
     with pytest.raises(UsageError, match="no such latency profile: missing.json"):
         config_from_dict({"model": "vit-micro", "data": "digits",
                           "uvc": {"runs": [{"target_speedup": 2.0, "latency": "missing.json"}]}}, "p.yaml")
+
+
+def test_cpu_runtimes_time_budget_splits_the_shortfall_from_the_ideal_speedup(tmp_path):
+    """benchmarks.cpu_runtimes --latency: fixed + blocks + token selection add up, as predicted, and the parts'
+    time over their ideal (dense ms per MAC x their MACs) adds up to the model's shortfall."""
+    from benchmarks.cpu_runtimes import budget_markdown, time_budget
+    from benchmarks.shapes import save_shape, with_tokens
+    from vitc.core.fileio import write_json
+
+    model = synthetic_model()
+    write_json(tmp_path / "lat.json", model.to_dict())
+    dense = save_shape(model.spec, tmp_path / "dense.safetensors")
+    four = model.spec.replace(blocks=model.spec.blocks[:4])
+    combined_spec = with_tokens(four, 0.7)[0]
+    combined = save_shape(combined_spec, tmp_path / "combined.safetensors")
+    b = time_budget(tmp_path / "lat.json", dense, combined)
+    parts = dict(b["parts"])
+    total = parts.pop("total")
+    for who in ("dense", "combined"):
+        assert sum(p[f"{who}_ms"] for p in parts.values()) == pytest.approx(total[f"{who}_ms"])
+        assert sum(p[f"{who}_macs"] for p in parts.values()) == total[f"{who}_macs"]
+    assert parts["token selection (predictors, TopK, gather)"]["dense_ms"] == 0
+    assert parts["token selection (predictors, TopK, gather)"]["combined_ms"] > 0
+    assert b["predicted_speedup"] == pytest.approx(model.predict(combined_spec)["speedup"])
+    assert b["ideal_speedup"] == pytest.approx(model_macs(model.spec) / model_macs(combined_spec))
+    assert sum(p["over_ideal_ms"] for p in parts.values()) == pytest.approx(total["over_ideal_ms"])
+    assert "| total |" in budget_markdown(b)
