@@ -796,7 +796,8 @@ def run_speed_target(plan: Plan, report: Report, budget: Budget, work: Path) -> 
         latency = work / f"latency-{backend}-{precision}-b{plan.accept_batch}.json"
         t0 = time.monotonic()
         profile = profile_latency(plan.model, latency, ProfileSettings(backend=backend, device=plan.device, precision=precision,
-                                                                         batch_size=plan.accept_batch, **grid),
+                                                                         batch_size=plan.accept_batch,
+                                                                         min_seconds=plan.min_seconds, **grid),
                                   probe_cache=work / "probes")
         profile_s = time.monotonic() - t0
         settings = short_search_settings(plan.device, **{**plan.uvc_search, "budget": None, "target_speedup": 2.0,
