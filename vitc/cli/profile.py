@@ -36,7 +36,9 @@ def profile(ctx: click.Context, targets: tuple[str, ...], out: Path | None, pred
 
     MODEL is the dense model (timm name, vitc config or plain artifact). Probes — small ViTs of its width,
     head size and patch size at a coarse grid of token counts (from the input size), head counts and MLP
-    widths — are compiled for --backend as a deployed model would be and timed with the bench protocol. The
+    widths — are compiled for --backend as a deployed model would be and timed with the bench protocol, each
+    alternately with one reference probe, so drifts of a shared machine cancel. Run it on the machine and
+    threads you deploy to, with nothing else busy (DeiT-S on 2 CPU threads: ~2 min at batch 1, ~4 at 32). The
     fit is monotone and interpolates between grid points; one factor calibrates it to the dense model's
     measured latency. The JSON records the device, backend, versions, threads, precision, batch, the grid
     and every probe's timing. `vitc compress uvc --target-speedup S --latency latency.json`, `vitc
