@@ -119,6 +119,7 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
     from vitc.core.flops import model_macs
     from vitc.core.latency import load_latency
     from vitc.core.progress import log
+    from vitc.core.errors import UsageError
     from vitc.core.token_select import default_stages
     from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup
 
@@ -137,6 +138,7 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
         latency[b] = load_latency(path)
 
     variants: list[dict[str, Any]] = []  # name, method, by, target, batch (None: both), artifact
+    unreachable: list[dict[str, Any]] = []  # latency targets no keep ratio meets on the profile
 
     def add(name: str, method: str, by: str, target: float, batch: int | None, artifact: Path, **extra: Any) -> None:
         variants.append({"name": name, "method": method, "by": by, "target": target, "batch": batch,
@@ -158,9 +160,14 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
             lat = out / f"latency-b{b}.json"
             add(f"uvc-x{tag}-b{b}", "UVC", "latency target", s, b,
                 _uvc(dense, out / f"uvc-x{tag}-b{b}", smoke, target_speedup=s, latency=str(lat)))
-            r = keep_ratio_for_speedup(dense_spec, stages, latency[b], s, model)["keep_ratio"]
-            add(f"dvt-x{tag}-b{b}", "DynamicViT", "latency target", s, b,
-                _tokens(dense, r, out / f"dvt-x{tag}-b{b}.safetensors"), keep_ratio=r)
+            try:
+                r = keep_ratio_for_speedup(dense_spec, stages, latency[b], s, model)["keep_ratio"]
+            except UsageError as e:  # token selection alone cannot get there: say so, as vitc materialize does
+                log(f"dvt-x{tag}-b{b}: {e}")
+                unreachable.append({"name": f"dvt-x{tag}-b{b}", "batch": b, "target": s, "why": str(e)})
+            else:
+                add(f"dvt-x{tag}-b{b}", "DynamicViT", "latency target", s, b,
+                    _tokens(dense, r, out / f"dvt-x{tag}-b{b}.safetensors"), keep_ratio=r)
             base = _uvc(dense, out / f"combo-uvc-x{tag}-b{b}", smoke, target_speedup=share, latency=str(lat))
             base_spec = read_header(base)[0]
             r = keep_ratio_for_speedup(base_spec, default_stages(base_spec.depth), latency[b], s, str(base))["keep_ratio"]
@@ -190,7 +197,7 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
                          "off_target": m["speedup_paired"] / v["target"] - 1, "cv": m["cv"]})
     errors = {b: [abs(r["error"]) for r in rows if r["batch"] == b] for b in batches}
     result = {"benchmark": "speed_target", "model": model, "backend": "onnxruntime fp32", "threads": threads,
-              "targets": targets, "batches": batches, "uvc_share": UVC_SHARE, "rows": rows,
+              "targets": targets, "batches": batches, "uvc_share": UVC_SHARE, "rows": rows, "unreachable": unreachable,
               "mean_abs_error": {str(b): sum(e) / len(e) for b, e in errors.items() if e},
               "held_out_shapes": {str(b): len(e) for b, e in errors.items()},
               "profiles": {str(b): {"dense_ms": latency[b].dense_ms, "fixed_ms": latency[b].fixed_ms,
@@ -217,6 +224,7 @@ def markdown(result: dict[str, Any]) -> str:
                                    f"{100 * r['error']:+.1f}%", f"{100 * r['off_target']:+.1f}%"] for r in rows]),
                   "", f"Mean absolute prediction error over {len(rows)} held-out shapes: "
                       f"{100 * result['mean_abs_error'].get(str(b), float('nan')):.1f}%.", ""]
+        lines += [f"Not reachable: {u['name']}: {u['why']}." for u in result.get("unreachable", []) if u["batch"] == b]
     return "\n".join(lines)
 
 
