@@ -115,11 +115,11 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
     from vitc.checks.profile import ProfileSettings, profile_latency
     from vitc.checks.settings import BenchSettings
     from vitc.core.artifacts import read_header
+    from vitc.core.errors import UsageError
     from vitc.core.fileio import write_json, write_text
     from vitc.core.flops import model_macs
     from vitc.core.latency import load_latency
     from vitc.core.progress import log
-    from vitc.core.errors import UsageError
     from vitc.core.token_select import default_stages
     from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup
 
