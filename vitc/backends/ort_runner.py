@@ -14,8 +14,9 @@
   after each run, and when several sessions are timed alternately (``vitc bench --compare``, a stacked
   bench, ``vitc profile``'s paired probes) one session's spinners take the cores from the next: on 2 threads
   a 1-block DeiT-S probe at batch 1 ran 2.4x slower and the dense model 1.6x slower in alternation than
-  alone. Alone, a session runs as fast either way (measured within noise); ``spinning=True`` restores
-  ONNX Runtime's default.
+  alone. Alone, a session without spinning is as fast on DeiT-S but slower on tiny models (vit-micro: +31%
+  at batch 1, +11% at 32), so absolute times of tiny models are conservative; ``spinning=True`` restores
+  ONNX Runtime's default (measure one session alone that way).
 """
 
 from __future__ import annotations
