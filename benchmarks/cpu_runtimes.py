@@ -67,7 +67,6 @@ def time_budget(latency: str | os.PathLike[str], dense: Path, combined: Path) ->
     from vitc.core.latency import load_latency
 
     model = load_latency(latency)
-    per_mac = None
     parts: dict[str, dict[str, float]] = {}
     for name, artifact in (("dense", dense), ("combined", combined)):
         spec = read_header(artifact)[0]
@@ -76,15 +75,12 @@ def time_budget(latency: str | os.PathLike[str], dense: Path, combined: Path) ->
         rows = {"fixed (patch embedding, head, the call)": (pred["fixed_ms"], patch_embed_macs(spec) + head_macs(spec)),
                 "blocks": (sum(b["block_ms"] for b in pred["blocks"]), sum(m.total - m.predictor for m in macs)),
                 "token selection (predictors, TopK, gather)": (sum(b["selection_ms"] for b in pred["blocks"]),
-                                                               sum(m.predictor for m in macs))}
-        if per_mac is None:
-            per_mac = pred["latency_ms"] / model_macs(spec)  # the dense model's ms per MAC: "ideal" scaling
+                                                               sum(m.predictor for m in macs)),
+                "total": (pred["latency_ms"], model_macs(spec))}
         for part, (ms, part_macs) in rows.items():
             parts.setdefault(part, {})[f"{name}_ms"] = ms
             parts[part][f"{name}_macs"] = part_macs
-        parts.setdefault("total", {})[f"{name}_ms"] = pred["latency_ms"]
-        parts["total"][f"{name}_macs"] = model_macs(spec)
-    assert per_mac is not None
+    per_mac = parts["total"]["dense_ms"] / parts["total"]["dense_macs"]  # the dense model's ms per MAC: "ideal" scaling
     for row in parts.values():
         row["ideal_ms"] = row["combined_macs"] * per_mac
         row["over_ideal_ms"] = row["combined_ms"] - row["ideal_ms"]

@@ -57,8 +57,6 @@ def rewrite_artifact(src: Path, dst: Path, *, spec_edit: dict[str, Any] | None =
     return dst
 
 
-
-
 # ---- 2. output locations -----------------------------------------------------------------------------
 
 

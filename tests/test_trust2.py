@@ -38,8 +38,6 @@ def temporaries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*.tmp"))
 
 
-
-
 # ---- 1. no command writes over its own input ---------------------------------------------------------------
 
 def _symlink(p: Path) -> str:

@@ -328,7 +328,7 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     measurements = on_common_time_base(list(done.values()))
-    model_ = fit_latency(spec, grid, measurements, settings, env or environment())
+    model_ = fit_latency(spec, grid, measurements, settings, env)
     result = model_.to_dict()
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out, result)
