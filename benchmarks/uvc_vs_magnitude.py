@@ -90,7 +90,7 @@ def run_magnitude(model: str, data: str, budget: float, work: Path, finetune_epo
                       work / "finetune")
     row = {
         "keep_fraction": fraction,
-        "top1_before_finetune": evaluate_target(str(oneshot), data)["top1"],
+        "top1_before_finetune": evaluate_target(str(oneshot), data).top1,
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     save_uvc(done, net.cpu(), spec, masks, {"method": "magnitude", "budget": budget, "finetune_epochs": finetune_epochs,
@@ -100,7 +100,7 @@ def run_magnitude(model: str, data: str, budget: float, work: Path, finetune_epo
 
 def evaluate_materialized(artifact: str, data: str, work: Path) -> dict[str, Any]:
     m = materialize(artifact, work / "materialized.safetensors")
-    top1 = evaluate_target(m["artifact"], data)["top1"]
+    top1 = evaluate_target(m["artifact"], data).top1
     return {"macs_ratio": m["macs_after"] / m["macs_before"], "macs": m["macs_after"], "params": m["params_after"],
             "blocks_kept": m["blocks_kept"], "max_abs_diff": m["max_abs_diff"], "top1": top1,
             "materialized": m["artifact"]}
@@ -128,7 +128,7 @@ def compare(model: str, data: str, budget: float, uvc_artifact: str | None, epoc
                **evaluate_materialized(uvc_artifact, data, work / "uvc-eval")}
     mag = run_magnitude(model, data, budget, work / "magnitude", ft, options, reuse=reuse)
     mag_row = {**mag, **evaluate_materialized(mag["artifact"], data, work / "magnitude")}
-    dense_top1 = evaluate_target(model, data)["top1"]
+    dense_top1 = evaluate_target(model, data).top1
     result = {
         "benchmark": "uvc_vs_magnitude",
         "model": model,

@@ -138,7 +138,7 @@ def test_the_pipeline_builds_on_the_uvc_run_with_that_budget(uvc_section: dict |
     cfg = config_from_dict(raw)
     stages = Pipeline(cfg, Path("unused")).plan()
     assert [s.name for s in stages if s.name.endswith("/compress")] == expect
-    added = next(s for s in cfg.methods["uvc"].runs if s.budget == 0.4)
+    added = next(r.settings for r in cfg.methods["uvc"].runs if r.settings.budget == 0.4)
     assert added.epochs == (uvc_section or {}).get("epochs", METHODS["uvc"].settings(budget=0.4).epochs)
     combined = next(s for s in stages if s.name == "uvc-0.40+dynamicvit-0.70/compress")
     assert combined.inputs == [Path("unused/uvc-0.40/materialized.safetensors")]

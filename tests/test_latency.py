@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from tests.conftest import VITC, one_error_line, subprocess_env
-from vitc.checks.profile import Grid, ProfileSettings, fit_latency, plan_grid, probes
+from vitc.checks.profile import ProfileSettings, fit_latency
 from vitc.core.errors import UsageError
 from vitc.core.flops import model_macs
-from vitc.core.latency import LatencyModel, interp1, load_latency, monotone
+from vitc.core.latency import Grid, LatencyModel, interp1, load_latency, monotone, probes
 from vitc.core.models import resolve_model, resolve_spec
 from vitc.core.spec import BlockSpec, ViTSpec
 
@@ -50,7 +50,7 @@ def _probe_ms(spec: ViTSpec) -> float:
 def synthetic_model(name: str = "vit-micro", **grid: int) -> LatencyModel:
     spec = resolve_spec(name)
     settings = ProfileSettings(backend="torch", **grid)
-    g = plan_grid(spec, settings)
+    g = settings.grid(spec)
     measured = [{"key": p.key, "kind": p.kind, "median_ms": _probe_ms(p.spec)} for p in probes(spec, g)]
     return fit_latency(spec, g, measured, settings, {})
 
@@ -62,7 +62,7 @@ def synthetic_model(name: str = "vit-micro", **grid: int) -> LatencyModel:
 
 def test_grid_spans_one_token_to_the_full_input_and_one_head_to_all():
     spec = resolve_spec("deit_small_patch16_224")
-    g = plan_grid(spec, ProfileSettings())
+    g = ProfileSettings().grid(spec)
     assert g.sides[0] == 1 and g.sides[-1] == 14 and len(g.sides) == 6
     assert g.tokens(spec) == [s * s + 1 for s in g.sides] and g.tokens(spec)[-1] == 197
     assert g.heads == [1, 4, 6] and g.mlp == [192, 640, 1088, 1536]
@@ -376,10 +376,10 @@ def test_pipeline_yaml_takes_a_target_beside_a_macs_budget(tmp_path):
         {"budget": 0.5}, {"target_speedup": 2.0, "latency": str(lat)}]}, "dynamicvit": {"target_speedup": 1.5, "latency": str(lat)}},
         "p.yaml")
     uvc = cfg.methods["uvc"]
-    assert [uvc.method.run_name(s) for s in uvc.runs] == ["uvc-0.50", "uvc-x2.00"]
+    assert [uvc.method.run_name(r.settings) for r in uvc.runs] == ["uvc-0.50", "uvc-x2.00"]
     assert uvc.values == [0.5, "x2.00"]  # a target is never taken for the MACs budget of the same number
-    assert uvc.runs[1].budget == 0.5 and uvc.runs[1].resource_name == "latency"
-    assert cfg.methods["dynamicvit"].runs[0].target_speedup == 1.5
+    assert uvc.runs[1].settings.budget == 0.5 and uvc.runs[1].settings.resource_name == "latency"
+    assert cfg.methods["dynamicvit"].runs[0].settings.target_speedup == 1.5
     with pytest.raises(UsageError, match=r"'uvc.runs\[0\].target_speedup' needs 'uvc.runs\[0\].latency'|target_speedup.*needs.*latency"):
         config_from_dict({"model": "vit-micro", "data": "digits", "uvc": {"runs": [{"target_speedup": 2.0}]}}, "p.yaml")
     with pytest.raises(UsageError, match="no such latency profile: missing.json"):

@@ -112,8 +112,8 @@ def test_int8_keeps_top1_of_a_trained_model_on_real_images(trained):
 
     fp32 = evaluate_target(trained["onnx"], "digits", backend="onnxruntime")
     int8 = evaluate_target(trained["int8"], "digits", backend="openvino")
-    assert fp32["top1"] > 80  # trained: the logits carry class evidence that INT8 could lose
-    assert abs(int8["top1"] - fp32["top1"]) <= 1.5, (fp32, int8)
+    assert fp32.top1 > 80  # trained: the logits carry class evidence that INT8 could lose
+    assert abs(int8.top1 - fp32.top1) <= 1.5, (fp32, int8)
     report = verify_onnx(trained["int8"], trained["artifact"], data="digits", backend="openvino", threads=1)
     assert report and report.stat == "cosine" and report.errors.top1_agreement >= 95.0, report.summary()
 
@@ -190,18 +190,20 @@ def test_stacked_bench_gives_speedups_gflops_and_the_peak(dense, nano_int8):
                                  "--min-iters", "3", "--min-seconds", "0", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["mode"] == "stack" and report["reference"]["backend"] == "onnxruntime"
+    assert report["reference"] == dense["onnx"] and report["targets"][0]["backend"] == "onnxruntime"
     assert [t["label"] for t in report["targets"]] == ["onnxruntime fp32 on cpu", "openvino fp32 on cpu", "openvino int8 on cpu"]
     assert [t["macs_ratio"] for t in report["targets"]] == [1.0, 1.0, 1.0]
     (res,) = report["results"]
     rows = res["rows"]
     assert res["rounds"] == 3 and all(x["iterations"] == 3 for x in rows)
-    assert rows[0]["speedup"] == 1.0 and all(x["speedup"] > 0 for x in rows)
-    peak = report["reference"]["peak"]
-    assert peak["gflops"] > 0 and peak["n"] == 2048 and peak["threads"] >= 1
-    for x in rows:
-        assert x["gflops"] == pytest.approx(2 * report["reference"]["macs"] * x["images_per_s"] / 1e9)
-        assert x["peak_fraction"] == pytest.approx(x["gflops"] / peak["gflops"])
+    assert rows[0]["speedup"] == 1.0 and all(x["speedup_paired"] is not None for x in rows)
+    peaks = {p["precision"]: p for p in res["peaks"]}  # one GEMM per precision, timed in the same rounds
+    assert set(peaks) == {"fp32", "int8"} and all(p["gflops"] > 0 and p["iterations"] == 3 and p["threads"] >= 1
+                                                 for p in peaks.values())
+    macs = report["targets"][0]["macs"]
+    for x, target in zip(rows, report["targets"]):
+        assert x["gflops"] == pytest.approx(2 * macs * x["images_per_s"] / 1e9)
+        assert x["peak_fraction"] == pytest.approx(x["gflops"] / peaks[target["precision"]]["gflops"])
 
 
 @pytest.mark.slow
@@ -234,6 +236,6 @@ def test_pipeline_with_openvino_reports_the_stacked_columns(tmp_path):
 
 
 def test_pipelines_bench_openvino_only_when_asked():
-    from vitc.pipeline.config import BenchStage
+    from vitc.pipeline.config import DeployStage
 
-    assert "openvino" not in BenchStage().backends and "onnxruntime" in BenchStage().backends
+    assert "openvino" not in DeployStage().backends and "onnxruntime" in DeployStage().backends

@@ -105,6 +105,6 @@ def test_eval_of_an_exported_onnx_matches_pytorch(tmp_path_factory):
     onnx_result = json.loads(r.stdout)
     torch_result = evaluate_target(dense["artifact"], "digits", device="cpu")
     assert (onnx_result["backend"], onnx_result["precision"], onnx_result["images"]) == ("onnxruntime", "fp32", 360)
-    assert onnx_result["top1"] == torch_result["top1"] and onnx_result["top5"] == torch_result["top5"]
+    assert onnx_result["top1"] == torch_result.top1 and onnx_result["top5"] == torch_result.top5
     with load_runner(dense["onnx"], device="cpu", threads=1) as runner:
         assert isinstance(runner, OrtRunner) and runner.spec.name == "vit-nano"

@@ -57,10 +57,10 @@ def test_example_yaml_is_valid(tmp_path):
     p.write_text(text)
     cfg = load_config(p)
     uvc, dynamicvit = cfg.methods["uvc"], cfg.methods["dynamicvit"]
-    assert uvc.values == [0.5] and uvc.runs[0].finetune_epochs == 120
-    assert dynamicvit.runs[0].keep_ratio == 0.7
+    assert uvc.values == [0.5] and uvc.runs[0].settings.finetune_epochs == 120
+    assert dynamicvit.runs[0].settings.keep_ratio == 0.7
     both = cfg.methods["uvc+dynamicvit"]
-    assert both.parent_value == 0.5 and both.runs[0].keep_ratio == 0.7 and both.materialize == [0.5, 0.7, 0.9]
+    assert both.parent_value == 0.5 and both.runs[0].settings.keep_ratio == 0.7 and both.materialize == [0.5, 0.7, 0.9]
     assert uvc.values == [0.5]  # the combined run builds on the listed UVC run, no second one
     assert cfg.distributed.nproc_per_node == 8
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from vitc.backends import detect_backend, load_runner
 from vitc.backends.torch_runner import TorchRunner
-from vitc.checks.bench import BenchSettings, compare_report, synthetic_batch
+from vitc.checks.bench import BenchSettings, bench, synthetic_batch
 from vitc.cli import cli
 from vitc.core.artifacts import save_model
 from vitc.core.errors import UsageError
@@ -97,12 +97,15 @@ def test_bench_cli_on_an_onnx_file(nano):
                                  "--warmup-ms", "0", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert (report["backend"], report["precision"], report["model"]) == ("onnxruntime", "fp32", "vit-nano")
+    (target,) = report["targets"]
+    assert (target["backend"], target["precision"], target["model"]) == ("onnxruntime", "fp32", "vit-nano")
     assert [x["batch"] for x in report["results"]] == [1, 4]
-    for x in report["results"]:
+    for res in report["results"]:
+        (x,) = res["rows"]
         assert x["iterations"] == 3 and x["images_per_s"] > 0 and x["gpu_compute_ms"] is None
         assert x["latency_ms"]["min"] <= x["latency_ms"]["median"] <= x["latency_ms"]["p99"] <= x["latency_ms"]["max"]
-    assert report["environment"]["versions"]["onnxruntime"] and report["runner"]["providers"] == ["CPUExecutionProvider"]
+        assert x["peak_fraction"] == pytest.approx(x["gflops"] / res["peaks"][0]["gflops"])  # of the fp32 GEMM, same rounds
+    assert report["environment"]["versions"]["onnxruntime"] and target["runner"]["providers"] == ["CPUExecutionProvider"]
 
 
 def test_compare_accepts_two_precisions_and_labels_each_side():
@@ -110,7 +113,8 @@ def test_compare_accepts_two_precisions_and_labels_each_side():
     model, spec = resolve_model("vit-nano")
     fp32 = TorchRunner(copy.deepcopy(model), spec, device="cpu")
     bf16 = TorchRunner(copy.deepcopy(model), spec, device="cpu", precision="bf16")
-    report = compare_report(fp32, bf16, [1], BenchSettings(warmup_ms=0, min_iters=1, min_seconds=0))
-    assert report["a"]["label"] == "torch fp32 on cpu" and report["b"]["label"] == "torch bf16 on cpu"
-    assert any("A runs torch fp32 and B torch bf16" in w for w in report["warnings"])
-    assert report["results"][0]["speedup"] > 0
+    report = bench([fp32, bf16], ["fp32", "bf16"], BenchSettings(batch_sizes=[1], warmup_ms=0, min_iters=1, min_seconds=0,
+                                                                  peak=False))
+    assert [t.label for t in report.targets] == ["torch fp32 on cpu", "torch bf16 on cpu"]
+    assert any("torch bf16, torch fp32" in w for w in report.warnings)
+    assert report.row(1, 1).speedup_paired is not None

@@ -275,7 +275,8 @@ def test_the_whole_yaml_is_validated_before_any_work(tmp_path: Path, edit: dict[
 def test_int8_with_synthetic_calibration_data_is_refused_before_work(tmp_path: Path) -> None:
     raw = {**BASE, "data": "synthetic:64", "export": {"fp16": False, "int8": True}}
     out = tmp_path / "run"
-    fails(invoke("run", write_yaml(tmp_path / "p.yaml", raw), "--out", out), 2, "'export.int8' needs real calibration images")
+    fails(invoke("run", write_yaml(tmp_path / "p.yaml", raw), "--out", out), 2,
+          "'deploy.precisions' lists int8, which needs real calibration images")
     assert not out.exists()
 
 
@@ -412,8 +413,9 @@ def test_compare_accepts_fp32_against_int8_and_labels_both(dense: dict, tmp_path
                "--warmup-ms", "0", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert (report["a"]["precision"], report["b"]["precision"]) == ("fp32", "int8")
-    assert report["b"]["label"].startswith("onnxruntime int8") and any("B onnxruntime int8" in w for w in report["warnings"])
+    assert [t["precision"] for t in report["targets"]] == ["fp32", "int8"]
+    assert report["targets"][1]["label"].startswith("onnxruntime int8")
+    assert any("onnxruntime fp32, onnxruntime int8" in w for w in report["warnings"])
 
 
 # ---- 10. provenance and discovery ---------------------------------------------------------------------

@@ -18,18 +18,33 @@ if TYPE_CHECKING:
     from vitc.backends.base import Runner
 
 
+ARTIFACT, ONNX, BUILT = "artifact", "onnx", "built"  # what a backend runs: vitc artifacts, ONNX files, files it builds
+
+
 @dataclass(frozen=True)
 class Backend:
-    """One backend: its runner (``module:Class``, imported on use), what it needs, the files it opens by
-    default (suffixes) and the runner options only it understands."""
+    """One backend: what it runs and needs, how it is named, what a deployment makes for it, and its runner options.
+
+    ``reads``: ARTIFACT (a vitc artifact or model name, computing in any ``precisions``), ONNX (vitc's ONNX
+    files: fp32, an FP16 export, an INT8 Q/DQ file) or BUILT (a file its ``builder`` makes from such an ONNX).
+    ``precisions``: what a deployment (:func:`vitc.backends.deploy.deploy`, the pipeline) makes for it, the first
+    being its default. ``short``: the report's format label. ``available``: ``module:function`` returning why it
+    cannot run here (None when it can), for backends that need more than the package's dependencies."""
 
     name: str
+    title: str
     runner: str
     needs: str
+    reads: str
+    short: str
+    precisions: tuple[str, ...]
     suffixes: tuple[str, ...] = ()
     options: frozenset[str] = frozenset()
     builder: str | None = None  # ``module:function`` behind ``vitc build --backend NAME`` (ONNX → deployable file)
     build_settings: str | None = None  # ``module:Class``: that builder's settings dataclass
+    build_summary: str | None = None  # ``module:function``: the builder's report as one or two lines of text
+    available: str | None = None
+    markers: tuple[tuple[str, str], ...] = ()  # (precision, matplotlib marker) in the report's plot
 
     def runner_class(self) -> Any:
         return _resolve(self.runner)
@@ -46,6 +61,25 @@ class Backend:
         result: dict[str, Any] = _resolve(self.builder)(onnx, out, settings)
         return result
 
+    def describe_build(self, report: dict[str, Any]) -> str:
+        return str(_resolve(self.build_summary)(report)) if self.build_summary else str(report)
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run on this machine, or None."""
+        return _resolve(self.available)() if self.available else None
+
+    def format_label(self, precision: str) -> str:
+        """How the report names a file of this backend and precision (``onnx int8``, ``trt fp16``, ``pytorch``)."""
+        return self.short if self.reads == ARTIFACT else f"{self.short} {precision}"
+
+    def marker(self, precision: str) -> str:
+        return dict(self.markers).get(precision, "o")
+
+    @property
+    def built_suffix(self) -> str:
+        """The file a build writes (``.engine``, ``.xml``)."""
+        return self.suffixes[0] if self.suffixes else ""
+
 
 def _resolve(ref: str) -> Any:
     module, attr = ref.split(":")
@@ -53,22 +87,43 @@ def _resolve(ref: str) -> Any:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("torch", "vitc.backends.torch_runner:TorchRunner", "PyTorch (CPU, or a CUDA GPU for fp16/compile/CUDA graphs)",
-            options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint"})),
-    Backend("onnxruntime", "vitc.backends.ort_runner:OrtRunner", "onnxruntime (its CUDA provider needs onnxruntime-gpu)",
-            suffixes=(".onnx",), options=frozenset({"threads", "providers", "optimization", "spinning"})),
-    Backend("tensorrt", "vitc.backends.tensorrt.runner:TensorRTRunner", "TensorRT >= 10 and a CUDA GPU",
-            suffixes=(".engine", ".plan", ".trt"), options=frozenset({"cuda_graph"}),
-            builder="vitc.backends.tensorrt.build:build_engine", build_settings="vitc.backends.tensorrt.build:BuildSettings"),
-    Backend("openvino", "vitc.backends.openvino_runner:OpenVinoRunner", "OpenVINO (pip install 'vitc[openvino]'; runs on the CPU)",
-            suffixes=(".onnx", ".xml"), options=frozenset({"threads", "cache_dir"}),
-            builder="vitc.backends.openvino_build:build_ir", build_settings="vitc.backends.openvino_build:OpenVinoBuildSettings"),
+    Backend("torch", "PyTorch", "vitc.backends.torch_runner:TorchRunner",
+            "PyTorch (CPU, or a CUDA GPU for fp16/compile/CUDA graphs)", reads=ARTIFACT, short="pytorch",
+            precisions=("fp32", "fp16", "bf16"), options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint", "threads"}),
+            markers=(("fp32", "P"), ("fp16", "X"), ("bf16", "X"))),
+    Backend("onnxruntime", "ONNX Runtime", "vitc.backends.ort_runner:OrtRunner",
+            "onnxruntime (its CUDA provider needs onnxruntime-gpu)", reads=ONNX, short="onnx",
+            precisions=("fp32", "fp16", "int8"), suffixes=(".onnx",),
+            options=frozenset({"threads", "providers", "optimization", "spinning"}),
+            markers=(("fp32", "o"), ("fp16", "s"), ("int8", "D"))),
+    Backend("tensorrt", "TensorRT", "vitc.backends.tensorrt.runner:TensorRTRunner", "TensorRT >= 10 and a CUDA GPU",
+            reads=BUILT, short="trt", precisions=("fp16", "int8", "fp32"), suffixes=(".engine", ".plan", ".trt"),
+            options=frozenset({"cuda_graph"}), builder="vitc.backends.tensorrt.build:build_engine",
+            build_settings="vitc.backends.tensorrt.build:BuildSettings",
+            build_summary="vitc.backends.tensorrt.build:summary_line", available="vitc.backends.tensorrt.common:unavailable",
+            markers=(("fp32", "^"), ("fp16", "v"), ("int8", ">"))),
+    Backend("openvino", "OpenVINO", "vitc.backends.openvino_runner:OpenVinoRunner",
+            "OpenVINO (pip install 'vitc[openvino]'; runs on the CPU)", reads=ONNX, short="openvino",
+            precisions=("fp32", "fp16", "int8"), suffixes=(".onnx", ".xml"), options=frozenset({"threads", "cache_dir"}),
+            builder="vitc.backends.openvino_build:build_ir", build_settings="vitc.backends.openvino_build:OpenVinoBuildSettings",
+            build_summary="vitc.backends.openvino_build:summary_line", available="vitc.backends.openvino_runner:unavailable",
+            markers=(("fp32", "h"), ("fp16", "p"), ("int8", "d"))),
 )}
 BUILDERS = tuple(b.name for b in BACKENDS.values() if b.builder)
-# what a pipeline benches unless told: the optional CPU runtime only when asked (`bench.backends: [..., openvino]`)
+ONNX_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.reads == ONNX)  # backends that run vitc's ONNX files as they are
+# what a pipeline benches unless told: the optional CPU runtime only when asked (`deploy.backends: [..., openvino]`)
 DEFAULT_BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DEFAULT_BACKEND = "torch"  # artifacts and model names
+REFERENCE_BACKEND = "onnxruntime"  # every exported ONNX is verified through it; stacked speedups are over its dense fp32
 BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def split_target(target: str) -> tuple[str | None, str]:
+    """``"openvino:model.onnx"`` → ``("openvino", "model.onnx")``; a target without a backend prefix → ``(None, target)``."""
+    name, sep, rest = target.partition(":")
+    if sep and name in BACKENDS and rest:
+        return name, rest
+    return None, target
 
 
 def backend_help() -> str:
@@ -124,4 +179,6 @@ def load_runner(target: str, backend: str = "auto", device: str = "auto", precis
     return runner
 
 
-__all__ = ["BACKENDS", "BUILDERS", "DEFAULT_BENCH_BACKENDS", "Backend", "backend_help", "detect_backend", "load_runner"]
+__all__ = ["ARTIFACT", "BACKENDS", "BACKEND_CHOICES", "BUILDERS", "BUILT", "DEFAULT_BACKEND", "DEFAULT_BENCH_BACKENDS", "ONNX",
+           "ONNX_BACKENDS", "REFERENCE_BACKEND", "Backend", "backend_help", "check_backend", "detect_backend", "load_runner",
+           "split_target"]

@@ -27,6 +27,7 @@ class Runner(ABC):
 
     backend: str = "?"
     static_batch: int | None = None  # a graph fixed to one batch size (runs other sizes in chunks of it)
+    output_classes: int | None = None  # logits per image, where the backend's graph declares it (checked by verify)
 
     def __init__(self, spec: ViTSpec | None, input_shape: tuple[int, int, int], precision: str, device: str) -> None:
         self.spec = spec
@@ -66,6 +67,19 @@ class Runner(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision, "device": self.device}
+
+    def selection_probe(self, graph: Any, num_patches: int) -> Any:
+        """Runners of ONNX files: a callable ``x -> (logits, TopK indices per stage)`` over ``graph`` (the file's
+        ONNX), so verification judges this backend's own token decisions."""
+        raise UsageError(f"the {self.backend} runner cannot report its kept tokens")
+
+    def compute_threads(self) -> int | None:
+        """The CPU threads this runner computes with (None on a GPU): the bench's GEMM peak uses as many."""
+        if self.device != "cpu":
+            return None
+        from vitc.core.device import cpu_cores
+
+        return getattr(self, "threads", None) or cpu_cores()
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release the backend's resources (sessions, device buffers)."""

@@ -86,3 +86,10 @@ def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], set
             "precision": runner.precision, "inference_precision": info["inference_precision"], "openvino": version,
             "cache_dir": str(cache), "compile_seconds": round(seconds, 3), "threads": info["threads"],
             "onnx": str(onnx_path), "onnx_sha256": record["vitc.openvino_source_sha256"]}
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """The build report as the two lines `vitc build` prints."""
+    return (f"wrote {r['ir']} + {Path(r['weights']).name} ({r['ir_bytes'] / 2**20:.1f} MiB, {r['precision']}, inference "
+            f"precision {r['inference_precision']}, OpenVINO {r['openvino'].split('-')[0]})\n"
+            f"compiled in {r['compile_seconds']:.1f} s ({r['threads']} threads); cache {r['cache_dir']}")

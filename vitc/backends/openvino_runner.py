@@ -53,6 +53,11 @@ def openvino_version() -> str | None:
     return str(openvino.get_version())
 
 
+def unavailable() -> str | None:
+    """Why OpenVINO cannot run here (the package is missing), or None."""
+    return None if openvino_version() is not None else INSTALL_HINT
+
+
 def require_openvino() -> str:
     version = openvino_version()
     if version is None:
@@ -215,12 +220,14 @@ class OpenVinoRunner(HostArrayRunner):
     def _once(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._request.infer({0: x}, share_inputs=True)[self._output])
 
-    def selection_probe(self, index_names: list[str], num_patches: int) -> SelectionProbe:
-        """This model compiled with the named TopK index tensors as extra outputs (what
+    def selection_probe(self, graph: Any, num_patches: int) -> SelectionProbe:
+        """This model compiled with the TopK index tensors of ``graph`` (its ONNX) as extra outputs (what
         :class:`vitc.onnx.selection.SelectionProbe` does with ONNX Runtime), so verification judges
         OpenVINO's own token decisions."""
+        from vitc.onnx.selection import topk_index_outputs
+
         model = self._model.clone()
-        model.add_outputs(list(index_names))
+        model.add_outputs(list(topk_index_outputs(graph)))
         return SelectionProbe(self.core.compile_model(model, "CPU", self.config), self.input_dtype, num_patches)
 
     def describe(self) -> dict[str, Any]:

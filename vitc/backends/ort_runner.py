@@ -108,6 +108,7 @@ class OrtRunner(HostArrayRunner):
         if inp.type not in _NUMPY_TYPES:
             raise UsageError(f"{self.path}: input {inp.name} has type {inp.type}; expected a float image tensor")
         self.input_name, self.output_name = inp.name, out.name
+        self.output_classes = out.shape[-1] if out.shape and isinstance(out.shape[-1], int) else None
         self.input_dtype = _NUMPY_TYPES[inp.type]
         self.static_batch: int | None = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.keep_ratio = float(meta[META_KEEP_RATIO]) if META_KEEP_RATIO in meta else None
@@ -118,6 +119,13 @@ class OrtRunner(HostArrayRunner):
 
     def _once(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def selection_probe(self, graph: Any, num_patches: int) -> Any:
+        """A session over ``graph`` (this file's ONNX) with its TopK indices as outputs: the kept tokens of each
+        stage, for verification (:class:`vitc.onnx.selection.SelectionProbe`)."""
+        from vitc.onnx.selection import SelectionProbe
+
+        return SelectionProbe(graph, num_patches, self.session.get_providers(), self.threads)
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

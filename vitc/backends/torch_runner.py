@@ -25,7 +25,8 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, model: nn.Module, spec: ViTSpec | None, device: str = "auto", precision: str = "fp32",
-                 compile: bool = False, cuda_graph: bool = False, compile_mode: str = COMPILE_MODE) -> None:
+                 compile: bool = False, cuda_graph: bool = False, compile_mode: str = COMPILE_MODE,
+                 threads: int | None = None) -> None:
         if precision not in _DTYPES:
             raise UsageError(f"torch precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
         from vitc.core.device import pick_device
@@ -37,6 +38,10 @@ class TorchRunner(Runner):
             raise UsageError("fp16 on the torch backend needs --device cuda (use bf16 or fp32 on CPU)")
         if (compile or cuda_graph) and dev.type != "cuda":
             raise UsageError("--compile/--cuda-graph need a CUDA device")
+        if threads is not None and dev.type == "cpu":
+            if threads < 1:
+                raise UsageError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)  # torch's intra-op pool is per process
         shape = spec.input_shape if spec is not None else _infer_input_shape(model)
         super().__init__(spec, shape, precision, str(dev))
         self.dtype = _DTYPES[precision]
@@ -100,6 +105,9 @@ class TorchRunner(Runner):
     def synchronize(self) -> None:
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
+
+    def compute_threads(self) -> int | None:
+        return torch.get_num_threads() if self.torch_device.type == "cpu" else None
 
     def describe(self) -> dict[str, Any]:
         threads = {"threads": torch.get_num_threads()} if self.torch_device.type == "cpu" else {}

@@ -1,105 +1,191 @@
-"""Throughput and latency measured the trtexec way through any runner, and A/B speedups that hold on
-noisy machines.
+"""The one bench protocol: N runners timed round-robin, the trtexec way, against a reference; typed results.
 
-Protocol, per batch size (trtexec's, with its defaults' spirit):
+Every measurement of speed in vitc goes through :func:`bench` — ``vitc bench TARGET`` (N = 1), ``vitc bench
+--compare A B`` (N = 2, A the reference), ``vitc bench REF T1 T2 ...`` (the stacked bench), the pipeline's bench
+stages, ``vitc profile``'s paired probes, ``vitc tune`` and the benchmarks. Per batch size:
 
-* Input: a synthetic batch of the target's own input shape (seeded normal noise; throughput
-  depends on shapes, not values), **staged on the device once** — timed iterations exclude host↔device
-  copies, like ``trtexec --noDataTransfers``.
-* Warm-up: one call (this is where ``torch.compile``, CUDA-graph capture and lazy allocations
-  happen), then iterate for ``warmup_ms`` more, so a long compile does not eat the warm-up.
-* Timed loop: iterate until **both** ``min_iters`` iterations and ``min_seconds`` of wall time are
-  reached. Each iteration's latency is ``time.perf_counter`` around the call plus a device
-  synchronize (ms); unlike trtexec, no batch is enqueued ahead of the running one, so images/s
-  includes the launch gap between iterations (small with ``--cuda-graph``). On CUDA, ``torch.cuda.Event``
-  pairs on the runner's stream also give the GPU compute time (ms) — where the backend exposes its
-  stream (torch, TensorRT; not ONNX Runtime).
-* Reported: images/s = batch × iterations / wall time of the timed loop; latency min/median/mean/
-  p90/p95/p99/max/std (percentiles by linear interpolation); the coefficient of variation
-  CV = std/mean of GPU compute time where measured, else of latency, with a warning above
-  ``CV_WARN`` = 0.10 (the numbers are noisy: other load, clock scaling).
+* Input: a synthetic batch of each target's own input shape (seeded normal noise; throughput depends on
+  shapes, not values), **staged on the device once** — timed iterations exclude host↔device copies, like
+  ``trtexec --noDataTransfers``.
+* Warm-up, per participant: one call (``torch.compile``, CUDA-graph capture and lazy allocations happen
+  here), then ``warmup_ms`` more of iterations, so a long compile does not eat the warm-up.
+* Timed rounds: every participant runs once per round, in order (R, T1, T2, ..., R, T1, ...), until each has
+  ``min_iters`` iterations and ``min_seconds`` of its own accumulated latency (``seconds_of="all"``: of all
+  together). A participant's latency is ``time.perf_counter`` around the call plus a device synchronize (ms);
+  on CUDA, ``torch.cuda.Event`` pairs on the runner's stream also give the GPU compute time. Alternation makes
+  slow drifts of a shared machine hit every participant alike.
+* The peak: with ``peak`` on (the default), a GEMM of each precision present (:class:`vitc.checks.peak.PeakGemm`)
+  is one more participant of the same rounds, so a file's share of the peak is of a peak measured under the
+  same load.
+* Reported per target and batch (:class:`Row`): images/s = batch × iterations / its accumulated time; latency
+  min/median/mean/p90/p95/p99/max/std; the coefficient of variation CV = std/mean (of GPU compute time where
+  measured), with a warning above ``CV_WARN``; achieved GFLOP/s = 2 · MACs · images/s (GOP/s for INT8) and its
+  share of the GEMM peak of its precision; with a reference, the speedup over it: median latency ratio
+  (``speedup``), the median of the per-round ratios R_i / T_i (``speedup_paired``, with its IQR), the throughput
+  ratio and the GPU-compute ratio.
 
-``compare`` runs two targets **alternately** (A, B, A, B, ...) at each batch size, so slow drifts of
-the machine hit both equally, and reports the speedup of B over A as median latency(A) / median
-latency(B), plus the median of the per-round ratios A_i/B_i. Each side needs ``min_iters``
-iterations and ``min_seconds`` of its own accumulated latency; its images/s is batch × iterations /
-that accumulated time. The sides may differ in backend and precision (each is labelled).
-
-``stack`` runs a reference and any number of targets round-robin (R, T1, T2, ..., R, T1, ...): each
-target's *stacked* speedup over the reference — the dense fp32 model on the reference backend — across
-method × precision × backend, from the same paired protocol. A target may name its backend as
-``BACKEND:PATH`` (``openvino:model.int8.onnx``).
-
-Names: ``speedup`` is always reference (dense) time / target (compressed) time, > 1 when faster;
-``macs_ratio`` is always target (compressed) MACs / reference (dense) MACs, < 1 when smaller.
-
-Where the runner has a spec, each batch result also carries the achieved ``gflops`` (2 · MACs ·
-images/s / 1e9) and, on a CPU, ``peak_fraction``: that over the GFLOP/s of an fp32 2048³ GEMM measured
-on the same threads (:mod:`vitc.checks.peak`, recorded in the report as ``peak``).
+Names: ``speedup`` is always reference time / target time (> 1 when the target is faster); ``macs_ratio`` is
+target MACs / reference MACs (< 1 when smaller). The JSON form is :meth:`BenchResult.to_dict` (``format``
+``vitc.bench/2``; one shape for every N), and :func:`format_bench` the one table.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from vitc.backends import BACKENDS, load_runner
+from vitc.backends import load_runner, split_target
 from vitc.backends.base import Runner
 from vitc.checks.environment import environment
 from vitc.checks.settings import BenchSettings
 from vitc.core.errors import UsageError
 from vitc.core.progress import log, progress
 
+BENCH_FORMAT = "vitc.bench/2"
 CV_WARN = 0.10
 
 
 # ------------------------------------------------------------------------------------------------
-# statistics
+# typed results
 # ------------------------------------------------------------------------------------------------
 
-def latency_stats(ms: Sequence[float]) -> dict[str, float]:
-    """min/median/mean/p90/p95/p99/max/std (sample std) of per-iteration times in ms."""
-    a = np.asarray(ms, dtype=np.float64)
-    if a.size == 0:
-        raise ValueError("no samples")
-    p90, p95, p99 = np.percentile(a, [90, 95, 99])
-    return {
-        "min": float(a.min()), "median": float(np.median(a)), "mean": float(a.mean()),
-        "p90": float(p90), "p95": float(p95), "p99": float(p99), "max": float(a.max()),
-        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-    }
+@dataclass
+class Stats:
+    """min/median/mean/p90/p95/p99/max/std (sample std) of per-iteration times, ms."""
+
+    min: float
+    median: float
+    mean: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    std: float
+
+    @classmethod
+    def of(cls, ms: Sequence[float]) -> Stats:
+        a = np.asarray(ms, dtype=np.float64)
+        if a.size == 0:
+            raise ValueError("no samples")
+        p90, p95, p99 = np.percentile(a, [90, 95, 99])
+        return cls(min=float(a.min()), median=float(np.median(a)), mean=float(a.mean()), p90=float(p90), p95=float(p95),
+                   p99=float(p99), max=float(a.max()), std=float(a.std(ddof=1)) if a.size > 1 else 0.0)
 
 
-def batch_result(batch: int, latency_ms: Sequence[float], wall_s: float, gpu_ms: Sequence[float] | None = None) -> dict[str, Any]:
-    """One batch size's report: images/s, latency and GPU-compute stats, CV and its warning."""
-    lat = latency_stats(latency_ms)
-    gpu = latency_stats(gpu_ms) if gpu_ms else None
-    basis, basis_name = (gpu, "gpu_compute") if gpu else (lat, "latency")
-    cv = basis["std"] / basis["mean"] if basis["mean"] > 0 else 0.0
-    warning = None
-    if cv > CV_WARN:
-        warning = (f"batch {batch}: {basis_name} varies a lot (CV {cv:.2f} > {CV_WARN:.2f}); other load or clock "
-                   "scaling — trust ratios from --compare more than absolute times")
-    return {
-        "batch": batch,
-        "iterations": len(latency_ms),
-        "wall_s": wall_s,
-        "images_per_s": batch * len(latency_ms) / wall_s if wall_s > 0 else float("inf"),
-        "latency_ms": lat,
-        "gpu_compute_ms": gpu,
-        "cv": cv,
-        "cv_of": basis_name,
-        "warning": warning,
-    }
+@dataclass
+class Row:
+    """One target at one batch size."""
+
+    target: str
+    label: str  # "BACKEND PRECISION on DEVICE"
+    batch: int
+    iterations: int
+    seconds: float  # its accumulated timed latency
+    images_per_s: float
+    latency_ms: Stats
+    gpu_compute_ms: Stats | None = None
+    cv: float = 0.0
+    cv_of: str = "latency"
+    warning: str | None = None
+    gflops: float | None = None  # 2 · MACs · images/s (GOP/s for INT8)
+    peak_gflops: float | None = None  # the GEMM of its precision, timed in the same rounds
+    peak_fraction: float | None = None
+    speedup: float | None = None  # reference median / this median
+    speedup_paired: float | None = None  # median over rounds of reference_i / this_i
+    speedup_paired_iqr: list[float] | None = None
+    speedup_throughput: float | None = None
+    speedup_gpu_compute: float | None = None
+    latency_ratio_paired: float | None = None  # median over rounds of this_i / reference_i
+    predicted_latency_ms: float | None = None  # from a latency profile (--latency), at its batch size
+    predicted_speedup: float | None = None
+
+
+@dataclass
+class Peak:
+    """The GEMM of one precision, timed in the same rounds as the targets."""
+
+    precision: str
+    device: str
+    threads: int | None
+    n: int
+    how: str
+    gflops: float | None = None
+    median_ms: float | None = None
+    iterations: int = 0
+    missing: str | None = None  # why there is none (the device has no GEMM of this precision)
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    rounds: int
+    rows: list[Row]
+    peaks: list[Peak] = field(default_factory=list)
+
+
+@dataclass
+class Target:
+    """What one target is: its file, how it runs, its model and MACs."""
+
+    target: str
+    label: str
+    backend: str
+    precision: str
+    device: str
+    input_shape: list[int]
+    model: str | None
+    macs: int | None
+    macs_ratio: float | None  # its MACs / the reference's
+    runner: dict[str, Any]
+
+
+@dataclass
+class BenchResult:
+    """Every target at every batch size; ``reference`` names the one speedups are over (None for one target)."""
+
+    targets: list[Target]
+    results: list[BatchResult]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    reference: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    prediction: dict[str, Any] | None = None
+    format: str = BENCH_FORMAT
+
+    def row(self, target: int | str, batch: int) -> Row:
+        """The row of ``target`` (index or name) at ``batch``."""
+        index = target if isinstance(target, int) else [t.target for t in self.targets].index(target)
+        res = next((r for r in self.results if r.batch == batch), None)
+        if res is None:
+            raise KeyError(f"batch {batch} was not benched")
+        return res.rows[index]
+
+    def rows(self) -> Iterator[Row]:
+        for res in self.results:
+            yield from res.rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "reference": self.reference, "targets": [asdict(t) for t in self.targets],
+                "results": [asdict(r) for r in self.results], "settings": self.settings, "environment": self.environment,
+                "warnings": list(self.warnings), "prediction": self.prediction}
+
+    def to_text(self) -> str:
+        return format_bench(self)
 
 
 # ------------------------------------------------------------------------------------------------
 # timing
 # ------------------------------------------------------------------------------------------------
+
+def latency_stats(ms: Sequence[float]) -> dict[str, float]:
+    """:class:`Stats` of per-iteration times in ms, as a dict."""
+    return asdict(Stats.of(ms))
+
 
 def synthetic_batch(input_shape: Sequence[int], batch: int, seed: int = 0) -> np.ndarray:
     """Seeded standard-normal float32 images (batch, C, H, W) — the scale of normalised pixels."""
@@ -107,22 +193,23 @@ def synthetic_batch(input_shape: Sequence[int], batch: int, seed: int = 0) -> np
 
 
 class _Timed:
-    """One runner with one staged batch: each call runs it once and records host (and GPU) time."""
+    """One participant with one staged batch: each call runs it once and records host (and GPU) time."""
 
-    def __init__(self, runner: Runner, batch: int, seed: int) -> None:
+    def __init__(self, runner: Any, batch: int, seed: int) -> None:
         self.runner = runner
-        self.batch = batch
-        self.staged = runner.stage(synthetic_batch(runner.input_shape, batch, seed))
+        self.staged = runner.stage(synthetic_batch(runner.input_shape, batch, seed)) if isinstance(runner, Runner) else None
         self.stream = runner.cuda_stream()
         self.reset()
 
     def reset(self) -> None:
         self.host_ms: list[float] = []
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._events: list[tuple[Any, Any]] = []
 
     def __call__(self) -> float:
         start_ev = end_ev = None
         if self.stream is not None:
+            import torch
+
             start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start_ev.record(self.stream)
         t0 = time.perf_counter()
@@ -139,307 +226,228 @@ class _Timed:
     def gpu_ms(self) -> list[float] | None:
         if not self._events:
             return None
+        import torch
+
         torch.cuda.synchronize()
         return [float(s.elapsed_time(e)) for s, e in self._events]
 
 
-def _warm_up(call: Callable[[], float], warmup_ms: float) -> int:
-    """One call (``torch.compile``, CUDA-graph capture, lazy allocations), then ``warmup_ms`` of iterations.
-
-    The clock starts after the first call: a compile can outlast the whole warm-up, and timing right
-    after it would catch a GPU whose clocks dropped while the CPU compiled.
-    """
+def _warm_up(call: Callable[[], float], warmup_ms: float) -> None:
+    """One call (``torch.compile``, CUDA-graph capture, lazy allocations), then ``warmup_ms`` of iterations; the
+    clock starts after the first call, which a compile can make outlast the whole warm-up."""
     call()
-    start, n = time.perf_counter(), 1
+    start = time.perf_counter()
     while (time.perf_counter() - start) * 1e3 < warmup_ms:
         call()
-        n += 1
-    return n
 
 
-def measure(runner: Runner, batch: int, settings: BenchSettings, label: str = "", show_progress: bool = True) -> dict[str, Any]:
-    """Warm up, then time ``runner`` at ``batch`` until ``min_iters`` and ``min_seconds`` are both met
-    (``show_progress=False``: no progress line of its own, for callers that show theirs)."""
-    timed = _Timed(runner, batch, settings.seed)
-    _warm_up(timed, settings.warmup_ms)
-    timed.reset()
-    with progress(f"bench {label} batch {batch}".replace("  ", " "), total=None, show=show_progress) as bar:
-        start = time.perf_counter()
-        while len(timed.host_ms) < settings.min_iters or time.perf_counter() - start < settings.min_seconds:
-            timed()
-            bar.advance()
-        wall = time.perf_counter() - start
-    return batch_result(batch, timed.host_ms, wall, timed.gpu_ms())
-
-
-def measure_group(runners: Sequence[Runner], batch: int, settings: BenchSettings, label: str = "compare",
-                  show_progress: bool = True, seconds_of: str = "each") -> tuple[list[dict[str, Any]], list[list[float]]]:
-    """Time the runners round-robin (1, 2, ..., n, 1, 2, ...) at ``batch`` until each has ``min_iters``
-    iterations and ``min_seconds`` of accumulated latency (``seconds_of="all"``: the group together, for a
-    tiny target paired with a large reference); their batch results and per-round latencies (ms)."""
+def _round_robin(runners: Sequence[Runner], peaks: Sequence[Any], batch: int, settings: BenchSettings, label: str,
+                 show_progress: bool, seconds_of: str) -> tuple[list[_Timed], list[_Timed]]:
+    """Warm every participant up, then time them round-robin until each target has ``min_iters`` iterations and
+    ``min_seconds`` of accumulated latency (``seconds_of="all"``: the targets together)."""
     timed = [_Timed(r, batch, settings.seed) for r in runners]
-    for t in timed:
+    gemms = [_Timed(p, batch, settings.seed) for p in peaks]
+    for t in [*timed, *gemms]:
         _warm_up(t, settings.warmup_ms)
-    for t in timed:
         t.reset()
     min_ms = settings.min_seconds * 1e3
-    with progress(f"{label} batch {batch}", total=None, show=show_progress) as bar:
-        def seconds() -> float:
-            each = [sum(t.host_ms) for t in timed]
-            return sum(each) if seconds_of == "all" else min(each)
 
+    def seconds() -> float:
+        each = [sum(t.host_ms) for t in timed]
+        return sum(each) if seconds_of == "all" else min(each)
+
+    with progress(f"{label} batch {batch}".strip(), total=None, show=show_progress) as bar:
         while len(timed[0].host_ms) < settings.min_iters or seconds() < min_ms:
             for t in timed:
                 t()
+            for g in gemms:
+                g()
             bar.advance()
-    return [batch_result(batch, t.host_ms, sum(t.host_ms) / 1e3, t.gpu_ms()) for t in timed], [t.host_ms for t in timed]
+    return timed, gemms
 
 
-def measure_pair(runner_a: Runner, runner_b: Runner, batch: int, settings: BenchSettings) -> dict[str, Any]:
-    """Time A and B alternately at ``batch``; return both reports and the speedup of B over A."""
-    (a, b), (a_ms, b_ms) = measure_group([runner_a, runner_b], batch, settings)
-    return {"batch": batch, "rounds": len(a_ms), **speedups(a, b, a_ms, b_ms), "a": a, "b": b}
+def _row(name: str, runner: Runner, batch: int, t: _Timed) -> Row:
+    lat = Stats.of(t.host_ms)
+    gpu_ms = t.gpu_ms()
+    gpu = Stats.of(gpu_ms) if gpu_ms else None
+    basis, basis_name = (gpu, "gpu_compute") if gpu else (lat, "latency")
+    cv = basis.std / basis.mean if basis.mean > 0 else 0.0
+    warning = None
+    if cv > CV_WARN:
+        warning = (f"{name} batch {batch}: {basis_name} varies a lot (CV {cv:.2f} > {CV_WARN:.2f}); other load or clock "
+                   "scaling — trust the paired ratios more than absolute times")
+    seconds = sum(t.host_ms) / 1e3
+    return Row(target=name, label=label_of(runner), batch=batch, iterations=len(t.host_ms), seconds=seconds,
+               images_per_s=batch * len(t.host_ms) / seconds if seconds > 0 else float("inf"), latency_ms=lat,
+               gpu_compute_ms=gpu, cv=cv, cv_of=basis_name, warning=warning)
 
 
-def speedups(a: dict[str, Any], b: dict[str, Any], a_ms: Sequence[float], b_ms: Sequence[float]) -> dict[str, Any]:
-    """Speedup of B over A (>1: B is faster) from medians, throughput, per-round ratios and GPU time."""
-    ratios = np.asarray(a_ms, dtype=np.float64) / np.asarray(b_ms, dtype=np.float64)
-    out: dict[str, Any] = {
-        "speedup": a["latency_ms"]["median"] / b["latency_ms"]["median"],
-        "speedup_throughput": b["images_per_s"] / a["images_per_s"],
-        "speedup_paired": float(np.median(ratios)),
-        "speedup_paired_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))],
-        "speedup_gpu_compute": None,
-    }
-    if a["gpu_compute_ms"] and b["gpu_compute_ms"]:
-        out["speedup_gpu_compute"] = a["gpu_compute_ms"]["median"] / b["gpu_compute_ms"]["median"]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# achieved GFLOP/s and the machine's peak
-# ------------------------------------------------------------------------------------------------
-
-def runner_threads(runner: Runner) -> int | None:
-    """The intra-op threads ``runner`` computes with (None on a GPU)."""
-    if runner.device != "cpu":
-        return None
-    if runner.backend == "torch":
-        return torch.get_num_threads()
-    from vitc.checks.peak import default_threads
-
-    return getattr(runner, "threads", None) or default_threads()
-
-
-def runner_peak(runner: Runner) -> dict[str, Any] | None:
-    """The fp32 GEMM peak on the runner's device and threads (CPU only; measured once per process)."""
-    threads = runner_threads(runner)
-    if threads is None:
-        return None
-    from vitc.checks.peak import gemm_peak
-
-    return gemm_peak(threads)
-
-
-def add_efficiency(result: dict[str, Any], macs: int | None, peak: dict[str, Any] | None) -> dict[str, Any]:
-    """Add ``gflops`` (2 · MACs · images/s) and ``peak_fraction`` (of the fp32 GEMM peak) to a batch result."""
-    gflops = 2.0 * macs * result["images_per_s"] / 1e9 if macs else None
-    result["gflops"] = gflops
-    result["peak_fraction"] = gflops / peak["gflops"] if gflops and peak else None
-    return result
+def _add_speedup(row: Row, ref: Row, ref_ms: Sequence[float], ms: Sequence[float]) -> None:
+    ratios = np.asarray(ref_ms, dtype=np.float64) / np.asarray(ms, dtype=np.float64)
+    row.speedup = ref.latency_ms.median / row.latency_ms.median
+    row.speedup_paired = float(np.median(ratios))
+    row.speedup_paired_iqr = [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
+    row.speedup_throughput = row.images_per_s / ref.images_per_s
+    row.latency_ratio_paired = float(np.median(1.0 / ratios))
+    if ref.gpu_compute_ms and row.gpu_compute_ms:
+        row.speedup_gpu_compute = ref.gpu_compute_ms.median / row.gpu_compute_ms.median
 
 
 # ------------------------------------------------------------------------------------------------
-# targets → reports
+# the protocol
 # ------------------------------------------------------------------------------------------------
 
-def bench_runner(runner: Runner, batch_sizes: Sequence[int], settings: BenchSettings, label: str = "") -> list[dict[str, Any]]:
-    """:func:`measure` at each batch size; warnings also go to stderr."""
-    results = []
-    for b in batch_sizes:
-        r = measure(runner, b, settings, label)
-        if r["warning"]:
-            log(f"warning: {r['warning']}")
-        results.append(r)
-    return results
-
-
-def bench_report(runner: Runner, batch_sizes: Sequence[int], settings: BenchSettings, target: str = "") -> dict[str, Any]:
-    """The ``vitc bench --json`` report of an open runner."""
-    settings.validate()
-    batch_sizes = _check_batches(batch_sizes, [(runner, target)])
-    results = bench_runner(runner, batch_sizes, settings, label=runner.backend)
-    summary = _runner_summary(runner)
-    for r in results:
-        add_efficiency(r, summary["macs"], summary["peak"])
-    return {
-        "mode": "bench",
-        "target": target,
-        **summary,
-        "settings": {**_protocol(settings), "batch_sizes": list(batch_sizes)},
-        "environment": environment([runner]),
-        "results": results,
-        "warnings": [r["warning"] for r in results if r["warning"]],
-    }
-
-
-def compare_report(runner_a: Runner, runner_b: Runner, batch_sizes: Sequence[int], settings: BenchSettings,
-                   target_a: str = "A", target_b: str = "B") -> dict[str, Any]:
-    """The ``vitc bench --compare --json`` report of two open runners (speedup of B over A).
-
-    The two sides may differ in precision (fp32 vs int8 is the comparison INT8 users want); each side
-    is labelled with its backend and precision, and the speedup then includes the change of precision.
-    """
-    settings.validate()
-    batch_sizes = _check_batches(batch_sizes, [(runner_a, target_a), (runner_b, target_b)])
-    warnings = []
-    if runner_a.input_shape != runner_b.input_shape:
-        warnings.append(f"the targets take different inputs {runner_a.input_shape} vs {runner_b.input_shape}; the speedup "
-                        "includes the change of input size")
-    if (runner_a.backend, runner_a.precision) != (runner_b.backend, runner_b.precision):
-        warnings.append(f"A runs {runner_a.backend} {runner_a.precision} and B {runner_b.backend} {runner_b.precision}: "
-                        "the speedup includes that change, not only the model's")
-    a_sum, b_sum = _runner_summary(runner_a), _runner_summary(runner_b)
-    results = []
-    for b in batch_sizes:
-        r = measure_pair(runner_a, runner_b, b, settings)
-        warnings += [f"{name}: {r[side]['warning']}" for side, name in (("a", target_a), ("b", target_b)) if r[side]["warning"]]
-        add_efficiency(r["a"], a_sum["macs"], a_sum["peak"])
-        add_efficiency(r["b"], b_sum["macs"], b_sum["peak"])
-        results.append(r)
-    for w in warnings:
-        log(f"warning: {w}")
-    macs = None
-    if a_sum["macs"] and b_sum["macs"]:
-        macs = {"a": a_sum["macs"], "b": b_sum["macs"], "macs_ratio": b_sum["macs"] / a_sum["macs"]}
-    return {
-        "mode": "compare",
-        "a": {"target": target_a, "label": _label(runner_a), **a_sum},
-        "b": {"target": target_b, "label": _label(runner_b), **b_sum},
-        "macs": macs,
-        "settings": {**_protocol(settings), "batch_sizes": list(batch_sizes), "order": "ABAB"},
-        "environment": environment([runner_a, runner_b]),
-        "results": results,
-        "warnings": warnings,
-    }
-
-
-def stack_report(runners: Sequence[Runner], targets: Sequence[str], batch_sizes: Sequence[int],
-                 settings: BenchSettings) -> dict[str, Any]:
-    """The ``vitc bench REF T1 T2 ...`` report: every target's speedup over the first (the reference), run
-    round-robin at each batch size, with images/s, achieved GFLOP/s, its fraction of the GEMM peak and the
-    MACs ratio — the stacked number across method × precision × backend."""
-    settings.validate()
-    if len(runners) < 2:
-        raise UsageError("a stacked bench needs a reference and at least one target")
-    batch_sizes = _check_batches(batch_sizes, list(zip(runners, targets)))
-    summaries = [_runner_summary(r) for r in runners]
-    ref_macs = summaries[0]["macs"]
+def bench(runners: Sequence[Runner], names: Sequence[str] | None = None, settings: BenchSettings | None = None, *,
+          label: str = "bench", show_progress: bool = True, seconds_of: str = "each") -> BenchResult:
+    """Time ``runners`` round-robin at each of ``settings.batch_sizes``; with two or more, the first is the
+    reference every other one's speedup is over."""
+    settings = (settings or BenchSettings()).validate()
+    names = list(names) if names is not None else [label_of(r) for r in runners]
+    if not runners or len(names) != len(runners):
+        raise UsageError("bench needs one name per runner, and at least one runner")
+    batch_sizes = check_batches(settings.batch_sizes, list(zip(runners, names)))
+    targets = [_target(r, n) for r, n in zip(runners, names)]
+    if len(targets) > 1 and targets[0].macs:
+        for t in targets:
+            t.macs_ratio = t.macs / targets[0].macs if t.macs else None
     warnings = []
     shapes = {r.input_shape for r in runners}
     if len(shapes) > 1:
         warnings.append(f"the targets take different inputs {sorted(shapes)}; speedups include the change of input size")
-    results = []
-    for b in batch_sizes:
-        measured, ms = measure_group(runners, b, settings, label="stack")
-        rows = []
-        for target, summary, res, times in zip(targets, summaries, measured, ms):
-            add_efficiency(res, summary["macs"], summary["peak"])
-            if res["warning"]:
-                warnings.append(f"{target}: {res['warning']}")
-            rows.append({"target": target, "label": _label_of(summary), **speedups(measured[0], res, ms[0], times), **res})
-        results.append({"batch": b, "rounds": len(ms[0]), "rows": rows})
+    kinds = {(r.backend, r.precision) for r in runners}
+    if len(kinds) > 1:
+        warnings.append("the targets run on " + ", ".join(sorted(f"{b} {p}" for b, p in kinds)) +
+                        ": speedups include those changes, not only the models'")
+    with ExitStack() as stack:
+        gemms = _peak_gemms(runners, stack) if settings.peak else {}
+        results = []
+        for b in batch_sizes:
+            timed, peak_timed = _round_robin(runners, [g for g in gemms.values() if not isinstance(g, str)], b, settings,
+                                             label, show_progress, seconds_of)
+            rows = [_row(n, r, b, t) for n, r, t in zip(names, runners, timed)]
+            if len(rows) > 1:
+                for row, t in zip(rows, timed):
+                    _add_speedup(row, rows[0], timed[0].host_ms, t.host_ms)
+            peaks = _peaks(gemms, peak_timed)
+            for row, target in zip(rows, targets):
+                _add_efficiency(row, target, peaks)
+                if row.warning:
+                    warnings.append(row.warning)
+            results.append(BatchResult(batch=b, rounds=len(timed[0].host_ms), rows=rows, peaks=list(peaks.values())))
     for w in warnings:
         log(f"warning: {w}")
-    entries = [{"target": t, "label": _label_of(s), **s,
-                "macs_ratio": s["macs"] / ref_macs if s["macs"] and ref_macs else None} for t, s in zip(targets, summaries)]
-    return {
-        "mode": "stack",
-        "reference": entries[0],
-        "targets": entries,
-        "settings": {**_protocol(settings), "batch_sizes": list(batch_sizes), "order": "round-robin"},
-        "environment": environment(list(runners)),
-        "results": results,
-        "warnings": warnings,
-    }
+    return BenchResult(targets=targets, results=results, settings={**protocol(settings), "batch_sizes": batch_sizes},
+                       environment=environment(list(runners)), reference=names[0] if len(names) > 1 else None,
+                       warnings=warnings)
 
 
-def stack_targets(targets: Sequence[str], settings: BenchSettings | None = None, *, pretrained: bool = False,
-                  checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
-    """Open ``targets`` (the first is the reference; ``BACKEND:PATH`` picks a backend) and :func:`stack_report` them."""
-    from contextlib import ExitStack
-
+def bench_targets(targets: Sequence[str], settings: BenchSettings | None = None, *, pretrained: bool = False,
+                  checkpoint: str | None = None, **options: Any) -> BenchResult:
+    """Open ``targets`` (artifact, timm name, .onnx, .engine, .xml; ``BACKEND:PATH`` picks a backend) and
+    :func:`bench` them; the first is the reference when there are several. ``options`` replace fields of
+    ``settings``."""
     s = BenchSettings.with_options(settings, **options)
+    with open_targets(targets, s, pretrained=pretrained, checkpoint=checkpoint) as runners:
+        return bench(runners, list(targets), s)
+
+
+@contextmanager
+def open_targets(targets: Sequence[str], settings: BenchSettings, *, pretrained: bool = False,
+                 checkpoint: str | None = None) -> Iterator[list[Runner]]:
+    """The runners of ``targets`` as ``settings`` asks (backend, device, precision, compile, CUDA graphs), closed after."""
     with ExitStack() as stack:
-        runners = [stack.enter_context(_open(t, s, pretrained, checkpoint)) for t in targets]
-        return stack_report(runners, list(targets), s.batch_sizes, s)
+        runners = []
+        for target in targets:
+            options: dict[str, Any] = {"compile": settings.compile, "cuda_graph": settings.cuda_graph,
+                                       "pretrained": pretrained, "checkpoint": checkpoint}
+            backend, path = split_target(target)
+            runners.append(stack.enter_context(load_runner(path, backend=backend or settings.backend, device=settings.device,
+                                                           precision=settings.precision,
+                                                           **{k: v for k, v in options.items() if v})))
+        yield runners
 
 
-def split_target(target: str) -> tuple[str | None, str]:
-    """``"openvino:model.onnx"`` → ``("openvino", "model.onnx")``; a target without a backend prefix → ``(None, target)``."""
-    name, sep, rest = target.partition(":")
-    if sep and name in BACKENDS and rest:
-        return name, rest
-    return None, target
+# ------------------------------------------------------------------------------------------------
+# GFLOP/s and the peak
+# ------------------------------------------------------------------------------------------------
+
+def _peak_gemms(runners: Sequence[Runner], stack: ExitStack) -> dict[tuple[str, str, int | None], Any]:
+    """One GEMM per (precision, device, threads) among the runners; a string where the device has none."""
+    from vitc.checks.peak import PeakGemm, peak_precision
+
+    out: dict[tuple[str, str, int | None], Any] = {}
+    for r in runners:
+        key = (peak_precision(r.precision), _peak_device(r), r.compute_threads())
+        if key in out:
+            continue
+        try:
+            gemm = PeakGemm(key[0], key[1], key[2])
+            stack.callback(gemm.close)
+            out[key] = gemm
+        except RuntimeError as e:
+            out[key] = str(e)
+    return out
 
 
-def bench_target(target: str, settings: BenchSettings | None = None, *, pretrained: bool = False,
-                 checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
-    """Benchmark one target (artifact, timm name, .onnx, .engine) through its backend; the ``--json`` report.
-
-    ``options`` replace fields of ``settings`` (:class:`~vitc.checks.settings.BenchSettings`).
-    """
-    s = BenchSettings.with_options(settings, **options)
-    with _open(target, s, pretrained, checkpoint) as runner:
-        return bench_report(runner, s.batch_sizes, s, target)
+def _peak_device(runner: Runner) -> str:
+    return runner.device if runner.device.startswith("cuda") else "cpu"
 
 
-def compare_targets(target_a: str, target_b: str, settings: BenchSettings | None = None, *, pretrained: bool = False,
-                    checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
-    """Run A and B alternately per batch size; report the speedup of B over A (and the analytic MACs ratio)."""
-    s = BenchSettings.with_options(settings, **options)
-    with _open(target_a, s, pretrained, checkpoint) as ra, _open(target_b, s, pretrained, checkpoint) as rb:
-        return compare_report(ra, rb, s.batch_sizes, s, target_a, target_b)
+def _peaks(gemms: dict[tuple[str, str, int | None], Any], timed: Sequence[_Timed]) -> dict[tuple[str, str, int | None], Peak]:
+    out: dict[tuple[str, str, int | None], Peak] = {}
+    it = iter(timed)
+    for key, gemm in gemms.items():
+        precision, device, threads = key
+        if isinstance(gemm, str):
+            out[key] = Peak(precision, device, threads, 0, "", missing=gemm)
+            continue
+        t = next(it)
+        ms = t.gpu_ms() or t.host_ms
+        median = float(np.median(ms))
+        out[key] = Peak(precision, device, threads, gemm.n, gemm.how, gflops=gemm.flops / (median / 1e3) / 1e9,
+                        median_ms=median, iterations=len(ms))
+    return out
 
 
-def _open(target: str, s: BenchSettings, pretrained: bool, checkpoint: str | None) -> Runner:
-    options: dict[str, Any] = {"compile": s.compile, "cuda_graph": s.cuda_graph, "pretrained": pretrained,
-                               "checkpoint": checkpoint}
-    backend, path = split_target(target)
-    return load_runner(path, backend=backend or s.backend, device=s.device, precision=s.precision,
-                       **{k: v for k, v in options.items() if v})
+def _add_efficiency(row: Row, target: Target, peaks: dict[tuple[str, str, int | None], Peak]) -> None:
+    from vitc.checks.peak import peak_precision
+
+    if not target.macs:
+        return
+    row.gflops = 2.0 * target.macs * row.images_per_s / 1e9
+    threads = target.runner.get("compute_threads")
+    peak = peaks.get((peak_precision(target.precision), "cpu" if not target.device.startswith("cuda") else target.device,
+                      threads))
+    if peak is not None and peak.gflops:
+        row.peak_gflops = peak.gflops
+        row.peak_fraction = row.gflops / peak.gflops
 
 
-def _protocol(settings: BenchSettings) -> dict[str, Any]:
-    return {"warmup_ms": settings.warmup_ms, "min_iters": settings.min_iters, "min_seconds": settings.min_seconds,
-            "seed": settings.seed, "data_transfers": False, "cv_warn": CV_WARN}
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
 
-
-def _label(runner: Runner) -> str:
+def label_of(runner: Runner) -> str:
     return f"{runner.backend} {runner.precision} on {runner.device}"
 
 
-def _label_of(summary: dict[str, Any]) -> str:
-    return f"{summary['backend']} {summary['precision']} on {summary['device']}"
-
-
-def _runner_summary(runner: Runner) -> dict[str, Any]:
+def _target(runner: Runner, name: str) -> Target:
     from vitc.core.flops import model_macs
 
     spec = runner.spec
-    return {
-        "backend": runner.backend,
-        "precision": runner.precision,
-        "device": runner.device,
-        "input_shape": list(runner.input_shape),
-        "model": spec.name if spec else None,
-        "macs": model_macs(spec) if spec else None,
-        "runner": runner.describe(),
-        "peak": runner_peak(runner),
-    }
+    return Target(target=name, label=label_of(runner), backend=runner.backend, precision=runner.precision,
+                  device=runner.device, input_shape=list(runner.input_shape), model=spec.name if spec else None,
+                  macs=model_macs(spec) if spec else None, macs_ratio=None,
+                  runner={**runner.describe(), "compute_threads": runner.compute_threads()})
 
 
-def _check_batches(batch_sizes: Sequence[int], runners: Sequence[tuple[Runner, str]]) -> list[int]:
+def protocol(settings: BenchSettings) -> dict[str, Any]:
+    return {"warmup_ms": settings.warmup_ms, "min_iters": settings.min_iters, "min_seconds": settings.min_seconds,
+            "seed": settings.seed, "data_transfers": False, "cv_warn": CV_WARN, "order": "round-robin",
+            "peak": settings.peak}
+
+
+def check_batches(batch_sizes: Sequence[int], runners: Sequence[tuple[Runner, str]]) -> list[int]:
     """Positive batch sizes that every runner runs as such (a static-batch ONNX only at its own batch)."""
     out = [int(b) for b in batch_sizes]
     if not out or any(b < 1 for b in out):
@@ -450,3 +458,62 @@ def _check_batches(batch_sizes: Sequence[int], runners: Sequence[tuple[Runner, s
             raise UsageError(f"{target} has a static batch of {static}: bench it at --batch-sizes {static}, or re-export "
                              "it with a dynamic batch (the default) to measure other batch sizes")
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the one table
+# ------------------------------------------------------------------------------------------------
+
+def format_bench(result: BenchResult) -> str:
+    """A bench result as text: the targets, then one row per target and batch size."""
+    from vitc.core.tables import format_table, human_count
+
+    lines = []
+    for i, t in enumerate(result.targets):
+        role = "reference" if result.reference is not None and i == 0 else "target"
+        macs = f", {human_count(t.macs)} MACs/image" if t.macs else ""
+        ratio = f" (MACs ratio {t.macs_ratio:.3f})" if t.macs_ratio is not None and i > 0 else ""
+        lines.append(f"{role}: {t.target} — {t.label}{macs}{ratio}")
+    peaks = {(p.precision, p.device, p.threads): p for res in result.results for p in res.peaks}
+    for p in peaks.values():
+        lines.append(f"peak {p.precision}: " + (f"{p.gflops:.1f} GFLOP/s ({p.how}, in the same rounds)" if p.gflops
+                                                else f"none ({p.missing})"))
+    paired = result.reference is not None
+    gpu = any(r.gpu_compute_ms for r in result.rows())
+    predicted = any(r.predicted_latency_ms is not None or r.predicted_speedup is not None for r in result.rows())
+    cols = [("target", "target"), ("batch", "batch"), ("ips", "img/s"), ("median", "median ms"), ("p90", "p90 ms"),
+            ("p99", "p99 ms")]
+    cols += [("gpu", "GPU ms")] if gpu else []
+    cols += [("cv", "CV")]
+    cols += [("speedup", "speedup"), ("paired", "paired (IQR)")] if paired else []
+    cols += [("gflops", "GFLOP/s"), ("peak", "of peak"), ("iters", "iters")]
+    cols += [("predicted", "predicted")] if predicted else []
+    rows = []
+    for res in result.results:
+        for i, r in enumerate(res.rows):
+            iqr = r.speedup_paired_iqr
+            rows.append({
+                "target": r.target, "batch": r.batch, "ips": r.images_per_s, "median": r.latency_ms.median,
+                "p90": r.latency_ms.p90, "p99": r.latency_ms.p99, "gpu": r.gpu_compute_ms.median if r.gpu_compute_ms else None,
+                "cv": r.cv, "speedup": None if i == 0 else r.speedup,
+                "paired": None if i == 0 or r.speedup_paired is None or iqr is None
+                else f"{r.speedup_paired:.2f}x ({iqr[0]:.2f}-{iqr[1]:.2f})",
+                "gflops": r.gflops, "peak": r.peak_fraction, "iters": r.iterations,
+                "predicted": _predicted(r, i, paired),
+            })
+    if paired:
+        lines.append("speedup = reference time / target time (paired: median of per-round ratios)")
+    return "\n".join(lines) + "\n" + format_table(rows, cols)
+
+
+def _predicted(row: Row, index: int, paired: bool) -> str | None:
+    if paired and index > 0 and row.predicted_speedup is not None:
+        return f"{row.predicted_speedup:.2f}x"
+    if not paired and row.predicted_latency_ms is not None:
+        return f"{row.predicted_latency_ms:.2f} ms"
+    return None
+
+
+__all__ = ["BENCH_FORMAT", "CV_WARN", "BatchResult", "BenchResult", "Peak", "Row", "Stats", "Target", "bench",
+           "bench_targets", "check_batches", "format_bench", "label_of", "latency_stats", "open_targets", "protocol",
+           "synthetic_batch"]

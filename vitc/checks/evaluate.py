@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,29 @@ def evaluate(predict: Predict, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen, "images": seen}
 
 
+@dataclass
+class EvalResult:
+    """Top-1/top-5 (%) of one target on one data split, through the backend named."""
+
+    top1: float
+    top5: float
+    images: int
+    backend: str
+    precision: str
+    target: str
+    data: str
+    split: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        return (f"{self.target} [{self.backend} {self.precision}] on {self.data} ({self.split}, {self.images} images): "
+                f"top-1 {self.top1:.2f}%, top-5 {self.top5:.2f}%")
+
+
 def evaluate_target(target: str, data: str, *, split: str = "val", batch_size: int = 64, backend: str = "auto",
-                    device: str = "auto", pretrained: bool = False, checkpoint: str | None = None) -> dict[str, Any]:
+                    device: str = "auto", pretrained: bool = False, checkpoint: str | None = None) -> EvalResult:
     """Top-1/top-5 (%) and image count of ``target`` on ``data``'s ``split``, through the backend it ships in.
 
     Args:
@@ -61,4 +83,5 @@ def evaluate_target(target: str, data: str, *, split: str = "val", batch_size: i
         dataset = source.dataset(spec, split)
         loader = make_loader(dataset, batch_size, shuffle=False)
         result = evaluate(runner, loader, total=len(loader), description=f"eval {split}")
-        return {**result, "backend": runner.backend, "precision": runner.precision, "target": target, "data": str(source), "split": split}
+        return EvalResult(top1=float(result["top1"]), top5=float(result["top5"]), images=int(result["images"]),
+                          backend=runner.backend, precision=runner.precision, target=target, data=str(source), split=split)

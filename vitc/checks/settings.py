@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from vitc.backends import BACKEND_CHOICES, BACKENDS, backend_help
+from vitc.backends import ARTIFACT, BACKEND_CHOICES, BACKENDS, ONNX_BACKENDS, REFERENCE_BACKEND, backend_help
 from vitc.core.device import check_device_name
 from vitc.core.errors import UsageError
 from vitc.core.settings import Label, Settings, setting
@@ -34,7 +35,7 @@ class VerifySettings(Settings):
                                     "1 - mean cosine similarity > atol [default: fp32 elemwise, fp16 mean, int8 cosine].")
     seed: int = setting(0, min=0, help="Seed of the random inputs.")
     device: str = setting("auto", parse=check_device_name, help="ONNX Runtime device: auto, cpu, cuda or cuda:N.")
-    backend: str = setting("onnxruntime", choices=tuple(b.name for b in BACKENDS.values() if ".onnx" in b.suffixes),
+    backend: str = setting(REFERENCE_BACKEND, choices=ONNX_BACKENDS,
                            help="Runtime that runs MODEL.onnx (openvino: on the CPU).")
 
 
@@ -65,6 +66,8 @@ class BenchSettings(Settings):
     seed: int = setting(0, min=0, help="Seed of the synthetic input batch.")
     cuda_graph: bool = setting(False, help="Replay CUDA graphs (torch, tensorrt; CUDA only).")
     compile: bool = setting(False, help="torch.compile the model (torch backend, CUDA only).")
+    peak: bool = setting(True, help="Time a GEMM of each precision present in the same rounds as the targets: each file's "
+                                    "GFLOP/s is reported as a share of it (--no-peak: skip it, e.g. for tiny models).")
 
 
 PROFILE_PRECISIONS = ("fp32", "fp16", "int8")
@@ -74,7 +77,7 @@ PROFILE_PRECISIONS = ("fp32", "fp16", "int8")
 class ProfileSettings(Settings):
     """Where and how to measure: the target backend, device, precision and batch, and the grid's coarseness."""
 
-    backend: str = setting("onnxruntime", choices=tuple(BACKENDS), help="Backend to measure on (the one you deploy to).")
+    backend: str = setting(REFERENCE_BACKEND, choices=tuple(BACKENDS), help="Backend to measure on (the one you deploy to).")
     device: str = setting("cpu", parse=check_device_name, help="cpu, cuda or cuda:N.")
     batch_size: int = setting(1, min=1, help="Images per call: the batch you deploy at (latency at 1, throughput at 32).")
     precision: str = setting("fp32", choices=PROFILE_PRECISIONS,
@@ -101,12 +104,20 @@ class ProfileSettings(Settings):
         if self.precision != "int8" and self.calib_data:
             raise UsageError(f"{label('calib_data')} applies to {label('precision')} int8 only")
         backend = BACKENDS[self.backend]
-        if self.precision == "int8" and ".onnx" not in backend.suffixes:
-            raise UsageError(f"{label('precision')} int8 is profiled through ONNX backends; {self.backend} does not read ONNX")
+        if self.precision == "int8" and backend.reads == ARTIFACT:
+            raise UsageError(f"{label('precision')} int8 is profiled through backends that run ONNX or files built from it; "
+                             f"{self.backend} runs artifacts")
+
+    def grid(self, spec: Any) -> Any:
+        """The coarse grid of :func:`vitc.core.latency.plan_grid` for the dense ``spec``, at this coarseness."""
+        from vitc.core.latency import plan_grid
+
+        return plan_grid(spec, self.token_points, self.head_points, self.mlp_points)
 
     def bench(self) -> BenchSettings:
+        """The bench protocol's settings for one probe (no GEMM peak: only ratios to the reference probe matter)."""
         return BenchSettings(batch_sizes=[self.batch_size], backend=self.backend, device=self.device,
-                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
+                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds, peak=False)
 
 
 __all__ = ["PRECISIONS", "PROFILE_PRECISIONS", "STATS", "BenchSettings", "EvalSettings", "ProfileSettings", "VerifySettings",

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from vitc.backends import BACKENDS, REFERENCE_BACKEND
 from vitc.checks.settings import STATS, VerifySettings
 from vitc.core.errors import UsageError
 from vitc.core.progress import progress
@@ -44,7 +45,6 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float, str]] = {
     "bf16": (1e-2, 1e-2, "mean"),
     "int8": (1e-2, 0.0, "cosine"),
 }
-_BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 RANDOM_BATCHES = 4  # random-input batches when ``batches`` is not given
 # Token-selection models. Which tokens win near a tie at the K-th score is not stable under rounding
 # (on digits, with many near-identical blank patches, fp16 swaps some kept token on 16-30% of images,
@@ -168,7 +168,7 @@ class VerifyReport:
         sel = self.selection
         flips = (f", kept tokens differ on {sel['images_flipped']}/{self.images} images and change PyTorch's fp32 "
                  f"top-1 on {sel['top1_changed_by_selection']} ({self._required(sel)})") if sel else ""
-        name = _BACKEND_NAMES.get(self.onnx_backend.get("backend", ""), "ONNX Runtime")
+        name = BACKENDS[self.onnx_backend.get("backend", REFERENCE_BACKEND)].title
         return (f"{verdict} | {name} ({self.precision}) vs PyTorch on {self.images} {self.data} images at batch "
                 f"{self.batch_size}: max abs {e.max_abs:.3g}, mean abs {e.mean_abs:.3g}, cosine {e.cosine_mean:.6f}, "
                 f"top-1 agreement {e.top1_agreement:.2f}% [{self._tolerance()}]{flips}{why}")
@@ -190,7 +190,7 @@ class VerifyReport:
     def to_text(self) -> str:
         e = self.errors
         lines = [
-            f"Comparing {self.onnx} [{self.onnx_backend.get('backend', 'onnxruntime')} {self.precision}, "
+            f"Comparing {self.onnx} [{self.onnx_backend.get('backend')} {self.precision}, "
             f"{', '.join(self.onnx_backend.get('providers', [])) or self.onnx_backend.get('device', '')}]",
             f"     vs {self.against} [torch fp32, {self.reference_backend.get('device')}]",
             f"Inputs: {self.images} {self.data} images, {self.batches} batches of {self.batch_size}",
@@ -236,7 +236,7 @@ def verify_onnx(
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
-    backend: str = "onnxruntime",
+    backend: str = REFERENCE_BACKEND,
 ) -> VerifyReport:
     """Run the ONNX (ONNX Runtime) and ``against`` (artifact path, timm name, or loaded model; PyTorch
     fp32 on CPU) on the same inputs and compare their logits.
@@ -260,8 +260,7 @@ def verify_onnx(
         if tuple(spec.input_shape) != ort_runner.input_shape:
             raise UsageError(f"{onnx_path} takes input {_shape(ort_runner.input_shape)} but {dep.source} takes "
                              f"{_shape(spec.input_shape)}: they are not the same model")
-        classes = (ort_runner.session.get_outputs()[0].shape[-1] if hasattr(ort_runner, "session")
-                   else getattr(ort_runner, "output_classes", None))
+        classes = ort_runner.output_classes
         if isinstance(classes, int) and classes != spec.num_classes:
             raise UsageError(f"{onnx_path} outputs {classes} classes but {dep.source} has {spec.num_classes}: they are not the same model")
         d_atol, d_rtol, d_stat = default_tolerances(ort_runner.precision)
@@ -311,7 +310,7 @@ class SelectionCheck:
     def for_model(cls, onnx_path: str | os.PathLike[str], model: Any, spec: Any, ort_runner: Any) -> SelectionCheck | None:
         from vitc.core.token_select import TokenSelect
         from vitc.onnx.io import load_onnx
-        from vitc.onnx.selection import SelectionProbe, topk_index_outputs
+        from vitc.onnx.selection import topk_index_outputs
 
         stages = sum(isinstance(m, TokenSelect) for m in getattr(model, "blocks", []))
         if not stages:
@@ -321,9 +320,7 @@ class SelectionCheck:
         if topk_nodes != stages:
             raise UsageError(f"{onnx_path} has {topk_nodes} TopK nodes but the model selects "
                              f"tokens at {stages} stages: they are not the same model")
-        if hasattr(ort_runner, "selection_probe"):  # a runtime other than ONNX Runtime probes its own decisions
-            return cls(ort_runner.selection_probe(topk_index_outputs(graph), spec.num_patches), model)
-        return cls(SelectionProbe(graph, spec.num_patches, ort_runner.session.get_providers(), ort_runner.threads), model)
+        return cls(ort_runner.selection_probe(graph, spec.num_patches), model)  # each backend's own decisions
 
     def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ONNX logits, reference logits on the same kept tokens) for one batch x (B, C, H, W); ``labels``

@@ -28,4 +28,4 @@ def eval_cmd(ctx: click.Context, target: str, data: str, pretrained: bool, check
 
     result = evaluate_target(target, data, split=s.split, batch_size=s.batch_size, backend=s.backend, device=s.device,
                              pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None)
-    emit(result, as_json, lambda r: f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  images {r['images']}  ({r['backend']})")
+    emit(result.to_dict(), as_json, lambda _: result.to_text())

@@ -5,7 +5,8 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import emit, format_table, human_count, json_option, out_option
+from vitc.cli.common import emit, json_option, out_option
+from vitc.core.tables import format_table, human_count
 from vitc.core.validation import parse_float_list
 
 

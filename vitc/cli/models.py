@@ -4,7 +4,8 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import emit, format_table, human_count, json_option
+from vitc.cli.common import emit, json_option
+from vitc.core.tables import format_table, human_count
 
 
 @click.command()

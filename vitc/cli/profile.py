@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from vitc.checks.settings import ProfileSettings
-from vitc.cli.common import emit, format_table, json_option, model_options
+from vitc.cli.common import emit, json_option, model_options
 from vitc.cli.options import collect, settings_options
+from vitc.core.tables import format_table
 
 
 @click.command()
@@ -51,7 +52,7 @@ def profile(ctx: click.Context, targets: tuple[str, ...], out: Path | None, pred
             raise UsageError("--predict needs one or more TARGETs to predict")
         if out is not None:
             raise UsageError("--predict prints predictions; -o applies to profiling")
-        from vitc.checks.profile import predict_targets
+        from vitc.checks.predict import predict_targets
 
         emit(predict_targets(predict, list(targets)), as_json, _human_predictions)
         return

@@ -50,6 +50,14 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
+def cpu_cores() -> int:
+    """The cores this process may use (ONNX Runtime's and OpenVINO's default thread count on a small machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:

@@ -234,7 +234,93 @@ def fit_tables(tokens: list[int], heads: list[int], mlp: list[int], probe_ms: di
 
 
 def probe_key(kind: str, tokens: int) -> str:
+    """The name of a probe in a profile's measurements (``ref1@197``): built here, and read here by the fit."""
     return f"{kind}@{tokens}"
 
 
-__all__ = ["LATENCY_FORMAT", "LatencyModel", "fit_tables", "interp1", "interp2", "load_latency", "monotone", "probe_key"]
+# ------------------------------------------------------------------------------------------------
+# the grid and its probes: what the fit above reads
+# ------------------------------------------------------------------------------------------------
+
+def _spread(low: int, high: int, points: int) -> list[int]:
+    """``points`` distinct integers from ``low`` to ``high`` inclusive, evenly spread (fewer if the range is short)."""
+    if high <= low:
+        return [high]
+    values = {round(low + (high - low) * i / (points - 1)) for i in range(points)}
+    return sorted(values)
+
+
+@dataclass
+class Grid:
+    sides: list[int]  # grid sides g: g² patch tokens
+    heads: list[int]
+    mlp: list[int]
+
+    def tokens(self, spec: ViTSpec) -> list[int]:
+        return [g * g + spec.num_prefix_tokens for g in self.sides]
+
+    def to_dict(self, spec: ViTSpec) -> dict[str, Any]:
+        return {"sides": self.sides, "tokens": self.tokens(spec), "heads": self.heads, "mlp": self.mlp}
+
+
+def plan_grid(spec: ViTSpec, token_points: int, head_points: int, mlp_points: int) -> Grid:
+    """The coarse grid for a dense ``spec`` whose blocks all share one shape (as timm ViTs do)."""
+    shapes = {(b.heads, b.head_dim, b.mlp_hidden) for b in spec.blocks}
+    if len(shapes) != 1 or any(b.keep_tokens is not None for b in spec.blocks):
+        raise UsageError(f"{spec.name} is not a dense model with one block shape (heads/head_dim/MLP {sorted(shapes)}); "
+                         "profile the dense model it was compressed from")
+    heads, _, hidden = shapes.pop()
+    mlp_low = max(1, hidden // 8)
+    return Grid(sides=_spread(1, spec.grid, token_points), heads=_spread(1, heads, head_points),
+                mlp=_spread(mlp_low, hidden, mlp_points))
+
+
+@dataclass
+class Probe:
+    """One small ViT to time: ``kind`` (dense, ref1, ref3, select, headsH, mlpM) at ``tokens`` tokens entering it."""
+
+    kind: str
+    spec: ViTSpec
+    tokens: int
+    heads: int
+    mlp: int
+    blocks: int
+
+    @property
+    def key(self) -> str:
+        return "dense" if self.kind == DENSE_PROBE else probe_key(self.kind, self.tokens)
+
+
+DENSE_PROBE = "dense"
+REFERENCE_PROBE = "ref1"  # 1 full block at every token: every other probe is timed alternately with it
+
+
+def probes(spec: ViTSpec, grid: Grid) -> list[Probe]:
+    """Every probe the grid needs, the dense model first (it sizes the time estimate and calibrates the fit).
+
+    Per token count: 1 and 3 full blocks, 2 blocks at each grid head count, 2 at each grid MLP width, and a
+    token-selection module before 1 full block; their medians are what :func:`fit_tables` reads."""
+    ref = spec.blocks[0]
+    full_h, full_m = ref.heads, ref.mlp_hidden
+    out = [Probe(DENSE_PROBE, spec, spec.num_patches + spec.num_prefix_tokens, full_h, full_m, spec.depth)]
+
+    def probe(kind: str, side: int, blocks: list[BlockSpec]) -> None:
+        s = spec.replace(img_size=side * spec.patch_size, blocks=blocks)
+        out.append(Probe(kind, s, side * side + spec.num_prefix_tokens, blocks[-1].heads, blocks[-1].mlp_hidden, len(blocks)))
+
+    def block(h: int, m: int) -> BlockSpec:
+        return BlockSpec(heads=h, head_dim=ref.head_dim, mlp_hidden=m)
+
+    for side in sorted(grid.sides, reverse=True):
+        probe(REFERENCE_PROBE, side, [block(full_h, full_m)])
+        probe("ref3", side, [block(full_h, full_m)] * 3)
+        probe("select", side, [BlockSpec(heads=full_h, head_dim=ref.head_dim, mlp_hidden=full_m, keep_tokens=side * side)])
+        for h in grid.heads[:-1]:
+            probe(f"heads{h}", side, [block(h, full_m)] * 2)
+        for m in grid.mlp[:-1]:
+            probe(f"mlp{m}", side, [block(full_h, m)] * 2)
+    return out
+
+
+__all__ = ["DENSE_PROBE", "LATENCY_FORMAT", "REFERENCE_PROBE", "Grid", "LatencyModel", "Probe", "fit_tables", "interp1",
+           "interp2", "load_latency", "monotone", "plan_grid", "probe_key", "probes"]

@@ -93,6 +93,19 @@ def resolve_spec(name: str, *, num_classes: int | None = None, img_size: int | N
         return _from_name(name, False, num_classes, img_size)[1]
 
 
+def dense_spec(name: str, *, num_classes: int | None = None) -> ViTSpec:
+    """The architecture of a dense model (timm name, vitc config or plain artifact; no weights are read): what
+    ``vitc profile`` measures and a pipeline's methods start from. A compressed artifact is refused."""
+    if is_artifact_path(name):
+        from vitc.core.artifacts import PLAIN, read_header
+
+        spec, kind, _ = read_header(name, verify=False)
+        if kind != PLAIN:
+            raise UsageError(f"{name} is a {kind} artifact; give the dense model it was compressed from")
+        return spec if num_classes is None else spec.replace(num_classes=num_classes)
+    return resolve_spec(name, num_classes=num_classes)
+
+
 def _from_name(name: str, pretrained: bool, num_classes: int | None, img_size: int | None) -> tuple[nn.Module, ViTSpec]:
     if name in SMALL_CONFIGS:
         if pretrained:

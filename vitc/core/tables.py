@@ -27,4 +27,29 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-__all__ = ["cell", "markdown_table"]
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain-text table for a terminal: ``columns`` are (key, header) pairs; cells right-aligned."""
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.4e}"
+    return str(v)
+
+
+def human_count(n: float, unit: str = "") -> str:
+    """1.234 G / 5.600 M / 12 (for MACs and parameter counts)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3f} {suffix}{unit}"
+    return f"{n:g} {unit}".strip()
+
+
+__all__ = ["cell", "format_table", "human_count", "markdown_table"]

@@ -62,7 +62,7 @@ def resolve_any(name: str, *, pretrained: bool = False, checkpoint: str | os.Pat
     return resolve_model(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes)
 
 
-def deployable(art: Artifact, keep_ratio: float | None = None) -> tuple[nn.Module, ViTSpec, float | None]:
+def plain_module(art: Artifact, keep_ratio: float | None = None) -> tuple[nn.Module, ViTSpec, float | None]:
     """The plain module to export or verify for an artifact: a plain one as it is, a compressed one
     materialized (at ``keep_ratio`` for token-selection methods, else its trained ratio).
 
@@ -183,10 +183,10 @@ __all__ = [
     "METHODS",
     "Materialized",
     "Method",
-    "deployable",
     "load_any",
     "materialize",
     "method_of",
+    "plain_module",
     "ratio_tag",
     "resolve_any",
 ]

@@ -42,7 +42,7 @@ def load_deployable(source: str, *, keep_ratio: float | None = None, pretrained:
     """
     from vitc.core.artifacts import load_artifact
     from vitc.core.models import is_artifact_path, resolve_model
-    from vitc.methods import METHODS, deployable
+    from vitc.methods import METHODS, plain_module
 
     if not is_artifact_path(source):
         if keep_ratio is not None and strict_ratio:
@@ -56,5 +56,5 @@ def load_deployable(source: str, *, keep_ratio: float | None = None, pretrained:
         takes_ratio = art.kind in METHODS and METHODS[art.kind].token_selection
         if not takes_ratio:
             keep_ratio = None
-    model, spec, ratio = deployable(art, keep_ratio)
+    model, spec, ratio = plain_module(art, keep_ratio)
     return Deployable(model, spec, art.kind, source, ratio, art.meta)

@@ -38,13 +38,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from vitc.backends import BACKENDS, DEFAULT_BENCH_BACKENDS
+from vitc.backends import BACKENDS, BUILDERS, DEFAULT_BENCH_BACKENDS
 from vitc.checks.settings import BenchSettings, EvalSettings, VerifySettings
 from vitc.core.device import check_device_name
 from vitc.core.errors import UsageError
-from vitc.core.settings import Label, Settings, check_keys, check_value, closest, coerce, from_mapping, like, setting, yaml_label
+from vitc.core.settings import Label, Settings, check_keys, check_value, closest, coerce, derive, from_mapping, setting, to_dict, yaml_label
 from vitc.core.settings import fields as settings_fields
 from vitc.core.validation import check_data_spec
 from vitc.methods import METHODS, ratio_tag
@@ -53,6 +53,14 @@ from vitc.onnx.settings import ExportSettings, QuantizeSettings
 from vitc.train.settings import TrainSettings
 
 INHERITED = ("seed", "device")  # top-level keys every training section inherits unless it sets its own
+DEPLOY_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Section(Settings):
+    """A pipeline section that reads a command's settings: ``FIXED`` names the command's fields the pipeline sets
+    itself (per file or per run), each with the reason a YAML that gives one is told."""
+
+    FIXED: ClassVar[dict[str, str]] = {}
 
 
 @dataclass(kw_only=True)
@@ -61,19 +69,57 @@ class DistributedStage(Settings):
 
 
 @dataclass(kw_only=True)
-class ExportStage(Settings):
-    opset: int = like(ExportSettings, "opset")
-    fp16: bool = setting(True, help="Also export an FP16 ONNX.")
-    int8: bool = setting(True, help="Also write an INT8 Q/DQ ONNX, calibrated on the run's data.")
-    calib_samples: int = like(QuantizeSettings, "num_samples")
-    calib_method: str = like(QuantizeSettings, "method")
+class DeployStage(Settings):
+    """What the pipeline makes of every variant (pipeline-only): the backends it runs on and the ONNX precisions."""
+
+    backends: list[str] = setting(list(DEFAULT_BENCH_BACKENDS), choices=tuple(BACKENDS),
+                                  help="Backends to evaluate and bench each variant on (tensorrt only where TensorRT and a "
+                                       "GPU are present; openvino runs the ONNX files on the CPU when listed). ONNX Runtime "
+                                       "always runs the ONNX files: every one is verified and evaluated through it.")
+    precisions: list[str] = setting(list(DEPLOY_PRECISIONS), choices=DEPLOY_PRECISIONS,
+                                    help="ONNX precisions to make for the ONNX and built backends: fp32 always (int8 is "
+                                         "quantized from it), fp16 (an FP16 export), int8 (Q/DQ calibrated on the run's data).")
+
+    def rules(self, label: Label) -> None:
+        for key, values in (("backends", self.backends), ("precisions", self.precisions)):
+            dup = next((v for v in values if values.count(v) > 1), None)
+            if dup is not None:
+                raise UsageError(f"{label(key)} lists {dup} twice")
+        if not self.backends:
+            raise UsageError(f"{label('backends')} must list at least one backend")
+        if "fp32" not in self.precisions:
+            raise UsageError(f"{label('precisions')} must include fp32 (every ONNX is exported at fp32 first)")
 
 
 @dataclass(kw_only=True)
-class VerifyStage(Settings):
-    data: str | None = setting(None, parse=check_data_spec, help="Real images to verify on (default: the run's data).")
+class ExportStage(ExportSettings, Section):
+    """`vitc export`'s settings, applied to every ONNX the run exports."""
+
+    FIXED: ClassVar[dict[str, str]] = {
+        "keep_ratio": "a token-selection run is materialized at the ratios its method section lists ('materialize')",
+        "verify": "every ONNX is verified in the run's verify stage (the 'verify' section)",
+        "data": "every ONNX is verified in the run's verify stage (its images: 'verify.data')",
+        "fp16": "",  # the old spelling of deploy.precisions (see ALIASES)
+    }
+
+
+@dataclass(kw_only=True)
+class QuantizeStage(QuantizeSettings, Section):
+    """`vitc quantize`'s settings, for every INT8 file the run makes."""
+
+    data: str | None = setting(None, parse=check_data_spec, metavar="SPEC",  # type: ignore[assignment]
+                               help="Real calibration images (default: the run's data, its train split).")
+
+
+@dataclass(kw_only=True)
+class VerifyStage(VerifySettings, Section):
+    """`vitc verify`'s settings, for every ONNX the run makes, at each of ``batch_sizes``."""
+
+    FIXED: ClassVar[dict[str, str]] = {"batch_size": "the run verifies at each of 'verify.batch_sizes'"}
+    data: str | None = setting(None, parse=check_data_spec,  # type: ignore[assignment]
+                               help="Real images to verify on (default: the run's data); random inputs are checked too.")
+    batches: int | None = setting(2, min=1, help="Batches to compare at each batch size (random and real images each).")
     batch_sizes: list[int] = setting([1, 32], min=1, help="Batch sizes to verify at (random and real images each).")
-    batches: int = like(VerifySettings, "batches", default=2)
 
     def rules(self, label: Label) -> None:
         if not self.batch_sizes:
@@ -81,20 +127,24 @@ class VerifyStage(Settings):
 
 
 @dataclass(kw_only=True)
-class EvalStage(Settings):
-    batch_size: int = like(EvalSettings, "batch_size")
+class EvalStage(EvalSettings, Section):
+    """`vitc eval`'s settings, for every deployed file."""
+
+    FIXED: ClassVar[dict[str, str]] = {"backend": "each file is evaluated through the backend it is deployed to ('deploy.backends')"}
+
+
+_BenchDefaults = derive(BenchSettings, "_BenchDefaults", batch_sizes=[1, 32], device="cpu", warmup_ms=200.0, min_iters=10,
+                        min_seconds=1.0)
 
 
 @dataclass(kw_only=True)
-class BenchStage(Settings):
-    backends: list[str] = setting(list(DEFAULT_BENCH_BACKENDS), choices=tuple(BACKENDS),
-                                  help="Backends to evaluate and bench (tensorrt only where TensorRT and a GPU are present; "
-                                       "openvino runs the ONNX files on the CPU when listed).")
-    device: str = like(BenchSettings, "device", default="cpu")
-    batch_sizes: list[int] = like(BenchSettings, "batch_sizes", default=[1, 32])
-    warmup_ms: float = like(BenchSettings, "warmup_ms", default=200.0)
-    min_iters: int = like(BenchSettings, "min_iters", default=10)
-    min_seconds: float = like(BenchSettings, "min_seconds", default=1.0)
+class BenchStage(_BenchDefaults, Section):  # type: ignore[misc,valid-type]
+    """`vitc bench`'s settings, for every deployed file."""
+
+    FIXED: ClassVar[dict[str, str]] = {
+        "backend": "each file is benched on the backends 'deploy.backends' lists",
+        "precision": "each file runs at its own precision ('deploy.precisions')",
+    }
     paired: bool = setting(True, help="Bench each compressed format alternately with the dense one (paired speedup); "
                                       "false: each on its own (images/s only; speedups from separate runs).")
 
@@ -103,8 +153,8 @@ class BenchStage(Settings):
             raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
 
     def settings(self, backend: str, precision: str | None) -> BenchSettings:
-        return BenchSettings(batch_sizes=list(self.batch_sizes), backend=backend, device=self.device, precision=precision,
-                             warmup_ms=self.warmup_ms, min_iters=self.min_iters, min_seconds=self.min_seconds)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(BenchSettings)}
+        return BenchSettings(**{**values, "backend": backend, "precision": precision})
 
 
 @dataclass(kw_only=True)
@@ -117,41 +167,55 @@ class SubsetStage(Settings):
         return self.train is not None or self.val is not None
 
 
+# old spellings: (section, key) -> (section, key it became); export.fp16/int8 become entries of deploy.precisions
+ALIASES: dict[tuple[str, str], tuple[str, str]] = {
+    ("bench", "backends"): ("deploy", "backends"),
+    ("export", "calib_samples"): ("quantize", "num_samples"),
+    ("export", "calib_method"): ("quantize", "method"),
+    ("export", "fp16"): ("deploy", "precisions"),
+    ("export", "int8"): ("deploy", "precisions"),
+}
+
+
+@dataclass
+class Run:
+    """One run of a method section: its validated settings, the suffix ``name`` of its folder, its own keep ratios to
+    materialize, whether its teacher is the run's dense model, and the keys its ``runs[i]`` item set."""
+
+    settings: Any
+    name: str | None = None
+    materialize: list[float] | None = None
+    dense_teacher: bool = False
+    keys: set[str] = field(default_factory=set)
+
+
 @dataclass
 class MethodStage:
-    """One method section: a validated settings object per run (one per swept value) and the ratios to materialize."""
+    """One method section: its runs (one per swept value, or per item of ``runs``) and the ratios to materialize."""
 
     method: Method
-    runs: list[Any]
+    runs: list[Run]
     materialize: list[float] | None = None
     parent_value: Any = None  # methods that build on another's output: the parent run's value (e.g. its budget)
-    names: list[str | None] = field(default_factory=list)  # per run: a suffix for its folder and variants (`runs[i].name`)
-    run_materialize: list[list[float] | None] = field(default_factory=list)  # per run: its own `materialize`
-    dense_teacher: list[bool] = field(default_factory=list)  # per run: `teacher: dense` (the run's baseline)
-    run_keys: list[set[str]] = field(default_factory=list)  # per run: the keys its `runs[i]` item sets
 
     def key(self, i: int, name: str) -> str:
         """The YAML key that set field ``name`` of run ``i`` (``dynamicvit.runs[1].keep_ratio``, ``dynamicvit.stages``)."""
-        own = i < len(self.run_keys) and name in self.run_keys[i]
+        own = i < len(self.runs) and name in self.runs[i].keys
         return f"{self.method.kind}.runs[{i}].{name}" if own else f"{self.method.kind}.{name}"
 
     @property
     def values(self) -> list[Any]:
-        return [self.method.variant_value(s) for s in self.runs]
-
-    def name_of(self, i: int) -> str | None:
-        return self.names[i] if i < len(self.names) else None
+        return [self.method.variant_value(r.settings) for r in self.runs]
 
     def ratios_of(self, i: int) -> list[float] | None:
-        own = self.run_materialize[i] if i < len(self.run_materialize) else None
+        own = self.runs[i].materialize
         return own if own is not None else self.materialize
-
-    def teacher_is_dense(self, i: int) -> bool:
-        return self.dense_teacher[i] if i < len(self.dense_teacher) else False
 
 
 @dataclass
 class PipelineConfig:
+    """A validated ``vitc run`` YAML; its fields are the YAML's top-level keys (a method's section is ``methods[kind]``)."""
+
     model: str
     data: str
     pretrained: bool = False
@@ -161,33 +225,50 @@ class PipelineConfig:
     device: str = "auto"
     distributed: DistributedStage = field(default_factory=DistributedStage)
     baseline: TrainSettings = field(default_factory=TrainSettings)
-    methods: dict[str, MethodStage] = field(default_factory=dict)
+    deploy: DeployStage = field(default_factory=DeployStage)
     export: ExportStage = field(default_factory=ExportStage)
+    quantize: QuantizeStage = field(default_factory=QuantizeStage)
+    build: dict[str, Any] = field(default_factory=dict)  # builder backend -> its build settings (given ones)
     verify: VerifyStage = field(default_factory=VerifyStage)
     eval: EvalStage = field(default_factory=EvalStage)
     bench: BenchStage = field(default_factory=BenchStage)
     subset: SubsetStage = field(default_factory=SubsetStage)
     targets: list[Any] = field(default_factory=list)  # vitc.pipeline.targets.Target
-    source: str = "pipeline"
-    notes: list[str] = field(default_factory=list)  # what the run adds on its own (said in --dry-run and the log)
+    methods: dict[str, MethodStage] = field(default_factory=dict, metadata={"internal": True})
+    source: str = field(default="pipeline", metadata={"internal": True})
+    notes: list[str] = field(default_factory=list, metadata={"internal": True})  # said in --dry-run and the log
 
     def to_dict(self) -> dict[str, Any]:
-        from vitc.core.settings import to_dict
-
-        out: dict[str, Any] = {k: getattr(self, k) for k in ("model", "data", "pretrained", "checkpoint", "out", "seed", "device")}
-        for key in ("distributed", "baseline", "export", "verify", "eval", "bench", "subset"):
-            out[key] = to_dict(getattr(self, key))
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "targets":
+                out[f.name] = [t.text for t in value]
+            elif f.name == "build":
+                out[f.name] = {k: to_dict(v) for k, v in value.items()}
+            else:
+                out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
         for kind, stage in self.methods.items():
-            out[kind] = {"runs": [to_dict(s) for s in stage.runs], "materialize": stage.materialize,
-                         "names": stage.names, "dense_teacher": stage.dense_teacher}
-        out["targets"] = [t.text for t in self.targets]
+            out[kind] = {"runs": [{**to_dict(r.settings), "name": r.name, "materialize": r.materialize,
+                                   "dense_teacher": r.dense_teacher} for r in stage.runs],
+                         "materialize": stage.materialize}
         return out
 
 
-_TOP = ("model", "data", "pretrained", "checkpoint", "out", "seed", "device", "distributed", "baseline", "export",
-        "verify", "eval", "bench", "subset", "targets")
-_SECTIONS: dict[str, type] = {"distributed": DistributedStage, "export": ExportStage, "verify": VerifyStage,
-                              "eval": EvalStage, "bench": BenchStage, "subset": SubsetStage}
+def _top_keys() -> tuple[tuple[str, ...], dict[str, type]]:
+    """The YAML's top-level keys (PipelineConfig's fields) and which of them are plain settings sections."""
+    import typing
+
+    hints = typing.get_type_hints(PipelineConfig)
+    keys = tuple(f.name for f in dataclasses.fields(PipelineConfig) if not f.metadata.get("internal"))
+    sections = {k: hints[k] for k in keys if isinstance(hints[k], type) and issubclass(hints[k], Settings)
+                and k not in ("baseline",)}
+    return keys, sections
+
+
+_TOP, _SECTIONS = _top_keys()
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
@@ -272,10 +353,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
         except UsageError as e:
             raise UsageError(f"{label('device')}: {e}") from None
     inherited = {"seed": cfg.seed, "device": cfg.device}
+    raw = _apply_aliases(raw, cfg)
     for key, cls in _SECTIONS.items():
-        setattr(cfg, key, from_mapping(cls, raw.get(key), yaml_label(source, f"{key}."), where=f"{key}."))
+        section = raw.get(key)
+        _refuse_fixed(cls, section, source, key)
+        setattr(cfg, key, from_mapping(cls, section, yaml_label(source, f"{key}."), where=f"{key}."))
     if cfg.subset.active and not cfg.data.strip().startswith("fashion-mnist"):
         raise UsageError(f"{label('subset')} applies to fashion-mnist data, not {cfg.data}")
+    cfg.build = _build_section(raw.get("build"), source)
     from vitc.pipeline.targets import parse_targets
 
     cfg.targets = parse_targets(raw.get("targets"), label("targets"))
@@ -285,6 +370,79 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
             cfg.methods[kind] = _method_stage(method, raw[kind], source, inherited)
     _add_parent_runs(cfg, raw, inherited)
     return cfg
+
+
+def _apply_aliases(raw: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    """Old spellings moved to the keys they became (``bench.backends`` → ``deploy.backends``; ``export.fp16: false``
+    drops fp16 from ``deploy.precisions``), each with a ``note:``; a setting given both ways is refused."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    precisions_given = isinstance(raw.get("deploy"), dict) and "precisions" in raw["deploy"]
+    for (section, key), (to_section, to_key) in ALIASES.items():
+        old = raw.get(section)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        value = old.pop(key)
+        target = raw.get(to_section)
+        if target is None:
+            target = raw[to_section] = {}
+        if not isinstance(target, dict):
+            raise UsageError(f"{cfg.source}: '{to_section}' must be a mapping")
+        if to_key == "precisions":  # export.fp16 / export.int8: whether deploy.precisions lists it
+            if not isinstance(value, bool):
+                raise UsageError(f"{cfg.source}: '{section}.{key}' must be true or false, got {value!r}")
+            if precisions_given:
+                raise UsageError(f"{cfg.source}: '{section}.{key}' is the old spelling of an entry of '{to_section}.precisions'; "
+                                 f"give only '{to_section}.precisions'")
+            precisions = [p for p in target.get("precisions", DEPLOY_PRECISIONS) if p != key or value]
+            if value and key not in precisions:
+                precisions.append(key)
+            target["precisions"] = precisions
+            cfg.notes.append(f"'{section}.{key}: {str(value).lower()}' is the old spelling of '{to_section}.precisions' "
+                             f"({', '.join(precisions)})")
+            continue
+        if to_key in target:
+            raise UsageError(f"{cfg.source}: '{section}.{key}' and '{to_section}.{to_key}' are the same setting; give only "
+                             f"'{to_section}.{to_key}'")
+        _check_value_as(_SECTIONS[to_section], to_key, value, f"{section}.{key}", cfg.source)
+        target[to_key] = value
+        cfg.notes.append(f"'{section}.{key}' is the old spelling of '{to_section}.{to_key}'")
+    return raw
+
+
+def _check_value_as(cls: type, name: str, value: Any, key: str, source: str) -> None:
+    """Check ``value`` as field ``name`` of ``cls``, errors naming the key as the YAML wrote it."""
+    spec, tp = next((sp, t) for f, sp, t in settings_fields(cls) if f.name == name)
+    label = yaml_label(source)
+    typed = coerce(tp, value, label(key))
+    for i, v in enumerate(typed if isinstance(typed, list) else [typed]):
+        check_value(spec, v, label(f"{key}[{i}]" if isinstance(typed, list) else key))
+
+
+def _refuse_fixed(cls: type, section: Any, source: str, key: str) -> None:
+    """A key the pipeline sets itself (``Section.FIXED``) is refused naming who sets it."""
+    fixed = getattr(cls, "FIXED", {})
+    if not isinstance(section, dict):
+        return
+    for name in section:
+        if fixed.get(name):
+            raise UsageError(f"{source}: '{key}.{name}' is set by the pipeline: {fixed[name]}")
+
+
+def _build_section(raw: Any, source: str) -> dict[str, Any]:
+    """``build: {tensorrt: {...}, openvino: {...}}``: each builder's `vitc build` settings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: 'build' must be a mapping of backend names ({', '.join(BUILDERS)}) to their settings")
+    out = {}
+    for name, section in raw.items():
+        if name not in BUILDERS:
+            close = closest(str(name), BUILDERS)
+            raise UsageError(f"{source}: unknown key 'build.{name}'" + (f" (did you mean 'build.{close}'?)" if close else
+                                                                      f" (builders: {', '.join(BUILDERS)})"))
+        cls = BACKENDS[name].build_settings_class()
+        out[name] = from_mapping(cls, section, yaml_label(source, f"build.{name}."), where=f"build.{name}.")
+    return out
 
 
 def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[str, Any]) -> None:
@@ -315,9 +473,9 @@ def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[s
         cfg.notes.append(f"'{kind}.{key}' is {value:g} and {listed}: the run adds a {parent_method.title} run at "
                          f"{key} {value:g} with {where} ({_epochs(run)})")
         if existing is None:
-            cfg.methods = {parent: MethodStage(parent_method, [run]), **cfg.methods}
+            cfg.methods = {parent: MethodStage(parent_method, [Run(run)]), **cfg.methods}
         else:
-            existing.runs.append(run)
+            existing.runs.append(Run(run))
 
 
 def _epochs(run: Any) -> str:
@@ -399,15 +557,15 @@ def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, An
         raise UsageError(f"{source}: '{kind}.{sweep_key}' must list at least one value")
     tp = next(t for f, _, t in settings_fields(method.settings) if f.name == sweep)
     base = yaml_label(source, f"{kind}.")
-    runs = []
+    runs: list[Run] = []
     for i, value in enumerate(values):
         def label(name: str, i: int = i) -> str:
             return base(f"{sweep_key}[{i}]") if name == sweep else base(name)
 
         typed = coerce(tp, value, label(sweep))
-        runs.append(_settings(method.settings, raw, source, kind, inherited, fixed={sweep: typed}, extra=tuple(extra),
-                              label=label))
-    tags = [ratio_tag(v) if isinstance(v, float) else str(v) for v in (method.variant_value(s) for s in runs)]
+        runs.append(Run(_settings(method.settings, raw, source, kind, inherited, fixed={sweep: typed}, extra=tuple(extra),
+                                  label=label)))
+    tags = [ratio_tag(v) if isinstance(v, float) else str(v) for v in (method.variant_value(r.settings) for r in runs)]
     dup = next((t for t in tags if tags.count(t) > 1), None)
     if dup is not None:
         raise UsageError(f"{source}: '{kind}.{sweep_key}' lists {dup} twice")
@@ -452,11 +610,8 @@ def _listed_runs(method: Method, raw: dict[str, Any], source: str, inherited: di
         def label(key: str, item: dict[str, Any] = item, where: str = where) -> str:
             return yaml_label(source, where)(key) if key.split("[", maxsplit=1)[0] in item else base(key)
 
-        stage.runs.append(_settings(method.settings, merged, source, kind, inherited, extra=tuple(extra), label=label))
-        stage.names.append(name)
-        stage.run_materialize.append(ratios)
-        stage.dense_teacher.append(dense_teacher)
-        stage.run_keys.append(keys)
+        stage.runs.append(Run(_settings(method.settings, merged, source, kind, inherited, extra=tuple(extra), label=label),
+                              name=name, materialize=ratios, dense_teacher=dense_teacher, keys=keys))
     return stage
 
 

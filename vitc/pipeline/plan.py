@@ -16,8 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vitc.backends import BACKENDS
-from vitc.checks.environment import trt_available
+from vitc.backends import ARTIFACT, BACKENDS, REFERENCE_BACKEND
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.settings import to_args, to_dict
 from vitc.methods import ratio_tag
@@ -26,8 +25,6 @@ from vitc.pipeline.state import Stage, has_checkpoint
 
 DENSE = "dense"
 SUBSET_FOLDER = "data-subset"
-ONNX_BACKENDS = tuple(b.name for b in BACKENDS.values() if ".onnx" in b.suffixes)  # backends that run the ONNX files
-VERIFY_BACKEND = "onnxruntime"  # every exported ONNX is verified (and evaluated) through ONNX Runtime
 
 
 @dataclass
@@ -47,11 +44,7 @@ class Row:
 
     @property
     def format(self) -> str:
-        if self.backend == "torch":
-            return "pytorch"
-        if self.backend == VERIFY_BACKEND:
-            return f"onnx {self.precision}"
-        return f"{'trt' if self.backend == 'tensorrt' else self.backend} {self.precision}"
+        return BACKENDS[self.backend].format_label(self.precision)
 
 
 @dataclass
@@ -93,7 +86,8 @@ class Plan:
         produced: dict[tuple[str, Any], tuple[str, Path]] = {}  # (kind, value) → (run name, plain model it made)
         for stage in self.cfg.methods.values():
             method = stage.method
-            for i, settings in enumerate(stage.runs):
+            for i, run in enumerate(stage.runs):
+                settings = run.settings
                 parent: tuple[str, Path] | None = None
                 if method.parent is not None:
                     parent = produced[(method.parent, stage.parent_value)]
@@ -167,9 +161,9 @@ class Plan:
         """The compress and materialize stages of run ``i`` of ``stage``; ``parent``: (run name, model) it builds on."""
         cfg, method = self.cfg, stage.method
         parent_name, source = parent if parent is not None else (None, dense)
-        suffix = f"-{stage.name_of(i)}" if stage.name_of(i) else ""
+        suffix = f"-{stage.runs[i].name}" if stage.runs[i].name else ""
         inputs = [source]
-        if stage.teacher_is_dense(i):
+        if stage.runs[i].dense_teacher:
             settings = dataclasses.replace(settings, teacher=str(dense))  # validated when the stage runs (the file exists then)
             if dense != source:
                 inputs.append(dense)
@@ -208,58 +202,70 @@ class Plan:
             raise CheckFailed(f"torchrun exited with code {proc.returncode}: {' '.join(args[:2])}")
 
     # ---- deployment of one variant --------------------------------------------------------------
+    def deploy_settings(self) -> Any:
+        """How every file of the run is made: the export, quantize and build sections (TensorRT's batch range from
+        the bench's batch sizes unless 'build.tensorrt' sets it)."""
+        from vitc.backends.deploy import DeploySettings
+        from vitc.onnx.settings import ExportSettings, QuantizeSettings
+
+        cfg = self.cfg
+        export = ExportSettings(**{f.name: getattr(cfg.export, f.name) for f in dataclasses.fields(ExportSettings)})
+        export = dataclasses.replace(export, verify=False, fp16=False, keep_ratio=None)
+        q = {f.name: getattr(cfg.quantize, f.name) for f in dataclasses.fields(QuantizeSettings)}
+        quantize = QuantizeSettings(**{**q, "data": cfg.quantize.data or self.data})
+        build = dict(cfg.build)
+        batches = cfg.bench.batch_sizes
+        for name, b in BACKENDS.items():
+            if b.builder and name not in build and "min_batch" in {f.name for f in dataclasses.fields(b.build_settings_class())}:
+                build[name] = b.build_settings_class()(min_batch=min(batches), opt_batch=max(batches), max_batch=max(batches))
+        return DeploySettings(export=export, quantize=quantize, build=build)
+
+    def formats(self) -> list[tuple[str, str]]:
+        """(backend, precision) of every file a variant is deployed to: the reference backend always (it verifies
+        every ONNX), the others where 'deploy.backends' lists them and they can run here."""
+        cfg, out = self.cfg, []
+        for name, b in BACKENDS.items():
+            if name != REFERENCE_BACKEND and (name not in cfg.deploy.backends or b.unavailable() is not None):
+                continue
+            precisions = b.precisions[:1] if b.reads == ARTIFACT else [p for p in cfg.deploy.precisions if p in b.precisions]
+            out += [(name, p) for p in precisions]
+        return out
+
     def _deploy(self, v: Variant, dense_targets: dict[tuple[str, str], Path]) -> None:
+        from vitc.backends.deploy import deploy_steps, deployed_path
+
         cfg, data = self.cfg, self.data
         variant, artifact = v.name, v.artifact
-        stem = artifact.with_suffix("")
-        onnx_files: list[tuple[str, Path]] = []
-        onnx32 = Path(f"{stem}.onnx")
-        self.add(f"{variant}/export", {"opset": cfg.export.opset}, [artifact], [onnx32],
-                 partial(_export, artifact, onnx32, cfg.export.opset, False))
-        onnx_files.append(("fp32", onnx32))
-        if cfg.export.fp16:
-            onnx16 = Path(f"{stem}.fp16.onnx")
-            self.add(f"{variant}/export-fp16", {"opset": cfg.export.opset}, [artifact], [onnx16],
-                     partial(_export, artifact, onnx16, cfg.export.opset, True))
-            onnx_files.append(("fp16", onnx16))
-        if cfg.export.int8:
-            onnx8 = Path(f"{stem}.int8.onnx")
-            qopts = {"samples": cfg.export.calib_samples, "method": cfg.export.calib_method, "data": data}
-            self.add(f"{variant}/quantize", qopts, [onnx32], [onnx8],
-                     partial(_quantize, onnx32, data, onnx8, cfg.export.calib_samples, cfg.export.calib_method))
-            onnx_files.append(("int8", onnx8))
-        formats: list[tuple[str, str, Path]] = [("torch", "fp32", artifact)]
-        for backend in ONNX_BACKENDS:  # ONNX Runtime always (it verifies); others where bench.backends lists them
-            if backend == VERIFY_BACKEND or backend in cfg.bench.backends:
-                formats += [(backend, precision, path) for precision, path in onnx_files]
-        if "tensorrt" in cfg.bench.backends and trt_available():
-            for precision, onnx in onnx_files:
-                engine = onnx.with_suffix(".engine")
-                self.add(f"{variant}/build-{precision}", {"batches": cfg.bench.batch_sizes}, [onnx], [engine],
-                         partial(_build_engine, onnx, engine, cfg.bench.batch_sizes))
-                formats.append(("tensorrt", precision, engine))
-
+        settings = self.deploy_settings()
+        made: set[str] = set()
+        formats = self.formats()
+        for backend, precision in formats:
+            for step in deploy_steps(artifact, backend, precision, settings):
+                if step.name not in made:
+                    self.add(f"{variant}/{step.name}", step.options, step.inputs, [step.output], step.run)
+                    made.add(step.name)
         verify_data = cfg.verify.data or data
-        for backend, precision, path in formats:
+        for backend, precision in formats:
+            path = deployed_path(artifact, backend, precision)
             row = Row(variant, v.kind, artifact, backend, precision, path)
-            if backend == VERIFY_BACKEND:
+            if backend == REFERENCE_BACKEND:
                 row.verify = self.add(f"{variant}/verify-{precision}", to_dict(cfg.verify), [path, artifact], [],
                                       partial(_verify, path, artifact, verify_data, cfg.verify))
             row.eval = self.add(f"{variant}/eval-{backend}-{precision}", {"data": data, **to_dict(cfg.eval)}, [path], [],
-                                partial(_eval, path, data, backend, cfg.eval.batch_size))
-            if backend in cfg.bench.backends:
-                settings = cfg.bench.settings(backend, precision if backend == "torch" else None)
+                                partial(_eval, path, data, backend, cfg.eval))
+            if backend in cfg.deploy.backends:
+                settings_ = cfg.bench.settings(backend, precision if BACKENDS[backend].reads == ARTIFACT else None)
                 bopts = {**to_dict(cfg.bench), "backend": backend}
                 name = f"{variant}/bench-{backend}-{precision}"
                 if v.kind == DENSE:
                     dense_targets[(backend, precision)] = path
                 if v.kind == DENSE or not cfg.bench.paired:
-                    row.bench = self.add(name, bopts, [path], [], partial(_bench, path, settings))
+                    row.bench = self.add(name, bopts, [path], [], partial(_bench, [path], settings_))
                 else:
                     reference = dense_targets[(backend, precision)]
                     row.paired = True
                     row.bench = self.add(name, {**bopts, "paired_with": str(reference)}, [reference, path], [],
-                                         partial(_compare, reference, path, settings))
+                                         partial(_bench, [reference, path], settings_))
             self.rows.append(row)
 
 
@@ -288,25 +294,14 @@ def _materialize(compressed: Path, out: Path, ratios: list[float] | None) -> dic
     return materialize(compressed, out, ratios)
 
 
-def _export(artifact: Path, out: Path, opset: int, fp16: bool) -> dict[str, Any]:
-    from vitc.onnx.export import export_onnx
-
-    return export_onnx(str(artifact), out, opset=opset, fp16=fp16)
-
-
-def _quantize(onnx: Path, data: str, out: Path, samples: int, method: str) -> dict[str, Any]:
-    from vitc.onnx.quantize import quantize_onnx
-
-    return quantize_onnx(str(onnx), data, out, num_samples=samples, method=method)
-
-
 def _verify(onnx: Path, artifact: Path, data: str, vcfg: Any) -> dict[str, Any]:
     from vitc.checks.verify import verify_onnx
 
     results, passed, failures = [], True, []
+    options = {k: getattr(vcfg, k) for k in ("batches", "atol", "rtol", "stat", "seed", "device", "backend")}
     for bs in vcfg.batch_sizes:
         for source in ("random", data):
-            report = verify_onnx(str(onnx), str(artifact), data=source, batches=vcfg.batches, batch_size=bs)
+            report = verify_onnx(str(onnx), str(artifact), data=source, batch_size=bs, **options)
             results.append({"batch_size": bs, "data": source, **report.to_dict()})
             if not report:
                 passed = False
@@ -314,30 +309,21 @@ def _verify(onnx: Path, artifact: Path, data: str, vcfg: Any) -> dict[str, Any]:
     return {"passed": passed, "checks": results, "summary": failures[0] if failures else "PASSED"}
 
 
-def _eval(target: Path, data: str, backend: str, batch_size: int) -> dict[str, Any]:
+def _eval(target: Path, data: str, backend: str, ecfg: Any) -> dict[str, Any]:
     from vitc.checks.evaluate import evaluate_target
 
-    return evaluate_target(str(target), data, backend=backend, batch_size=batch_size, device="auto")
+    return evaluate_target(str(target), data, backend=backend, batch_size=ecfg.batch_size, device=ecfg.device,
+                           split=ecfg.split).to_dict()
 
 
-def _build_engine(onnx: Path, engine: Path, batches: list[int]) -> dict[str, Any]:
-    from vitc.backends.tensorrt.build import build_engine
+def _bench(targets: list[Path], settings: Any) -> dict[str, Any]:
+    """Bench the deployed file (alone, or after the dense model in the same format: the paired protocol); its
+    images/s and, paired, its speedup per batch size."""
+    from vitc.checks.bench import bench_targets
 
-    return build_engine(str(onnx), engine, min_batch=min(batches), opt_batch=max(batches), max_batch=max(batches))
-
-
-def _bench(target: Path, settings: Any) -> dict[str, Any]:
-    from vitc.checks.bench import bench_target
-
-    result = bench_target(str(target), settings)
-    return {"throughput": {str(r["batch"]): r["images_per_s"] for r in result["results"]}, "detail": result}
-
-
-def _compare(reference: Path, target: Path, settings: Any) -> dict[str, Any]:
-    """Bench ``target`` alternately with the dense model in the same format; its img/s and the paired speedup."""
-    from vitc.checks.bench import compare_targets
-
-    result = compare_targets(str(reference), str(target), settings)
-    return {"throughput": {str(r["batch"]): r["b"]["images_per_s"] for r in result["results"]},
-            "speedup": {str(r["batch"]): r["speedup"] for r in result["results"]}, "detail": result}
-
+    result = bench_targets([str(t) for t in targets], settings)
+    rows = [result.row(len(targets) - 1, r.batch) for r in result.results]
+    out: dict[str, Any] = {"throughput": {str(r.batch): r.images_per_s for r in rows}, "detail": result.to_dict()}
+    if len(targets) > 1:
+        out["speedup"] = {str(r.batch): r.speedup for r in rows}
+    return out

@@ -37,13 +37,13 @@ def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None
         pick_device(cfg.device)
         if cfg.bench.device != "auto":
             pick_device(cfg.bench.device)
-    if cfg.export.int8 and source.kind == "synthetic":
-        raise UsageError(f"{cfg.source}: 'export.int8' needs real calibration images, and data {cfg.data} is random "
-                         "noise; set export.int8: false or use real data")
+    if "int8" in cfg.deploy.precisions and source.kind == "synthetic" and cfg.quantize.data is None:
+        raise UsageError(f"{cfg.source}: 'deploy.precisions' lists int8, which needs real calibration images, and data "
+                         f"{cfg.data} is random noise; drop int8 from deploy.precisions, set quantize.data, or use real data")
     if cfg.verify.data is None and source.kind == "synthetic" and not dry_run:
         log("warning: verifying on synthetic data (random images); set verify.data to real images for the "
             "token-selection top-1 check")
-    spec = dense_spec(cfg, source.head_classes())
+    spec = model_spec(cfg, source.head_classes())
     if spec is not None:
         for stage in cfg.methods.values():
             if stage.method.token_selection:
@@ -52,18 +52,12 @@ def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None
     check_planned(cfg.targets, [(r.variant, r.format) for r in plan.rows], f"{cfg.source}: 'targets'")
 
 
-def dense_spec(cfg: PipelineConfig, classes: int | None) -> ViTSpec | None:
-    """The architecture of the run's dense model (from its name or artifact header; no weights are read)."""
-    from vitc.core.artifacts import read_header
-    from vitc.core.models import is_artifact_path, resolve_spec
+def model_spec(cfg: PipelineConfig, classes: int | None) -> ViTSpec:
+    """The architecture of the run's dense model (:func:`vitc.core.models.dense_spec`), errors naming the key."""
+    from vitc.core.models import dense_spec, is_artifact_path
 
-    if is_artifact_path(cfg.model):
-        try:
-            return read_header(cfg.model, verify=False)[0]
-        except UsageError as e:
-            raise UsageError(f"{cfg.source}: 'model': {e}") from None
     try:
-        return resolve_spec(cfg.model, num_classes=classes)
+        return dense_spec(cfg.model, num_classes=None if is_artifact_path(cfg.model) else classes)
     except UsageError as e:
         raise UsageError(f"{cfg.source}: 'model': {e}") from None
 
@@ -74,7 +68,9 @@ def check_token_selection(cfg: PipelineConfig, stage: MethodStage, spec: ViTSpec
     depth, n = spec.depth, spec.num_patches
     on_parent = method.parent is not None  # the model is the parent run's output: any depth in [1, depth]
     parent = METHODS[method.parent].title if method.parent is not None else ""
-    for i, settings in enumerate(stage.runs):
+    for i, run in enumerate(stage.runs):
+        settings = run.settings
+
         def key(name: str, i: int = i) -> str:
             return f"{cfg.source}: '{stage.key(i, name)}'"
 
@@ -105,7 +101,7 @@ def check_token_selection(cfg: PipelineConfig, stage: MethodStage, spec: ViTSpec
                 raise UsageError(f"{key(name)}: {ratio:g} leaves 0 of the {n} patch tokens after stage {s} "
                                  f"(floor({n}*{ratio:g}^{s})); use a larger ratio or fewer stages")
         teacher = getattr(settings, "teacher", None)
-        if teacher and not stage.teacher_is_dense(i):
+        if teacher and not run.dense_teacher:
             check_teacher(teacher, spec, key("teacher"), f"the {parent} model" if on_parent else spec.name)
 
 

@@ -4,7 +4,7 @@ One row per (variant, deployed format): params, MACs, MACs ratio to dense, top-1
 it was measured through, images/s at each benched batch size, speedup over the dense model at the
 same precision and backend, the *stacked* speedup over the dense fp32 model on the reference backend
 (ONNX Runtime) across method × precision × backend, the achieved GFLOP/s (2 · MACs · images/s) and its
-fraction of an fp32 GEMM peak measured on the same CPU threads, and the verification result.
+share of the GEMM peak of its own precision timed in the same bench rounds, and the verification result.
 """
 
 from __future__ import annotations
@@ -13,32 +13,35 @@ import io
 from pathlib import Path
 from typing import Any
 
+from vitc.backends import BACKENDS, REFERENCE_BACKEND
 from vitc.core.fileio import write_bytes, write_json, write_text
 
 REPORT_JSON, REPORT_MD, PARETO_PNG = "report.json", "report.md", "pareto.png"
-REFERENCE = ("dense", "onnxruntime", "fp32")  # (method, backend, precision) every stacked speedup is over
+DENSE = "dense"  # the method name of the run's own dense model
+REFERENCE = (DENSE, REFERENCE_BACKEND, "fp32")  # (method, backend, precision) every stacked speedup is over
 
 
 def add_stacked(rows: list[dict[str, Any]]) -> None:
     """Fill ``row["stacked_speedup"][batch]`` (img/s over the dense ONNX Runtime fp32 row's, measured in
     separate runs of the same pipeline), ``row["gflops"][batch]`` and ``row["peak_fraction"][batch]``
-    (of the fp32 GEMM peak its bench recorded; CPU runs only)."""
+    (of the GEMM of its precision its bench timed in the same rounds)."""
     ref = next((r for r in rows if (r.get("method"), r.get("backend"), r.get("precision")) == REFERENCE), None)
     ref_ips = (ref or {}).get("throughput") or {}
     for r in rows:
         ips = r.get("throughput") or {}
         detail = r.get("bench") or {}
-        peak = detail.get("peak") or (detail.get("b") or {}).get("peak")
+        # the row's own measurement (the last target of its bench: alone, or after the dense model when paired)
+        measured = {str(res["batch"]): res["rows"][-1] for res in detail.get("results", []) if res.get("rows")}
         r["stacked_speedup"] = {b: v / ref_ips[b] for b, v in ips.items() if v and ref_ips.get(b)}
         r["gflops"] = {b: 2.0 * r["macs"] * v / 1e9 for b, v in ips.items() if v and r.get("macs")}
-        r["peak_fraction"] = {b: g / peak["gflops"] for b, g in r["gflops"].items()} if peak else {}
-        r["peak_gflops"] = peak["gflops"] if peak else None
+        r["peak_fraction"] = {b: m["peak_fraction"] for b, m in measured.items() if m.get("peak_fraction") is not None}
+        r["peak_gflops"] = {b: m["peak_gflops"] for b, m in measured.items() if m.get("peak_gflops") is not None}
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> None:
     """Fill ``row["speedup"][batch]`` where no paired measurement gave it: img/s over the dense row with the
     same backend and precision (1.0 for the dense rows themselves)."""
-    dense = {(r["backend"], r["precision"]): r for r in rows if r.get("method") == "dense"}
+    dense = {(r["backend"], r["precision"]): r for r in rows if r.get("method") == DENSE}
     for r in rows:
         if r.get("speedup"):
             continue
@@ -112,7 +115,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "dense model with the same backend and precision, measured alternately with it in one paired run (the "
         "`vitc bench --compare` protocol). 'vs dense ORT fp32' is the stacked speedup over the dense fp32 model on "
         "ONNX Runtime (method × precision × backend; images/s of separate runs). GFLOP/s is 2 · MACs · images/s, "
-        "with its fraction of an fp32 2048³ GEMM on the same CPU threads (INT8 can exceed it). 'verified' is the "
+        "with its share of a GEMM of the same precision timed in the same bench rounds. 'verified' is the "
         "parity check of each exported ONNX against its PyTorch artifact.",
     ]
     if report.get("targets"):
@@ -158,14 +161,10 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
         batch = "32" if "32" in batches else (batches[-1] if batches else None)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
-    colors: dict[str, str] = {"dense": "black"}
+    colors: dict[str, str] = {DENSE: "black"}
     for r in rows:  # one colour per method, in the order the report lists them
         colors.setdefault(r.get("method", "?"), palette[(len(colors) - 1) % len(palette)])
-    # one marker per deployed format, one colour per method
-    markers = {("torch", "fp32"): "P", ("torch", "fp16"): "X", ("torch", "bf16"): "X",
-               ("onnxruntime", "fp32"): "o", ("onnxruntime", "fp16"): "s", ("onnxruntime", "int8"): "D",
-               ("tensorrt", "fp32"): "^", ("tensorrt", "fp16"): "v", ("tensorrt", "int8"): ">",
-               ("openvino", "fp32"): "h", ("openvino", "fp16"): "p", ("openvino", "int8"): "d"}
+    # one marker per deployed format (the backend's record says which), one colour per method
     plotted: set[str] = set()
     annotated: set[str] = set()
     labels = []
@@ -174,9 +173,9 @@ def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
         if ips is None or r.get("top1") is None:
             continue
         method, backend = r.get("method", "?"), r.get("backend", "?")
-        is_dense = method == "dense" and r.get("precision") == "fp32"
+        is_dense = method == DENSE and r.get("precision") == "fp32"
         label = f"{method} · {backend} {r.get('precision', '')}".strip()
-        marker = "*" if is_dense else markers.get((backend, r.get("precision", "")), "o")
+        marker = "*" if is_dense else (BACKENDS[backend].marker(r.get("precision", "")) if backend in BACKENDS else "o")
         ax.scatter(ips, r["top1"], s=160 if is_dense else 60, marker=marker,
                    color=colors.get(method, "tab:gray"), edgecolor="black", linewidth=0.6, zorder=3,
                    label=label if label not in plotted else None)

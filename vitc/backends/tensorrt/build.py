@@ -258,3 +258,12 @@ def _require_gpu() -> dict[str, Any]:
     from vitc.core.device import gpu_info
 
     return gpu_info(torch.cuda.current_device())
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """The build report as the two lines `vitc build` prints."""
+    gpu = (r.get("gpu") or {}).get("name", "?")
+    batches = next(iter(r["profile"].values()))
+    return (f"wrote {r['engine']} ({r['engine_bytes'] / 2**20:.1f} MiB, {r['precision']}, TensorRT {r['tensorrt']}, {gpu})\n"
+            f"batch {batches['min'][0]}..{batches['max'][0]} (opt {batches['opt'][0]}); built in {r['build_seconds']:.1f} s; "
+            f"timing cache {r['timing_cache']}{' (reused)' if r['timing_cache_reused'] else ''}")

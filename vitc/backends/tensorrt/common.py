@@ -36,6 +36,17 @@ def tensorrt_version() -> str | None:
     return str(getattr(tensorrt, "__version__", "0"))
 
 
+def unavailable() -> str | None:
+    """Why TensorRT cannot run here (not installed, too old, or no CUDA GPU), or None."""
+    try:
+        require_tensorrt()
+    except TensorRTUnavailable as e:
+        return str(e)
+    import torch
+
+    return None if torch.cuda.is_available() else "TensorRT needs an NVIDIA GPU, and none is visible here"
+
+
 def require_tensorrt() -> str:
     """Return the TensorRT version, or raise :class:`TensorRTUnavailable` with a one-line hint."""
     version = tensorrt_version()
