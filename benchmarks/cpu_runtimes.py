@@ -47,16 +47,15 @@ def shapes(out: Path, model: str) -> dict[str, Path]:
 
 
 def deploy(artifact: Path) -> dict[str, Path]:
-    """fp32 ONNX and INT8 Q/DQ ONNX beside ``artifact`` (reused when present)."""
-    from vitc.onnx.export import export_onnx
-    from vitc.onnx.quantize import quantize_onnx
+    """fp32 ONNX and INT8 Q/DQ ONNX beside ``artifact`` (vitc's one deploy path; reused when present)."""
+    from vitc.backends.deploy import DeploySettings
+    from vitc.backends.deploy import deploy as make
+    from vitc.onnx.settings import ExportSettings, QuantizeSettings
 
-    fp32, int8 = artifact.with_suffix(".onnx"), artifact.with_suffix(".int8.onnx")
-    if not fp32.is_file():
-        export_onnx(str(artifact), fp32, verify=False, check=False)
-    if not int8.is_file():
-        quantize_onnx(fp32, CALIB_DATA, int8, num_samples=CALIB_SAMPLES, batch_size=CALIB_BATCH, check=False)
-    return {"fp32": fp32, "int8": int8}
+    settings = DeploySettings(export=ExportSettings(verify=False, check=False),
+                              quantize=QuantizeSettings(data=CALIB_DATA, num_samples=CALIB_SAMPLES, batch_size=CALIB_BATCH,
+                                                        check=False))
+    return {p: make(artifact, "onnxruntime", p, settings) for p in ("fp32", "int8")}
 
 
 def time_budget(latency: str | os.PathLike[str], dense: Path, combined: Path) -> dict[str, Any]:
@@ -104,16 +103,17 @@ def budget_markdown(budget: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any], names: dict[str, str]) -> str:
-    """One table per batch size: images/s, speedup over the reference (median and paired), GFLOP/s, of peak."""
-    ref = report["reference"]
-    peak = ref.get("peak")
+    """One table per batch size: images/s, speedup over the reference (median and paired), GFLOP/s, share of the GEMM
+    peak of the file's own precision (timed in the same rounds)."""
+    ref = report["targets"][0]
     lines = [f"Reference: {names[ref['target']]} ({ref['label']}). Speedup = reference median latency / variant's "
-             "(paired: median of per-round ratios). MACs ratio = variant MACs / dense MACs."]
-    if peak:
-        lines.append(f"fp32 GEMM peak: {peak['gflops']:.1f} GFLOP/s ({peak['how']}).")
+             "(paired: median of per-round ratios). MACs ratio = variant MACs / dense MACs. Of peak: of a GEMM of the "
+             "file's precision timed in the same rounds."]
     ratios = {t["target"]: t["macs_ratio"] for t in report["targets"]}
     for res in report["results"]:
-        lines += ["", f"| batch {res['batch']} | MACs ratio | images/s | speedup | paired | GFLOP/s | of fp32 peak |",
+        peaks = ", ".join(f"{p['precision']} {p['gflops']:.1f} GFLOP/s" for p in res["peaks"] if p.get("gflops"))
+        lines += ["", f"GEMM peaks at batch {res['batch']}: {peaks or 'not timed'}.", "",
+                  f"| batch {res['batch']} | MACs ratio | images/s | speedup | paired | GFLOP/s | of peak |",
                   "|---|---|---|---|---|---|---|"]
         for x in res["rows"]:
             frac = "-" if x["peak_fraction"] is None else f"{x['peak_fraction']:.2f}"
@@ -137,7 +137,7 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
          latencies: tuple[str, ...]) -> None:
     """DeiT-S shapes x {ONNX Runtime, OpenVINO} x {fp32, INT8}, stacked on dense ONNX Runtime fp32."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # both runners default to it; the peak follows the runners
-    from vitc.checks.bench import stack_targets
+    from vitc.checks.bench import bench_targets
     from vitc.core.errors import VitcError
     from vitc.core.fileio import write_json, write_text
     from vitc.core.progress import log
@@ -156,8 +156,8 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
                     targets.append(target)
                     names[target] = f"{variant}, {'ONNX Runtime' if backend == 'onnxruntime' else 'OpenVINO'} {precision}"
         log(f"timing {len(targets)} runners round-robin, {threads} threads each")
-        report = stack_targets(targets, device="cpu", batch_sizes=parse_int_list(batches, "--batch"), warmup_ms=warmup_ms,
-                               min_iters=min_iters, min_seconds=min_seconds)
+        report = bench_targets(targets, device="cpu", batch_sizes=parse_int_list(batches, "--batch"), warmup_ms=warmup_ms,
+                               min_iters=min_iters, min_seconds=min_seconds).to_dict()
     except VitcError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

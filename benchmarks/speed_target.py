@@ -110,7 +110,7 @@ def main(out: Path, model: str, batches: str, targets: str, threads: int, min_se
 
 def run(out: Path, model: str, batches: list[int], targets: list[float], threads: int, min_seconds: float,
         smoke: bool) -> dict[str, Any]:
-    from vitc.checks.bench import stack_targets
+    from vitc.checks.bench import bench_targets
     from vitc.checks.environment import environment
     from vitc.checks.profile import ProfileSettings, profile_latency
     from vitc.checks.settings import BenchSettings
@@ -184,17 +184,17 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
         here = [v for v in variants if v["batch"] in (None, b)]
         log(f"batch {b}: the dense ONNX and {len(here)} compressed ones, round-robin")
         settings = BenchSettings(batch_sizes=[b], backend="onnxruntime", device="cpu", warmup_ms=300,
-                                 min_iters=5 if b > 8 else 30, min_seconds=min_seconds)
+                                 min_iters=5 if b > 8 else 30, min_seconds=min_seconds, peak=False)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the ONNX Runtime runner's thread count
-        report = stack_targets([str(dense_onnx)] + [str(v["onnx"]) for v in here], settings)
-        measured = report["results"][0]["rows"][1:]
+        report = bench_targets([str(dense_onnx)] + [str(v["onnx"]) for v in here], settings)
+        measured = report.results[0].rows[1:]
         for v, m in zip(here, measured):
             predicted = latency[b].predict(v["spec"], v["name"])["speedup"]
+            paired = float(m.speedup_paired or 0.0)
             rows.append({"name": v["name"], "method": v["method"], "by": v["by"], "target": v["target"], "batch": b,
                          "keep_ratio": v.get("keep_ratio"), "macs_ratio": v["macs_ratio"], "blocks": v["spec"].depth,
-                         "predicted_speedup": predicted, "measured_speedup": m["speedup_paired"],
-                         "error": predicted / m["speedup_paired"] - 1,
-                         "off_target": m["speedup_paired"] / v["target"] - 1, "cv": m["cv"]})
+                         "predicted_speedup": predicted, "measured_speedup": paired, "error": predicted / paired - 1,
+                         "off_target": paired / v["target"] - 1, "cv": m.cv})
     errors = {b: [abs(r["error"]) for r in rows if r["batch"] == b] for b in batches}
     result = {"benchmark": "speed_target", "model": model, "backend": "onnxruntime fp32", "threads": threads,
               "targets": targets, "batches": batches, "uvc_share": UVC_SHARE, "rows": rows, "unreachable": unreachable,

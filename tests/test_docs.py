@@ -90,3 +90,28 @@ def test_documented_commands_exist_with_their_options(path: Path) -> None:
             flag = word.split("=", 1)[0]
             if flag.startswith("-") and not re.fullmatch(r"-\d.*", flag):
                 assert flag in options, f"{path.name}: `{line}`: {command.name} has no option {flag}"
+
+
+def test_the_api_example_runs(tmp_path: Path) -> None:
+    """docs/api.md's example, as written, in a fresh process (the API is what `import vitc` gives)."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    (code,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), flags=re.S)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=subprocess_env(),
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "top-1" in run.stdout and "INT8:" in run.stdout and "paired (IQR)" in run.stdout
+    assert (tmp_path / "nano.onnx").is_file() and (tmp_path / "nano.int8.onnx").is_file()
+
+
+def test_import_vitc_is_light_and_names_the_api() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, vitc; assert 'torch' not in sys.modules; "
+            "assert callable(vitc.bench) and callable(vitc.verify) and 'torch' not in sys.modules; print(sorted(vitc.API))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

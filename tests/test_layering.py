@@ -1,6 +1,7 @@
 """The package's layers import only downward, and no modules import each other in a circle.
 
-Layers, bottom to top: core → train → methods → onnx → backends → checks → pipeline → cli. Every
+Layers, bottom to top: core → train → methods → onnx → backends → checks → pipeline → api → cli (``vitc.api``
+is a module: the Python API; the package face ``vitc`` reaches it only through PEP 562's ``__getattr__``). Every
 ``import`` counts — module level, inside functions and under ``TYPE_CHECKING`` alike — so a lazy import
 cannot hide an upward dependency. The graph is read from the source (AST), nothing is imported.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 VITC = Path(__file__).resolve().parents[1] / "vitc"
-LAYERS = ["core", "train", "methods", "onnx", "backends", "checks", "pipeline", "cli"]
+LAYERS = ["core", "train", "methods", "onnx", "backends", "checks", "pipeline", "api", "cli"]
 
 
 def module_name(path: Path, root: Path = VITC) -> str:
@@ -152,3 +153,29 @@ def test_the_checker_finds_an_upward_import(tmp_path: Path, source: str, expect:
 
 def test_the_checker_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# ---- one place per name: backends and artifact kinds are named only by their registries ---------------
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, value) of every string constant of a module, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("names, home", [
+    (("torch", "onnxruntime", "tensorrt", "openvino"), "backends"),  # vitc.backends.BACKENDS
+    (("uvc", "dynamicvit", "uvc+dynamicvit"), "methods"),  # vitc.methods.METHODS
+])
+def test_backend_and_kind_names_are_spelled_only_by_their_registries(names: tuple[str, ...], home: str) -> None:
+    from vitc.backends import BACKENDS
+    from vitc.methods import METHODS
+
+    assert set(names) == set(BACKENDS if home == "backends" else METHODS)  # the test knows every registered name
+    found = [f"{p.relative_to(VITC.parent)}:{line} {value!r}" for name, p in modules().items()
+             if not name.startswith(f"vitc.{home}") for line, value in _string_literals(p) if value in names]
+    assert not found, f"name literals outside vitc/{home}/ (dispatch through the registry instead): {found}"

@@ -38,12 +38,15 @@ class Backend:
     reads: str
     short: str
     precisions: tuple[str, ...]
+    gpu_only: tuple[str, ...] = ()  # precisions it runs only on a CUDA device
     suffixes: tuple[str, ...] = ()
     options: frozenset[str] = frozenset()
     builder: str | None = None  # ``module:function`` behind ``vitc build --backend NAME`` (ONNX → deployable file)
     build_settings: str | None = None  # ``module:Class``: that builder's settings dataclass
     build_summary: str | None = None  # ``module:function``: the builder's report as one or two lines of text
     available: str | None = None
+    version: str | None = None  # ``module:function``: the installed version of what it needs (None when absent)
+    inspect: str | None = None  # ``module:function``: (spec, facts) of a file it built, for `vitc info`
     markers: tuple[tuple[str, str], ...] = ()  # (precision, matplotlib marker) in the report's plot
 
     def runner_class(self) -> Any:
@@ -64,13 +67,27 @@ class Backend:
     def describe_build(self, report: dict[str, Any]) -> str:
         return str(_resolve(self.build_summary)(report)) if self.build_summary else str(report)
 
+    def installed_version(self) -> str | None:
+        return _resolve(self.version)() if self.version else None
+
+    def inspect_file(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        """The spec and facts (format, precision, versions) a file this backend built records about itself."""
+        if self.inspect is None:
+            raise UsageError(f"{path}: vitc cannot read what a {self.title} file records about itself")
+        result: tuple[Any, dict[str, Any]] = _resolve(self.inspect)(path)
+        return result
+
     def unavailable(self) -> str | None:
         """Why this backend cannot run on this machine, or None."""
         return _resolve(self.available)() if self.available else None
 
+    def runs_at(self, precision: str, device: str) -> bool:
+        """Whether it runs files (or computes) at ``precision`` on ``device`` (cpu, cuda, cuda:N)."""
+        return precision in self.precisions and (precision not in self.gpu_only or device.startswith("cuda"))
+
     def format_label(self, precision: str) -> str:
         """How the report names a file of this backend and precision (``onnx int8``, ``trt fp16``, ``pytorch``)."""
-        return self.short if self.reads == ARTIFACT else f"{self.short} {precision}"
+        return self.short if self.reads == ARTIFACT and precision == self.precisions[0] else f"{self.short} {precision}"
 
     def marker(self, precision: str) -> str:
         return dict(self.markers).get(precision, "o")
@@ -89,25 +106,26 @@ def _resolve(ref: str) -> Any:
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "PyTorch", "vitc.backends.torch_runner:TorchRunner",
             "PyTorch (CPU, or a CUDA GPU for fp16/compile/CUDA graphs)", reads=ARTIFACT, short="pytorch",
-            precisions=("fp32", "fp16", "bf16"), options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint", "threads"}),
-            markers=(("fp32", "P"), ("fp16", "X"), ("bf16", "X"))),
+            precisions=("fp32", "fp16", "bf16"), gpu_only=("fp16",), options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint", "threads"}),
+            version="vitc.backends.torch_runner:torch_version", markers=(("fp32", "P"), ("fp16", "X"), ("bf16", "X"))),
     Backend("onnxruntime", "ONNX Runtime", "vitc.backends.ort_runner:OrtRunner",
             "onnxruntime (its CUDA provider needs onnxruntime-gpu)", reads=ONNX, short="onnx",
             precisions=("fp32", "fp16", "int8"), suffixes=(".onnx",),
             options=frozenset({"threads", "providers", "optimization", "spinning"}),
-            markers=(("fp32", "o"), ("fp16", "s"), ("int8", "D"))),
+            version="vitc.backends.ort_runner:onnxruntime_version", markers=(("fp32", "o"), ("fp16", "s"), ("int8", "D"))),
     Backend("tensorrt", "TensorRT", "vitc.backends.tensorrt.runner:TensorRTRunner", "TensorRT >= 10 and a CUDA GPU",
             reads=BUILT, short="trt", precisions=("fp16", "int8", "fp32"), suffixes=(".engine", ".plan", ".trt"),
             options=frozenset({"cuda_graph"}), builder="vitc.backends.tensorrt.build:build_engine",
             build_settings="vitc.backends.tensorrt.build:BuildSettings",
             build_summary="vitc.backends.tensorrt.build:summary_line", available="vitc.backends.tensorrt.common:unavailable",
+            version="vitc.backends.tensorrt.common:tensorrt_version", inspect="vitc.backends.tensorrt.build:inspect_engine",
             markers=(("fp32", "^"), ("fp16", "v"), ("int8", ">"))),
     Backend("openvino", "OpenVINO", "vitc.backends.openvino_runner:OpenVinoRunner",
             "OpenVINO (pip install 'vitc[openvino]'; runs on the CPU)", reads=ONNX, short="openvino",
             precisions=("fp32", "fp16", "int8"), suffixes=(".onnx", ".xml"), options=frozenset({"threads", "cache_dir"}),
             builder="vitc.backends.openvino_build:build_ir", build_settings="vitc.backends.openvino_build:OpenVinoBuildSettings",
             build_summary="vitc.backends.openvino_build:summary_line", available="vitc.backends.openvino_runner:unavailable",
-            markers=(("fp32", "h"), ("fp16", "p"), ("int8", "d"))),
+            version="vitc.backends.openvino_runner:openvino_version", markers=(("fp32", "h"), ("fp16", "p"), ("int8", "d"))),
 )}
 BUILDERS = tuple(b.name for b in BACKENDS.values() if b.builder)
 ONNX_BACKENDS = tuple(b.name for b in BACKENDS.values() if b.reads == ONNX)  # backends that run vitc's ONNX files as they are

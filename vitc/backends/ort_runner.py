@@ -34,6 +34,18 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
+def onnxruntime_version() -> str | None:
+    """The installed onnxruntime (or onnxruntime-gpu) version."""
+    from importlib import metadata
+
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def choose_providers(device: str, providers: list[Any] | None = None) -> tuple[list[Any], str]:
     """Execution providers for ``device`` (auto | cpu | cuda | cuda:N) and the device they run on."""
     import onnxruntime as ort

@@ -21,6 +21,10 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 
 
+def torch_version() -> str:
+    return str(torch.__version__)
+
+
 class TorchRunner(Runner):
     backend = "torch"
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from vitc import __version__
+from vitc.backends import BACKENDS
 from vitc.backends.base import Runner
-from vitc.backends.tensorrt.common import tensorrt_version
 from vitc.core.device import cpu_model, gpu_info
 
-PACKAGES = ("timm", "onnx", "onnxscript", "openvino", "triton")  # versions recorded beside torch's
+PACKAGES = ("timm", "onnx", "onnxscript", "triton")  # versions recorded beside each backend's
 
 
 def dist_version(*names: str) -> str | None:
@@ -51,8 +51,8 @@ def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "platform": platform.platform(),
         "versions": {
-            "vitc": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "onnxruntime": dist_version("onnxruntime", "onnxruntime-gpu"), "tensorrt": tensorrt_version(),
+            "vitc": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            **{name: b.installed_version() for name, b in BACKENDS.items()},
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
             **{d: dist_version(d) for d in PACKAGES},
         },
@@ -66,8 +66,3 @@ def environment(runners: Sequence[Runner] = ()) -> dict[str, Any]:
     elif not runners and torch.cuda.is_available():
         env["gpu"] = gpu_info(torch.cuda.current_device())
     return env
-
-
-def trt_available() -> bool:
-    """True when the real TensorRT (not only its type stubs) imports here."""
-    return tensorrt_version() is not None

@@ -56,10 +56,12 @@ def describe_target(target: str, img_size: int | None = None) -> dict[str, Any]:
         raise UsageError(f"--img-size does not apply to {what} (its input size is fixed)")
     meta: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    built = next((b for b in BACKENDS.values() if b.inspect and suffix in b.suffixes), None)
     if suffix == ".onnx":
         spec, kind, extra = _from_onnx(path)
-    elif suffix in BACKENDS["tensorrt"].suffixes:
-        spec, kind, extra = _from_engine(path)
+    elif built is not None:
+        spec, extra = built.inspect_file(path)
+        kind = PLAIN
     elif is_artifact_path(target):
         spec, kind, meta = read_header(target)
         if kind != PLAIN:
@@ -106,17 +108,3 @@ def _from_onnx(path: Path) -> tuple[Any, str, dict[str, Any]]:
     if META_KEEP_RATIO in meta:
         extra["keep_ratio"] = float(meta[META_KEEP_RATIO])
     return spec, meta.get("vitc.kind", PLAIN), extra
-
-
-def _from_engine(path: Path) -> tuple[Any, str, dict[str, Any]]:
-    from vitc.backends.tensorrt.build import read_sidecar
-    from vitc.core.filetype import PLAIN
-    from vitc.core.spec import ViTSpec
-
-    if not path.is_file():
-        raise UsageError(f"no such engine file: {path}")
-    sidecar = read_sidecar(path)
-    if not sidecar or not sidecar.get("spec"):
-        raise UsageError(f"{path} has no vitc sidecar ({path.name}.json), so its architecture is unknown")
-    return ViTSpec.from_dict(sidecar["spec"]), PLAIN, {"format": "tensorrt", "precision": sidecar.get("precision"),
-                                                         "tensorrt": sidecar.get("tensorrt")}

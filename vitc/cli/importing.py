@@ -9,6 +9,7 @@ import click
 
 from vitc.cli.common import emit, json_option, out_option
 from vitc.cli.options import collect, settings_options
+from vitc.methods.dynamicvit import DynamicViT
 from vitc.methods.dynamicvit.settings import OfficialImportSettings
 
 
@@ -20,7 +21,7 @@ def import_group() -> None:
     """
 
 
-@import_group.command(name="dynamicvit")
+@import_group.command(name=DynamicViT.kind)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @settings_options(OfficialImportSettings)
 @out_option("The DynamicViT artifact to write (.safetensors).")

@@ -53,7 +53,7 @@ from vitc.onnx.settings import ExportSettings, QuantizeSettings
 from vitc.train.settings import TrainSettings
 
 INHERITED = ("seed", "device")  # top-level keys every training section inherits unless it sets its own
-DEPLOY_PRECISIONS = ("fp32", "fp16", "int8")
+DEPLOY_PRECISIONS = ("fp32", "fp16", "int8")  # what a run makes unless told (bf16 where listed: torch's compute dtype)
 
 
 class Section(Settings):
@@ -76,9 +76,10 @@ class DeployStage(Settings):
                                   help="Backends to evaluate and bench each variant on (tensorrt only where TensorRT and a "
                                        "GPU are present; openvino runs the ONNX files on the CPU when listed). ONNX Runtime "
                                        "always runs the ONNX files: every one is verified and evaluated through it.")
-    precisions: list[str] = setting(list(DEPLOY_PRECISIONS), choices=DEPLOY_PRECISIONS,
-                                    help="ONNX precisions to make for the ONNX and built backends: fp32 always (int8 is "
-                                         "quantized from it), fp16 (an FP16 export), int8 (Q/DQ calibrated on the run's data).")
+    precisions: list[str] = setting(list(DEPLOY_PRECISIONS), choices=("fp32", "fp16", "bf16", "int8"),
+                                    help="Precisions to deploy at, where a backend runs them: fp32 always (int8 is quantized "
+                                         "from it), fp16 (an FP16 ONNX; torch on a GPU), bf16 (torch's compute dtype), int8 "
+                                         "(Q/DQ calibrated on the run's data).")
 
     def rules(self, label: Label) -> None:
         for key, values in (("backends", self.backends), ("precisions", self.precisions)):

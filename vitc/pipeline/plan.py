@@ -224,10 +224,17 @@ class Plan:
         """(backend, precision) of every file a variant is deployed to: the reference backend always (it verifies
         every ONNX), the others where 'deploy.backends' lists them and they can run here."""
         cfg, out = self.cfg, []
+        device = cfg.bench.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         for name, b in BACKENDS.items():
             if name != REFERENCE_BACKEND and (name not in cfg.deploy.backends or b.unavailable() is not None):
                 continue
-            precisions = b.precisions[:1] if b.reads == ARTIFACT else [p for p in cfg.deploy.precisions if p in b.precisions]
+            precisions = [p for p in cfg.deploy.precisions if b.runs_at(p, device if b.reads == ARTIFACT else "cpu")]
+            if b.reads == ARTIFACT:  # a model computes in fp32 always; fp16 too on a GPU (bf16 where listed)
+                precisions = [b.precisions[0], *(p for p in precisions if p != b.precisions[0])]
             out += [(name, p) for p in precisions]
         return out
 

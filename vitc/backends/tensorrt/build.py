@@ -267,3 +267,16 @@ def summary_line(r: dict[str, Any]) -> str:
     return (f"wrote {r['engine']} ({r['engine_bytes'] / 2**20:.1f} MiB, {r['precision']}, TensorRT {r['tensorrt']}, {gpu})\n"
             f"batch {batches['min'][0]}..{batches['max'][0]} (opt {batches['opt'][0]}); built in {r['build_seconds']:.1f} s; "
             f"timing cache {r['timing_cache']}{' (reused)' if r['timing_cache_reused'] else ''}")
+
+
+def inspect_engine(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The spec and facts an engine's sidecar records (`vitc info ENGINE`)."""
+    from vitc.core.spec import ViTSpec
+
+    if not path.is_file():
+        raise UsageError(f"no such engine file: {path}")
+    sidecar = read_sidecar(path)
+    if not sidecar or not sidecar.get("spec"):
+        raise UsageError(f"{path} has no vitc sidecar ({path.name}.json), so its architecture is unknown")
+    return ViTSpec.from_dict(sidecar["spec"]), {"format": "tensorrt", "precision": sidecar.get("precision"),
+                                                 "tensorrt": sidecar.get("tensorrt")}
