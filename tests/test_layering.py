@@ -1,6 +1,6 @@
 """The package's layers import only downward, and no modules import each other in a circle.
 
-Layers, bottom to top: core → train → methods → onnx → backends → checks → pipeline → api → cli (``vitc.api``
+Layers, bottom to top: core → train → methods → onnx → backends → checks → tune → pipeline → api → cli (``vitc.api``
 is a module: the Python API; the package face ``vitc`` reaches it only through PEP 562's ``__getattr__``). Every
 ``import`` counts — module level, inside functions and under ``TYPE_CHECKING`` alike — so a lazy import
 cannot hide an upward dependency. The graph is read from the source (AST), nothing is imported.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 VITC = Path(__file__).resolve().parents[1] / "vitc"
-LAYERS = ["core", "train", "methods", "onnx", "backends", "checks", "pipeline", "api", "cli"]
+LAYERS = ["core", "train", "methods", "onnx", "backends", "checks", "tune", "pipeline", "api", "cli"]
 
 
 def module_name(path: Path, root: Path = VITC) -> str:

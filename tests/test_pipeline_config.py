@@ -151,7 +151,7 @@ def test_two_runs_with_one_name_are_refused(tmp_path: Path) -> None:
 
 def test_a_stage_whose_settings_changed_starts_over_instead_of_resuming(tmp_path: Path) -> None:
     """An interrupted training stage continues from its checkpoint only under the key it was started with."""
-    from vitc.pipeline.state import CHECKPOINT_NAME, Stage, StageRecords, drop_checkpoints
+    from vitc.core.runs import CHECKPOINT_NAME, Stage, StageRecords, drop_checkpoints
 
     folder = tmp_path / "dynamicvit-0.70"
     (folder / "sub").mkdir(parents=True)

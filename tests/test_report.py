@@ -46,23 +46,34 @@ def test_write_report_writes_all_three_files(tmp_path):
     assert set(files) == {"json", "markdown", "plot"}
 
 
-def test_point_labels_that_would_overlap_are_moved_apart():
+def test_point_labels_stay_apart_and_inside_the_plot():
+    """Labels of points at the same place are moved apart, none over another, the title or outside the axes (the
+    demo's pareto.png printed labels over the title and each other)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitc.pipeline.report import separate_labels
+    from vitc.core.plots import place_labels
 
     fig, ax = plt.subplots()
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
-    labels = [ax.annotate(name, (50 + i, 50), textcoords="offset points", xytext=(6, 6))
-              for i, name in enumerate(["dynamicvit-keep0.90", "dense", "uvc-0.50"])]
+    ax.set_title("a title")
+    names = ["dynamicvit-keep0.90", "dense", "uvc-0.50", "uvc-0.50+dynamicvit-keep0.70"]
+    labels = [ax.annotate(name, (50 + i, 99), textcoords="offset points", xytext=(6, 6)) for i, name in enumerate(names)]
     renderer = fig.canvas.get_renderer()
     assert labels[0].get_window_extent(renderer).overlaps(labels[1].get_window_extent(renderer))
-    separate_labels(fig, labels)
+    place_labels(fig, ax, labels)
     boxes = [t.get_window_extent(renderer) for t in labels]
+    area, title = ax.get_window_extent(renderer), ax.title.get_window_extent(renderer)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    assert labels[0].xyann == (6, 6)  # the first label keeps its place
+    assert all(area.y1 >= b.y1 and not b.overlaps(title) for b in boxes)  # points at the top edge: labels go below
     plt.close(fig)
+
+
+def test_the_pareto_front_keeps_only_points_nothing_beats():
+    from vitc.core.plots import pareto_front
+
+    points = [(1.0, 90.0), (2.0, 89.0), (1.5, 85.0), (3.0, 80.0), (2.5, 70.0)]
+    assert pareto_front(points) == [0, 1, 3]

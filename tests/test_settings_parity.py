@@ -104,7 +104,7 @@ def test_every_option_is_a_key_of_its_section_refused_alike(section: str, sectio
     for f, spec, tp in fields(command_cls):
         if not spec.cli:
             continue
-        key, shape = _yaml_key(section.split(".")[0] if section.split(".")[0] in METHODS else section, f.name)
+        key, shape = _yaml_key(section.split(".", maxsplit=1)[0] if section.split(".", maxsplit=1)[0] in METHODS else section, f.name)
         if f.name in aliases:
             continue  # an old spelling: moved to its new key with a note (tests/test_pipeline_config.py)
         if fixed.get(f.name):

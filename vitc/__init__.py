@@ -2,7 +2,7 @@
 
 The steps are functions of :mod:`vitc.api`, reachable from here: ``vitc.compress``, ``vitc.materialize``,
 ``vitc.export``, ``vitc.quantize``, ``vitc.verify``, ``vitc.evaluate``, ``vitc.bench``, ``vitc.profile``,
-``vitc.deploy`` and ``vitc.run``. They load on first use (PEP 562), so ``import vitc`` and
+``vitc.deploy``, ``vitc.run`` and ``vitc.tune``. They load on first use (PEP 562), so ``import vitc`` and
 ``vitc --help`` import no torch.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("bench", "compress", "deploy", "evaluate", "export", "materialize", "profile", "quantize", "run", "verify")
+API = ("bench", "compress", "deploy", "evaluate", "export", "materialize", "profile", "quantize", "run", "tune", "verify")
 
 
 def __getattr__(name: str) -> Any:

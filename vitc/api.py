@@ -138,6 +138,16 @@ def deploy(artifact: PathLike, backend: str, precision: str = "fp32", settings: 
     return make(artifact, backend, precision, settings)
 
 
+def tune(model: str, data: str, out: PathLike, settings: Any = None, *, pretrained: bool = False,
+         checkpoint: PathLike | None = None, resume: bool = False, force: bool = False, **options: Any) -> Any:
+    """``vitc tune``: the fastest file this device runs at ``target_speedup`` (a :class:`vitc.tune.TuneResult`;
+    ``result.met`` is False when nothing meets it, where the command exits 1)."""
+    from vitc.tune import tune as run_tune
+
+    return run_tune(model, data, out, settings, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None,
+                    resume=resume, force=force, **options)
+
+
 def run(pipeline: PathLike, out: PathLike | None = None, *, resume: bool = False, force: bool = False,
         overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """``vitc run PIPELINE.yaml``: every stage, then the report (``overrides``: ``--set KEY=VALUE`` items)."""
@@ -147,4 +157,4 @@ def run(pipeline: PathLike, out: PathLike | None = None, *, resume: bool = False
     return run_pipeline(load_config(pipeline, overrides), out, resume, force=force)
 
 
-__all__ = ["bench", "compress", "deploy", "evaluate", "export", "materialize", "profile", "quantize", "run", "verify"]
+__all__ = ["bench", "compress", "deploy", "evaluate", "export", "materialize", "profile", "quantize", "run", "tune", "verify"]

@@ -106,7 +106,8 @@ def _resolve(ref: str) -> Any:
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "PyTorch", "vitc.backends.torch_runner:TorchRunner",
             "PyTorch (CPU, or a CUDA GPU for fp16/compile/CUDA graphs)", reads=ARTIFACT, short="pytorch",
-            precisions=("fp32", "fp16", "bf16"), gpu_only=("fp16",), options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint", "threads"}),
+            precisions=("fp32", "fp16", "bf16"), gpu_only=("fp16",),
+            options=frozenset({"compile", "cuda_graph", "pretrained", "checkpoint", "threads"}),
             version="vitc.backends.torch_runner:torch_version", markers=(("fp32", "P"), ("fp16", "X"), ("bf16", "X"))),
     Backend("onnxruntime", "ONNX Runtime", "vitc.backends.ort_runner:OrtRunner",
             "onnxruntime (its CUDA provider needs onnxruntime-gpu)", reads=ONNX, short="onnx",

@@ -39,6 +39,7 @@ class DeploySettings:
     quantize: QuantizeSettings | None = None
     build: dict[str, Any] = field(default_factory=dict)
     quick_export: bool = False  # TorchScript's exporter (latency probes: ~0.5 s instead of ~5 s; not for deployment)
+    calib_source: Any = None  # a parsed data source to calibrate on instead of ``quantize.data`` (one with held-out images)
 
     def build_settings(self, backend: str) -> Any:
         given = self.build.get(backend)
@@ -94,8 +95,9 @@ def deploy_steps(artifact: str | os.PathLike[str], backend: str, precision: str,
         if settings.quantize is None:
             raise UsageError(f"an INT8 file for {b.title} needs calibration images (quantize settings with data)")
         q = settings.quantize
-        steps.append(Step("quantize", [fp32], onnx_path(artifact, "int8"), {"quantize": to_dict(q)},
-                          partial(_quantize, fp32, onnx_path(artifact, "int8"), q)))
+        calib = settings.calib_source if settings.calib_source is not None else q.data
+        steps.append(Step("quantize", [fp32], onnx_path(artifact, "int8"), {"quantize": {**to_dict(q), "data": str(calib)}},
+                          partial(_quantize, fp32, onnx_path(artifact, "int8"), q, calib)))
     if b.reads == BUILT:
         source = onnx_path(artifact, precision)
         target = deployed_path(artifact, backend, precision)
@@ -126,10 +128,10 @@ def _export(artifact: Path, out: Path, settings: ExportSettings, quick: bool) ->
     return export_onnx(str(artifact), out, settings, exporter="torchscript" if quick else "dynamo")
 
 
-def _quantize(onnx: Path, out: Path, settings: QuantizeSettings) -> dict[str, Any]:
+def _quantize(onnx: Path, out: Path, settings: QuantizeSettings, calib: Any) -> dict[str, Any]:
     from vitc.onnx.quantize import quantize_onnx
 
-    return quantize_onnx(str(onnx), settings.data, out, **{k: v for k, v in to_dict(settings).items() if k != "data"})
+    return quantize_onnx(str(onnx), calib, out, **{k: v for k, v in to_dict(settings).items() if k != "data"})
 
 
 __all__ = ["DeploySettings", "Step", "deploy", "deploy_steps", "deployed_path", "onnx_path"]

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc.backends import load_runner, split_target
+from vitc.backends import BACKENDS, detect_backend, load_runner, split_target
 from vitc.backends.base import Runner
 from vitc.checks.environment import environment
 from vitc.checks.settings import BenchSettings
@@ -361,7 +361,10 @@ def open_targets(targets: Sequence[str], settings: BenchSettings, *, pretrained:
             options: dict[str, Any] = {"compile": settings.compile, "cuda_graph": settings.cuda_graph,
                                        "pretrained": pretrained, "checkpoint": checkpoint}
             backend, path = split_target(target)
-            runners.append(stack.enter_context(load_runner(path, backend=backend or settings.backend, device=settings.device,
+            name = backend or (detect_backend(path) if settings.backend == "auto" else settings.backend)
+            if settings.threads is not None and "threads" in BACKENDS[name].options:
+                options["threads"] = settings.threads
+            runners.append(stack.enter_context(load_runner(path, backend=name, device=settings.device,
                                                            precision=settings.precision,
                                                            **{k: v for k, v in options.items() if v})))
         yield runners
@@ -443,8 +446,8 @@ def _target(runner: Runner, name: str) -> Target:
 
 def protocol(settings: BenchSettings) -> dict[str, Any]:
     return {"warmup_ms": settings.warmup_ms, "min_iters": settings.min_iters, "min_seconds": settings.min_seconds,
-            "seed": settings.seed, "data_transfers": False, "cv_warn": CV_WARN, "order": "round-robin",
-            "peak": settings.peak}
+            "seed": settings.seed, "threads": settings.threads, "data_transfers": False, "cv_warn": CV_WARN,
+            "order": "round-robin", "peak": settings.peak}
 
 
 def check_batches(batch_sizes: Sequence[int], runners: Sequence[tuple[Runner, str]]) -> list[int]:

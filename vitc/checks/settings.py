@@ -64,6 +64,8 @@ class BenchSettings(Settings):
     min_iters: int = setting(50, min=1, help="Timed iterations per batch size, at least (and --min-seconds).")
     min_seconds: float = setting(3.0, min=0, help="Timed seconds per batch size, at least (and --min-iters).")
     seed: int = setting(0, min=0, help="Seed of the synthetic input batch.")
+    threads: int | None = setting(None, min=1, help="CPU threads of every runner that takes them (torch, onnxruntime, "
+                                                    "openvino) [default: OMP_NUM_THREADS, else each runtime's own].")
     cuda_graph: bool = setting(False, help="Replay CUDA graphs (torch, tensorrt; CUDA only).")
     compile: bool = setting(False, help="torch.compile the model (torch backend, CUDA only).")
     peak: bool = setting(True, help="Time a GEMM of each precision present in the same rounds as the targets: each file's "

@@ -141,6 +141,7 @@ COMMANDS = {
     "build": "vitc.cli.build:build",
     "bench": "vitc.cli.bench:bench",
     "profile": "vitc.cli.profile:profile",
+    "tune": "vitc.cli.tune:tune",
     "run": "vitc.cli.run:run",
     "demo": "vitc.cli.run:demo",
     "models": "vitc.cli.models:models",
@@ -155,6 +156,7 @@ def cli() -> None:
 
     \b
     Pipeline:  compress → materialize → export → verify → quantize → build → eval / bench → report
+    Tuned:     vitc tune MODEL --target-speedup S   (method, precision, backend chosen by measurement)
     Chained:   vitc run PIPELINE.yaml        End to end on built-in data: vitc demo
     Models:    vitc models [FILTER]          Official checkpoints: vitc import dynamicvit CKPT ...
     Every command takes --json; errors are one line (exit 2: bad input, 1: a failed step or check).

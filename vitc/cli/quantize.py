@@ -30,7 +30,7 @@ def quantize(ctx: click.Context, onnx: Path, out: Path, as_json: bool, **params:
 
     result = quantize_onnx(onnx, s.data, out, num_samples=s.num_samples, method=s.method, batch_size=s.batch_size,
                            percentile=s.percentile, attention=s.attention, per_channel=s.per_channel,
-                           reduce_range=s.reduce_range, check=s.check, seed=s.seed)
+                           reduce_range=s.reduce_range, check=s.check, seed=s.seed, float_blocks=s.float_blocks)
     emit(result, as_json, _human)
 
 

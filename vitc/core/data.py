@@ -52,13 +52,25 @@ class DataSource:
     kind: str
     path: Path | None = None
     size: int = 256
+    holdout: float = 0.0  # a seeded fraction of the train split kept apart (split "holdout"), out of "train"
 
     def __str__(self) -> str:
+        held = f" ({self.holdout:.0%} of train held out)" if self.holdout else ""
         if self.kind == "imagefolder":
-            return f"imagefolder:{self.path}"
+            return f"imagefolder:{self.path}{held}"
         if self.kind == "fashion-mnist":
-            return self.kind if self.path == FASHION_MNIST_DIR else f"fashion-mnist:{self.path}"
-        return self.kind if self.kind != "synthetic" or self.size == 256 else f"synthetic:{self.size}"
+            return (self.kind if self.path == FASHION_MNIST_DIR else f"fashion-mnist:{self.path}") + held
+        return (self.kind if self.kind != "synthetic" or self.size == 256 else f"synthetic:{self.size}") + held
+
+    def with_holdout(self, fraction: float) -> DataSource:
+        """This source with ``fraction`` of its train split kept apart as the split ``holdout`` (seeded, the same
+        images every time): what ``vitc tune`` chooses on, so that neither training nor the reported (val)
+        accuracy sees them."""
+        if not 0.0 <= fraction < 1.0:
+            raise UsageError(f"the held-out fraction must be in [0, 1), got {fraction}")
+        from dataclasses import replace
+
+        return replace(self, holdout=fraction)
 
     def num_classes(self, spec: ViTSpec | None = None) -> int:
         if self.kind in ("digits", "fashion-mnist"):
@@ -85,6 +97,18 @@ class DataSource:
         return None if self.kind == "synthetic" else self.num_classes()
 
     def dataset(self, spec: ViTSpec, split: str, train_transforms: bool = False) -> Dataset:
+        if self.holdout and split in ("train", HOLDOUT):
+            from torch.utils.data import Subset
+
+            base = self._dataset(spec, "train", train_transforms and split == "train")
+            held = _held_out(len(base), self.holdout)
+            keep = held if split == HOLDOUT else sorted(set(range(len(base))) - set(held))
+            return Subset(base, keep)
+        if split == HOLDOUT:
+            raise UsageError(f"{self} holds out no images (split {HOLDOUT!r} needs a held-out fraction)")
+        return self._dataset(spec, split, train_transforms)
+
+    def _dataset(self, spec: ViTSpec, split: str, train_transforms: bool = False) -> Dataset:
         if split not in SPLITS:
             raise UsageError(f"unknown split {split!r} (expected train or val)")
         if self.kind == "digits":
@@ -105,9 +129,21 @@ class DataSource:
         return d
 
 
-def parse_data(text: str) -> DataSource:
+HOLDOUT = "holdout"
+
+
+def _held_out(n: int, fraction: float) -> list[int]:
+    """The indices of a train split of ``n`` images kept apart: a seeded ``fraction`` of them (at least 1)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1234)).tolist()
+    return sorted(order[: max(1, round(fraction * n))])
+
+
+def parse_data(text: str | DataSource) -> DataSource:
     """Parse ``digits`` / ``fashion-mnist[:PATH]`` / ``synthetic[:N]`` / ``imagefolder:PATH``; bad input is a
-    one-line error. Cheap: it checks that the files exist, and reads none of them."""
+    one-line error. Cheap: it checks that the files exist, and reads none of them. A parsed source (one with a
+    held-out part, say) is taken as it is."""
+    if isinstance(text, DataSource):
+        return text
     text = text.strip()
     if text == "digits":
         return DataSource("digits")

@@ -81,6 +81,15 @@ class Method(ABC):
         raise UsageError(f"--target-speedup picks a keep ratio, and {art.path} is a {self.title} model without token "
                          f"selection (size it with `vitc compress {self.kind} --target-speedup`)")
 
+    def trial_settings(self, **values: Any) -> Any:
+        """The settings of a short try (``vitc tune``): ``values`` (target_speedup, latency, epochs, finetune_epochs,
+        batch_size, lr, seed, device; None = the method's default) where this method's settings have the field;
+        a method adds what makes a few epochs enough (UVC: a fast search)."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(self.settings)}
+        return self.settings.with_options(**{k: v for k, v in values.items() if k in names and v is not None})
+
     def effective_spec(self, path: str | Path) -> ViTSpec | None:
         """The architecture the artifact really computes, when its spec describes something larger
         (UVC's masked dense model); None when the spec already is it."""

@@ -25,6 +25,32 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # the torch module path the dynamo exporter records on each node
+
+
+def block_of_nodes(model: onnx.ModelProto) -> dict[str, int]:
+    """Node name → index of the transformer block (``blocks.N``) it computes, from the module scopes
+    ``torch.onnx.export(dynamo=True)`` records; nodes outside the blocks (and graphs without the record) are left out."""
+    import ast
+    import re
+
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key != SCOPES_KEY:
+                continue
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                continue
+            for scope in scopes if isinstance(scopes, list) else []:
+                m = re.fullmatch(r"blocks\.(\d+)", str(scope))
+                if m and node.name:
+                    out[node.name] = int(m.group(1))
+                    break
+    return out
+
+
 def topological_sort(graph: onnx.GraphProto) -> None:
     """Reorder ``graph.node`` so every node follows the producers of its inputs (ONNX requires it;
     graph rewriters such as the FP16 converter append new nodes at the end)."""

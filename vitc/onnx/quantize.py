@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitc.core.errors import UsageError, VitcError
 from vitc.core.fileio import check_output_file, refuse_overwriting_inputs
@@ -34,12 +34,15 @@ from vitc.onnx.io import (
 )
 from vitc.onnx.settings import QuantizeSettings
 
+if TYPE_CHECKING:
+    from vitc.core.data import DataSource
+
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
 
 def quantize_onnx(
     onnx_path: str | os.PathLike[str],
-    calib_data: str,
+    calib_data: str | DataSource,
     out: str | os.PathLike[str],
     *,
     num_samples: int = 512,
@@ -51,11 +54,14 @@ def quantize_onnx(
     reduce_range: str = "auto",
     check: bool = True,
     seed: int = 0,
+    float_blocks: list[int] | None = None,
 ) -> dict[str, Any]:
     """Quantize the FP32 ONNX at ``onnx_path`` with ``num_samples`` images of ``calib_data``; write ``out``.
 
     The result keeps the source's ``vitc.*`` metadata with ``vitc.precision=int8`` and the calibration
-    settings in ``vitc.onnx.quantize``; it must pass the TensorRT readiness check (``check``).
+    settings in ``vitc.onnx.quantize``; it must pass the TensorRT readiness check (``check``). ``float_blocks``:
+    transformer blocks whose MatMuls stay float (a mixed-precision file; the blocks are found by the module scopes
+    vitc's export records on each node).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -65,8 +71,10 @@ def quantize_onnx(
     from vitc.onnx.calibration import ImageCalibrationReader
 
     t0 = time.perf_counter()
-    QuantizeSettings(data=calib_data, num_samples=num_samples, method=method, batch_size=batch_size, percentile=percentile,
-                     attention=attention, per_channel=per_channel, reduce_range=reduce_range, check=check, seed=seed).validate()
+    given = calib_data if isinstance(calib_data, str) else "digits"  # a parsed source is checked already
+    QuantizeSettings(data=given, num_samples=num_samples, method=method, batch_size=batch_size, percentile=percentile,
+                     attention=attention, per_channel=per_channel, reduce_range=reduce_range, check=check, seed=seed,
+                     float_blocks=float_blocks).validate()
     from vitc.core.device import cpu_has_int8_dot
 
     seven_bit = reduce_range == "yes" or (reduce_range == "auto" and not cpu_has_int8_dot())
@@ -82,6 +90,17 @@ def quantize_onnx(
     precision = precision_of(model)
     if precision != "fp32":
         raise UsageError(f"{onnx_path} is {precision}; quantize the fp32 ONNX (vitc export without --fp16)")
+    float_nodes: list[str] = []
+    if float_blocks:
+        from vitc.onnx.graph import block_of_nodes
+
+        blocks = block_of_nodes(model)
+        missing = sorted(set(float_blocks) - set(blocks.values()))
+        if not blocks or missing:
+            what = "records no block of its nodes (not a dynamo export by vitc)" if not blocks else \
+                f"has no block {missing[0]} (blocks 0..{max(blocks.values())})"
+            raise UsageError(f"--float-blocks: {onnx_path} {what}")
+        float_nodes = [name for name, b in blocks.items() if b in set(float_blocks)]
     source = parse_data(calib_data)
     inp = graph_inputs(model)[0]
     static_batch = inp.type.tensor_type.shape.dim[0].dim_value or None
@@ -105,6 +124,8 @@ def quantize_onnx(
         # MatMuls whose both operands are activations: attention's Q·Kᵀ and P·V
         attention_matmuls = [n.name for n in prepared.graph.node if n.op_type == "MatMul" and not set(n.input) & inits]
         excluded = score_nodes + ([] if attention else [n for n in attention_matmuls if n not in score_nodes])
+        excluded += [n.name for n in prepared.graph.node
+                     if n.name in set(float_nodes) and n.op_type in QUANTIZED_OPS and n.name not in excluded]
         quantized_path = Path(tmp) / "int8.onnx"
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
@@ -128,7 +149,7 @@ def quantize_onnx(
     name_nodes(quantized)
     calibration = {"method": method, "data": str(source), "split": "train", "num_samples": reader.num_samples,
                    "batch_size": batch_size, "seed": seed, "attention": attention, "per_channel": per_channel,
-                   "weight_bits": 7 if seven_bit else 8}
+                   "weight_bits": 7 if seven_bit else 8, "float_blocks": sorted(float_blocks or [])}
     if method == "percentile":
         calibration["percentile"] = percentile
     stamp(quantized, {**source_meta, META_PRECISION: "int8", META_CALIBRATION: calibration})

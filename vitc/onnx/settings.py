@@ -48,6 +48,9 @@ class QuantizeSettings(Settings):
     attention: bool = setting(False, flag="--quantize-attention",
                               help="Also quantize attention's activation x activation matmuls (Q.K^T, P.V); off by default.")
     per_channel: bool = setting(True, help="Per-channel weight scales (per-tensor with --no-per-channel).")
+    float_blocks: list[int] | None = setting(None, min=0, metavar="I,J,...",
+                                             help="Blocks (0-based) whose MatMuls stay float: a mixed-precision file "
+                                                  "(`vitc tune` picks them where INT8 does not pay or costs accuracy).")
     reduce_range: str = setting("auto", choices=("auto", "yes", "no"),
                                 help="7-bit weights (ONNX Runtime's reduce_range). auto: yes on an x86 CPU without VNNI, "
                                      "whose u8 x s8 kernels add products in int16 and saturate on 8-bit weights (a "

@@ -3,7 +3,7 @@
 Stages: data subset (``subset``) → baseline → per method run: compress, materialize → per variant:
 export (fp32, fp16), quantize (int8), build (TensorRT, where installed), verify, eval through every
 deployed backend, bench (paired with the dense model in the same format unless ``bench.paired: false``).
-Each stage names its options, input files and output files — what :mod:`vitc.pipeline.state` keys it by.
+Each stage names its options, input files and output files — what :mod:`vitc.core.runs` keys it by.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 from vitc.backends import ARTIFACT, BACKENDS, REFERENCE_BACKEND
 from vitc.core.errors import CheckFailed, UsageError
+from vitc.core.runs import Stage, has_checkpoint
 from vitc.core.settings import to_args, to_dict
 from vitc.methods import ratio_tag
 from vitc.pipeline.config import MethodStage, PipelineConfig
-from vitc.pipeline.state import Stage, has_checkpoint
 
 DENSE = "dense"
 SUBSET_FOLDER = "data-subset"

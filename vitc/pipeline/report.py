@@ -9,7 +9,6 @@ share of the GEMM peak of its own precision timed in the same bench rounds, and 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -128,73 +127,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def separate_labels(fig: Any, labels: list[Any], step_points: float = 10.0, tries: int = 8) -> None:
-    """Move each point label up (then down) in ``step_points`` steps until it overlaps no earlier one.
-
-    Variants with the same top-1 and similar throughput (e.g. the dense model and DynamicViT at
-    rho 0.9) otherwise print their names over each other.
-    """
-    renderer = fig.canvas.get_renderer()
-    placed: list[Any] = []
-    for text in labels:
-        x0, y0 = text.xyann
-        for k in range(2 * tries + 1):
-            dy = step_points * ((k + 1) // 2) * (1 if k % 2 else -1) if k else 0.0
-            text.xyann = (x0, y0 + dy)
-            box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
-                break
-        else:
-            text.xyann = (x0, y0)  # no free spot nearby: keep the default place
-        placed.append(text.get_window_extent(renderer))
-
-
 def pareto_png(rows: list[dict[str, Any]], batch: str | None = None) -> bytes:
-    """Top-1 (%) against images/s at ``batch`` (default 32, else the largest benched), dense marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Top-1 (%) against images/s at ``batch`` (default 32, else the largest benched), dense marked, labels apart."""
+    from vitc.core.plots import Point, scatter_png
 
     batches = batch_sizes(rows)
     if batch is None:
         batch = "32" if "32" in batches else (batches[-1] if batches else None)
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
     colors: dict[str, str] = {DENSE: "black"}
     for r in rows:  # one colour per method, in the order the report lists them
         colors.setdefault(r.get("method", "?"), palette[(len(colors) - 1) % len(palette)])
-    # one marker per deployed format (the backend's record says which), one colour per method
-    plotted: set[str] = set()
-    annotated: set[str] = set()
-    labels = []
-    for r in rows:
+    points, annotated = [], set()
+    for r in rows:  # one marker per deployed format (the backend's record says which), one colour per method
         ips = (r.get("throughput") or {}).get(batch) if batch else None
         if ips is None or r.get("top1") is None:
             continue
         method, backend = r.get("method", "?"), r.get("backend", "?")
         is_dense = method == DENSE and r.get("precision") == "fp32"
-        label = f"{method} · {backend} {r.get('precision', '')}".strip()
         marker = "*" if is_dense else (BACKENDS[backend].marker(r.get("precision", "")) if backend in BACKENDS else "o")
-        ax.scatter(ips, r["top1"], s=160 if is_dense else 60, marker=marker,
-                   color=colors.get(method, "tab:gray"), edgecolor="black", linewidth=0.6, zorder=3,
-                   label=label if label not in plotted else None)
-        plotted.add(label)
-        if r["variant"] not in annotated:  # one label per variant; the legend tells the formats apart
-            annotated.add(r["variant"])
-            labels.append(ax.annotate(r["variant"], (ips, r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8))
-    ax.set_xlabel(f"throughput at batch {batch} (images/s, higher is better)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Accuracy vs throughput (★ = dense baseline)")
-    ax.grid(True, alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    separate_labels(fig, labels)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+        label = r["variant"] if r["variant"] not in annotated else None  # one label per variant
+        annotated.add(r["variant"])
+        points.append(Point(ips, r["top1"], label=label, legend=f"{method} · {backend} {r.get('precision', '')}".strip(),
+                            color=colors.get(method, "tab:gray"), marker=marker, size=160 if is_dense else 60))
+    return scatter_png(points, xlabel=f"throughput at batch {batch} (images/s, higher is better)",
+                       ylabel="top-1 accuracy (%)", title="Accuracy vs throughput (★ = dense baseline)")
 
 
 def write_report(out_dir: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any], environment: dict[str, Any],

@@ -2,7 +2,7 @@
 
 The whole YAML is validated and everything knowable from the model spec is checked before any stage
 (:mod:`vitc.pipeline.preflight`); the stages come from :mod:`vitc.pipeline.plan`, their records and the
-folder lock from :mod:`vitc.pipeline.state`. With ``--resume`` an unchanged stage is skipped and an
+folder lock from :mod:`vitc.core.runs`. With ``--resume`` an unchanged stage is skipped and an
 interrupted training stage continues from its own per-epoch checkpoint; without it a folder that holds
 an earlier run is refused (``--force`` starts over there). A stage that fails stops the run (``stage
 k/N NAME failed: ...``); a check that fails (a verification, a target) is reported and, at the end,
@@ -24,10 +24,10 @@ from vitc.checks.environment import environment
 from vitc.core.errors import CheckFailed, UsageError, VitcError
 from vitc.core.fileio import check_output_dir, write_json
 from vitc.core.progress import log
+from vitc.core.runs import CHECKPOINT_NAME, LOCK_NAME, STATE_NAME, Lock, Stage, StageRecords, drop_checkpoints, prepare_out, stage_key
 from vitc.pipeline.config import PipelineConfig
 from vitc.pipeline.plan import Plan, Row
 from vitc.pipeline.preflight import preflight
-from vitc.pipeline.state import CHECKPOINT_NAME, LOCK_NAME, STATE_NAME, Lock, Stage, StageRecords, drop_checkpoints, prepare_out, stage_key
 
 __all__ = ["CHECKPOINT_NAME", "LOCK_NAME", "STATE_NAME", "Pipeline", "Row", "Stage", "prepare_out", "run_pipeline",
            "stage_key"]

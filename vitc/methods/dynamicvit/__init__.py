@@ -38,6 +38,13 @@ class DynamicViT(Method):
 
         return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path))
 
+    def trial_settings(self, **values: Any) -> Any:
+        """A short try: the backbone frozen for the first half of its epochs at most (the default 5 of 30)."""
+        from vitc.methods.dynamicvit import defaults as D
+
+        epochs = values.get("epochs") or D.EPOCHS
+        return super().trial_settings(**{"freeze_epochs": min(D.FREEZE_EPOCHS, epochs // 2), **values})
+
     def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
                  checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
         from vitc.methods.dynamicvit.compress import compress_dynamicvit

@@ -9,7 +9,7 @@ Modules: ``settings``/``defaults`` (options and presets, torch-free), ``model`` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vitc.methods.base import Materialized, Method, ratio_tag
 from vitc.methods.uvc.settings import UVCSettings
@@ -69,6 +69,15 @@ class UVC(Method):
         art = load_artifact(path)
         gates, masks = gates_and_masks(art)
         return sliced_spec(art.spec, masks, (gates[:, 1] > gates[:, 0]).tolist())
+
+    # a search that reaches its budget in a few epochs (benchmarks/shapes.py's short DeiT-S search): no gate warm-up,
+    # a steep budget dual and a fast gate; the fine-tuning stage recovers the accuracy
+    FAST_SEARCH: ClassVar[dict[str, Any]] = {"gate_warmup_epochs": 0, "z_lr_schedule": (2000.0,), "gate_lr": 5.0,
+                                              "gate_interval": 1}
+
+    def trial_settings(self, **values: Any) -> Any:
+        """A short try: the fast search (:attr:`FAST_SEARCH`) with ``values`` on top."""
+        return super().trial_settings(**{**self.FAST_SEARCH, **values})
 
     def variant_value(self, settings: Any) -> Any:
         """The MACs budget; ``x2.00`` for a speedup target and ``lat0.50`` for a latency budget, so a pipeline never

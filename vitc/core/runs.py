@@ -1,4 +1,4 @@
-"""What a ``vitc run`` folder remembers: the stage records (``stages.json``), their keys, and the lock.
+"""What a run folder remembers (a `vitc run` or a `vitc tune`): the stage records (``stages.json``), their keys, and the lock.
 
 Each finished stage is recorded in ``DIR/stages.json`` with a key made of its options and the size
 and modification time of its input files. With ``--resume`` a stage whose key is unchanged and whose

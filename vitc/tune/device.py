@@ -1,0 +1,117 @@
+"""What the device gives before any compression: each backend × precision that runs here, its latency model of the
+dense model, and its dense file's speedup over the reference — measured, never assumed (INT8 GEMMs run 1.15x fp32
+on an AVX2 CPU and 2.7x on a VNNI one; OpenVINO's INT8 can lose to its fp32; TensorRT INT8 can lose to FP16)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vitc.backends import ARTIFACT, BACKENDS
+from vitc.backends.deploy import DeploySettings, deploy
+from vitc.core.errors import UsageError
+from vitc.core.progress import log
+from vitc.tune.journal import Journal
+from vitc.tune.settings import TuneSettings
+
+
+@dataclass
+class Candidate:
+    """One backend × precision the pick may run on: its dense file, latency model and measured gain."""
+
+    backend: str
+    precision: str
+    dense_file: str
+    profile: str
+    gain: float = 1.0  # the dense file's paired speedup over the reference's dense file
+    needed: float = 1.0  # the compression speedup still needed: S / gain
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.precision}"
+
+    @property
+    def target(self) -> str:
+        """The file as a bench target (``BACKEND:PATH``)."""
+        return f"{self.backend}:{self.dense_file}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def candidate_pairs(settings: TuneSettings, device: str) -> list[tuple[str, str]]:
+    """(backend, precision) to try: those asked for (or the device's defaults) that can run here; the reference first."""
+    gpu = device.startswith("cuda")
+    backends = settings.backends or ([b for b, x in BACKENDS.items() if x.reads != ARTIFACT and x.unavailable() is None
+                                      and (gpu or x.builder is None or x.runs_at("fp32", "cpu"))]
+                                     if not gpu else [b for b, x in BACKENDS.items() if x.unavailable() is None
+                                                      and (x.reads == ARTIFACT or x.builder is not None)])
+    precisions = settings.precisions or (["fp16", "int8"] if gpu else ["fp32", "int8"])
+    out = [settings.reference_pair]
+    for b in backends:
+        backend = BACKENDS[b]
+        why = backend.unavailable()
+        if why is not None:
+            if settings.backends:
+                raise UsageError(f"--backends lists {b}, which cannot run here: {why}")
+            continue
+        for p in precisions:
+            if backend.runs_at(p, device if backend.reads == ARTIFACT or gpu else "cpu") and (b, p) not in out:
+                if backend.reads == ARTIFACT and p == "int8":
+                    continue
+                out.append((b, p))
+    return out
+
+
+def measure_device(dense: Path, pairs: list[tuple[str, str]], settings: TuneSettings, deploy_settings: DeploySettings,
+                   calib_data: str, device: str, out: Path, journal: Journal) -> list[Candidate]:
+    """Deploy and profile the dense model on every pair, then bench every dense file against the reference's."""
+    from vitc.checks.profile import profile_latency
+    from vitc.checks.settings import ProfileSettings
+
+    candidates = []
+    for backend, precision in pairs:
+        name = f"{backend}-{precision}"
+        file = journal.step(f"device/{name}/deploy", {"artifact": str(dense), "backend": backend, "precision": precision},
+                            lambda b=backend, p=precision: {"file": str(deploy(dense, b, p, deploy_settings))})["file"]
+        profile = out / "profiles" / f"{name}-b{settings.batch_size}.json"
+        ps = ProfileSettings(backend=backend, device=device, batch_size=settings.batch_size, precision=precision,
+                             calib_data=calib_data if precision == "int8" else None, threads=settings.threads,
+                             token_points=settings.token_points, min_seconds=settings.probe_seconds,
+                             warmup_ms=50.0, quick_export=True)
+        options = {"settings": asdict(ps), "model": str(dense)}
+        journal.step(f"device/{name}/profile", options,
+                     lambda ps=ps, profile=profile: _profile(dense, profile, ps, out, profile_latency))
+        candidates.append(Candidate(backend, precision, file, str(profile)))
+    gains = journal.step("device/gains", {"files": [c.target for c in candidates], "batch": settings.batch_size,
+                                          "seconds": settings.bench_seconds},
+                         lambda: _gains(candidates, settings, device))
+    for c in candidates:
+        c.gain = float(gains[c.name])
+        c.needed = settings.target_speedup / c.gain
+    for c in candidates:
+        log(f"device: {c.name} dense runs {c.gain:.2f}x the reference; compression must give {c.needed:.2f}x more")
+    return candidates
+
+
+def _profile(dense: Path, path: Path, ps: Any, out: Path, profile_latency: Any) -> dict[str, Any]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        path.unlink()  # an earlier tune's profile with other settings: measured again
+    profile_latency(str(dense), path, ps, probe_cache=out / "probes")
+    return {"profile": str(path)}
+
+
+def _gains(candidates: list[Candidate], settings: TuneSettings, device: str) -> dict[str, float]:
+    from vitc.checks.bench import bench_targets
+    from vitc.checks.settings import BenchSettings
+
+    bench = BenchSettings(batch_sizes=[settings.batch_size], device=device, threads=settings.threads, warmup_ms=200.0,
+                          min_iters=10, min_seconds=settings.bench_seconds, peak=False)
+    result = bench_targets([c.target for c in candidates], bench)
+    rows = result.results[0].rows
+    return {c.name: float(row.speedup_paired or 1.0) for c, row in zip(candidates, rows)}
+
+
+__all__ = ["Candidate", "candidate_pairs", "measure_device"]
