@@ -164,3 +164,17 @@ def test_a_stage_whose_settings_changed_starts_over_instead_of_resuming(tmp_path
     other = Stage(stage.name, {"epochs": 3}, [], stage.outputs, dict, folder)
     assert again.changed(other)
     assert drop_checkpoints(folder) == 1 and not (folder / "sub" / CHECKPOINT_NAME).exists()
+
+
+def test_a_tune_section_adds_a_tune_stage_with_the_commands_settings(tmp_path: Path) -> None:
+    import json
+
+    r = _dry_run(tmp_path, {**BASE, "tune": {"target_speedup": 3, "max_drop": 1.0, "backends": ["onnxruntime"]}})
+    assert r.returncode == 0, r.stderr
+    stages = {s["name"]: s["options"] for s in json.loads(r.stdout)["stages"]}
+    options = stages["tune-x3.00/tune"]
+    assert (options["target_speedup"], options["max_drop"], options["backends"]) == (3.0, 1.0, ["onnxruntime"])
+    bad = _dry_run(tmp_path, {**BASE, "tune": {"max_drop": 1.0}})
+    assert bad.returncode == 2 and "missing required key 'tune.target_speedup'" in bad.stderr
+    bad = _dry_run(tmp_path, {**BASE, "tune": {"target_speedup": 0.5}})
+    assert bad.returncode == 2 and "'tune.target_speedup' must be > 1, got 0.5" in bad.stderr

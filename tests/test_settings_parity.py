@@ -43,6 +43,10 @@ def _cases() -> list[tuple[str, type, type]]:
     out.append(("baseline", TrainSettings, TrainSettings))
     out += [(f"build.{name}", BACKENDS[name].build_settings_class(), BACKENDS[name].build_settings_class()) for name in BUILDERS]
     out += [(kind, m.settings, m.settings) for kind, m in METHODS.items()]
+    from vitc.pipeline.config import TuneStage
+    from vitc.tune.settings import TuneSettings
+
+    out.append(("tune", TuneStage, TuneSettings))
     return out
 
 
@@ -51,7 +55,7 @@ CASES = _cases()
 
 def test_every_stage_command_has_a_section() -> None:
     names = {c[0].split(".")[0] for c in CASES}
-    assert {"export", "quantize", "verify", "eval", "bench", "build", "baseline", *METHODS} <= names
+    assert {"export", "quantize", "verify", "eval", "bench", "build", "baseline", "tune", *METHODS} <= names
 
 
 def _yaml(section: str, key: str, value: Any) -> dict[str, Any]:
@@ -61,6 +65,8 @@ def _yaml(section: str, key: str, value: Any) -> dict[str, Any]:
     for part in parts:
         node = node.setdefault(part, {})
     node[key] = value
+    if parts[0] == "tune":
+        node.setdefault("target_speedup", 2.0)
     method = METHODS.get(parts[0])
     if method is not None:
         if method.sweep is not None and key != method.sweep:
@@ -145,7 +151,9 @@ def _default_or_sample(f: dataclasses.Field, tp: Any) -> Any:
 
 
 def _required(cls: type, but: str) -> dict[str, str]:
-    """Text values for the required fields of ``cls`` other than ``but`` (a quantize needs --data)."""
+    """Text values for the required fields of ``cls`` other than ``but`` (a quantize needs --data, a tune a target)."""
     from vitc.core.settings import default_of
 
-    return {f.name: "digits" for f in dataclasses.fields(cls) if f.name != but and default_of(f) is dataclasses.MISSING}
+    sample = {str: "digits", float: "2.0", int: "1"}
+    return {f.name: sample[_strip_optional(tp)[0]] for f, _, tp in fields(cls)
+            if f.name != but and default_of(f) is dataclasses.MISSING}

@@ -51,6 +51,7 @@ from vitc.methods import METHODS, ratio_tag
 from vitc.methods.base import Method
 from vitc.onnx.settings import ExportSettings, QuantizeSettings
 from vitc.train.settings import TrainSettings
+from vitc.tune.settings import TuneSettings
 
 INHERITED = ("seed", "device")  # top-level keys every training section inherits unless it sets its own
 DEPLOY_PRECISIONS = ("fp32", "fp16", "int8")  # what a run makes unless told (bf16 where listed: torch's compute dtype)
@@ -159,6 +160,11 @@ class BenchStage(_BenchDefaults, Section):  # type: ignore[misc,valid-type]
 
 
 @dataclass(kw_only=True)
+class TuneStage(TuneSettings, Section):
+    """`vitc tune`'s settings: the run tunes its dense model and reports the tuned file as one more row."""
+
+
+@dataclass(kw_only=True)
 class SubsetStage(Settings):
     train: int | None = setting(None, min=1, help="Use only the first N training images (fashion-mnist data).")
     val: int | None = setting(None, min=1, help="Use only the first N validation (test) images (fashion-mnist data).")
@@ -234,6 +240,7 @@ class PipelineConfig:
     eval: EvalStage = field(default_factory=EvalStage)
     bench: BenchStage = field(default_factory=BenchStage)
     subset: SubsetStage = field(default_factory=SubsetStage)
+    tune: TuneStage | None = None  # `vitc tune` on the dense model (a section with at least target_speedup)
     targets: list[Any] = field(default_factory=list)  # vitc.pipeline.targets.Target
     methods: dict[str, MethodStage] = field(default_factory=dict, metadata={"internal": True})
     source: str = field(default="pipeline", metadata={"internal": True})
@@ -249,6 +256,8 @@ class PipelineConfig:
                 out[f.name] = [t.text for t in value]
             elif f.name == "build":
                 out[f.name] = {k: to_dict(v) for k, v in value.items()}
+            elif value is None:
+                out[f.name] = None
             else:
                 out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
         for kind, stage in self.methods.items():
@@ -366,6 +375,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
 
     cfg.targets = parse_targets(raw.get("targets"), label("targets"))
     cfg.baseline = _settings(TrainSettings, raw.get("baseline"), source, "baseline", inherited)
+    if raw.get("tune") is not None:
+        cfg.tune = _settings(TuneStage, raw["tune"], source, "tune", inherited)
     for kind, method in METHODS.items():
         if kind in raw:
             cfg.methods[kind] = _method_stage(method, raw[kind], source, inherited)

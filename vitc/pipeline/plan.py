@@ -63,6 +63,7 @@ class Plan:
         self.stages: list[Stage] = []
         self.rows: list[Row] = []
         self.variants: list[Variant] = []
+        self.tuned: str | None = None  # the tune stage, whose result is one more report row
         self.data = f"fashion-mnist:{out / SUBSET_FOLDER}" if cfg.subset.active else cfg.data
 
     @property
@@ -78,7 +79,7 @@ class Plan:
 
     def build(self) -> list[Stage]:
         """Every stage of the run, in order."""
-        self.stages, self.rows, self.variants = [], [], []
+        self.stages, self.rows, self.variants, self.tuned = [], [], [], None
         if self.cfg.subset.active:
             self._subset()
         dense = self._baseline()
@@ -98,7 +99,27 @@ class Plan:
         dense_targets: dict[tuple[str, str], Path] = {}
         for v in self.variants:
             self._deploy(v, dense_targets)
+        if self.cfg.tune is not None:
+            self.tuned = self._tune(dense)
         return self.stages
+
+    def _tune(self, dense: Path) -> str:
+        """`vitc tune` on the dense model, into OUT/tune (it journals its own steps: a stopped run continues there)."""
+        from vitc.tune.settings import TuneSettings
+
+        cfg, data = self.cfg, self.data
+        assert cfg.tune is not None
+        settings = TuneSettings(**{f.name: getattr(cfg.tune, f.name) for f in dataclasses.fields(TuneSettings)})
+        folder = self.out / "tune"
+
+        def run() -> dict[str, Any]:
+            from vitc.tune import tune
+
+            resume = (folder / "tune.json").is_file()
+            return tune(str(dense), data, folder, settings, resume=resume, force=not resume).to_dict()
+
+        return self.add(f"tune-x{ratio_tag(settings.target_speedup)}/tune", {"data": data, **to_dict(settings)}, [dense],
+                        [folder / "report.json"], run, checkpoints=folder)
 
     # ---- data and baseline ----------------------------------------------------------------------
     def _subset(self) -> None:

@@ -31,7 +31,8 @@ def add_stacked(rows: list[dict[str, Any]]) -> None:
         detail = r.get("bench") or {}
         # the row's own measurement (the last target of its bench: alone, or after the dense model when paired)
         measured = {str(res["batch"]): res["rows"][-1] for res in detail.get("results", []) if res.get("rows")}
-        r["stacked_speedup"] = {b: v / ref_ips[b] for b, v in ips.items() if v and ref_ips.get(b)}
+        r["stacked_speedup"] = r.get("stacked_speedup_measured") or {  # a tune row: its own paired measurement
+            b: v / ref_ips[b] for b, v in ips.items() if v and ref_ips.get(b)}
         r["gflops"] = {b: 2.0 * r["macs"] * v / 1e9 for b, v in ips.items() if v and r.get("macs")}
         r["peak_fraction"] = {b: m["peak_fraction"] for b, m in measured.items() if m.get("peak_fraction") is not None}
         r["peak_gflops"] = {b: m["peak_gflops"] for b, m in measured.items() if m.get("peak_gflops") is not None}

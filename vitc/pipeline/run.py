@@ -133,6 +133,8 @@ class Pipeline:
                 row["speedup_paired"] = r.paired
                 row["bench"] = b.get("detail")
             rows.append(row)
+        if self._plan.tuned is not None:
+            rows.append(tune_row(results[self._plan.tuned], dense_macs, cfg.bench.batch_sizes))
         add_speedups(rows)
         targets = check_targets(rows, cfg.targets)
         for t in targets:
@@ -146,6 +148,29 @@ class Pipeline:
         files = write_report(self.out, rows, meta, environment(), targets=targets)
         return {"report": files, "rows": rows, "table": markdown_table(rows), "meta": meta, "failed": failed,
                 "targets": targets, "stages_run": self.ran, "stages_skipped": self.skipped}
+
+
+def tune_row(result: dict[str, Any], dense_macs: int, batches: list[int]) -> dict[str, Any]:
+    """The report row of a run's `vitc tune`: its winner (or, when nothing met the target, the closest) as measured by
+    the tune against the dense model on the reference backend, top-1 through its own backend."""
+    entries = result.get("entries", [])
+    chosen = next((e for e in entries if e["name"] == result.get("winner")), None) or max(
+        entries, key=lambda e: e.get("measured") or 0.0)
+    from vitc.backends import BACKENDS
+
+    batch = str(result["batch_size"])
+    macs = chosen.get("macs") or dense_macs
+    return {
+        "variant": f"tune-x{result['target_speedup']:g}" + ("" if result.get("met") else " (not met)"), "method": "tune",
+        "format": BACKENDS[chosen["backend"]].format_label(chosen["precision"]), "backend": chosen["backend"],
+        "precision": chosen["precision"], "artifact": chosen.get("artifact"), "target": result.get("deployed") or chosen["file"],
+        "params": chosen.get("params"), "macs": macs, "macs_ratio": macs / dense_macs, "macs_ratio_origin": macs / dense_macs,
+        "top1": chosen.get("top1"), "top5": None, "top1_backend": f"{chosen['backend']} {chosen['precision']}",
+        "throughput": {batch: chosen.get("images_per_s")} if chosen.get("images_per_s") else {},
+        "speedup": {}, "stacked_speedup_measured": {batch: chosen.get("measured")},
+        "target_speedup": result["target_speedup"], "predicted_speedup": chosen.get("predicted"),
+        "tune": {"winner": result.get("winner"), "why": result.get("why"), "report": result.get("report")},
+    }
 
 
 def run_pipeline(cfg: PipelineConfig, out: str | Path | None = None, resume: bool = False, *, force: bool = False,

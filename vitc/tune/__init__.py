@@ -303,7 +303,7 @@ def _measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[T
     rows = dict(zip(targets, measured["rows"]))
     for e in entries:
         m = rows[f"{e.backend}:{e.file}"]
-        e.measured, e.measured_iqr = m["speedup"], m["iqr"]
+        e.measured, e.measured_iqr, e.images_per_s = m["speedup"], m["iqr"], m.get("images_per_s")
         e.meets = e.measured >= s.target_speedup * (1 - s.tolerance)
         e.within_drop = s.max_drop is None or dense_top1 - (e.holdout_top1 or 0.0) <= s.max_drop
         spec = read_header(e.artifact, verify=False)[0]
@@ -315,7 +315,7 @@ def _measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[T
 
 
 def _speedup_row(row: Any) -> dict[str, Any]:
-    return {"speedup": float(row.speedup_paired or 0.0), "iqr": row.speedup_paired_iqr}
+    return {"speedup": float(row.speedup_paired or 0.0), "iqr": row.speedup_paired_iqr, "images_per_s": row.images_per_s}
 
 
 def _winner(entries: list[Entry], s: TuneSettings) -> tuple[Entry | None, str]:

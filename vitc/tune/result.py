@@ -27,6 +27,7 @@ class Entry:
     predicted: float | None = None  # predicted speedup over the reference (gain x compression)
     measured: float | None = None  # paired speedup over the reference
     measured_iqr: list[float] | None = None
+    images_per_s: float | None = None
     top1: float | None = None  # val split, through its own backend
     holdout_top1: float | None = None
     macs: int | None = None

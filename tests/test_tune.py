@@ -1,0 +1,135 @@
+"""`vitc tune` on vit-nano: a block stays float where INT8 does not pay, the loop re-lands when a measurement misses,
+an unreachable target exits 1 naming the closest, and a killed tune resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import VITC, one_error_line, subprocess_env
+from vitc.cli import cli
+
+# the smallest tune that still runs every part: one backend, tiny latency grids, short timings, one training epoch
+TINY = ["--backends", "onnxruntime", "--threads", "1", "--batch-size", "8", "--epochs", "1", "--finetune-epochs", "0",
+        "--token-points", "2", "--probe-seconds", "0", "--bench-seconds", "0.05", "--train-batch-size", "64",
+        "--calib-samples", "32"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vit-nano trained 3 epochs on digits (above chance, so held-out accuracy means something)."""
+    from vitc.core.settings import validate
+    from vitc.train.classifier import train_classifier
+    from vitc.train.settings import TrainSettings
+
+    out = tmp_path_factory.mktemp("tune-base")
+    train_classifier("vit-nano", "digits", out, validate(TrainSettings(epochs=3, device="cpu", seed=0)))
+    return out / "model.safetensors"
+
+
+def _profile(spec: Any, path: Path, precision: str, scale: float) -> str:
+    """A latency model of a synthetic device whose every block costs ``scale`` times the float one's."""
+    from vitc.checks.profile import fit_latency
+    from vitc.checks.settings import ProfileSettings
+    from vitc.core.latency import probes
+
+    settings = ProfileSettings(backend="onnxruntime", precision=precision, calib_data="digits" if precision == "int8" else None,
+                               token_points=2, head_points=2, mlp_points=2)
+    grid = settings.grid(spec)
+
+    def ms(s: Any) -> float:
+        n = s.num_patches + s.num_prefix_tokens
+        return 0.1 + scale * sum(0.01 * b.heads * n + 1e-4 * b.mlp_hidden * n for b in s.blocks)
+
+    measured = [{"key": p.key, "kind": p.kind, "median_ms": ms(p.spec)} for p in probes(spec, grid)]
+    path.write_text(json.dumps(fit_latency(spec, grid, measured, settings, {}).to_dict()))
+    return str(path)
+
+
+def test_a_block_stays_float_where_int8_does_not_pay(tmp_path: Path, nano_artifact: Path) -> None:
+    from vitc.core.artifacts import read_header
+    from vitc.tune.journal import Journal
+    from vitc.tune.precision import choose
+    from vitc.tune.settings import TuneSettings
+
+    spec = read_header(nano_artifact)[0]
+    slow_int8 = _profile(spec, tmp_path / "int8.json", "int8", scale=1.5)  # INT8 GEMMs slower than fp32 on this "device"
+    fp32 = _profile(spec, tmp_path / "fp32.json", "fp32", scale=1.0)
+    journal = Journal(tmp_path, resume=False)
+    settings = TuneSettings(target_speedup=2.0)
+    decision = choose(str(nano_artifact), "never-read.onnx", "onnxruntime", slow_int8, fp32, "digits", "digits", settings,
+                      journal)
+    assert decision.float_blocks == list(range(spec.depth))
+    assert all("INT8 does not pay here" in decision.reasons[b] for b in decision.float_blocks)
+    assert all(i > f for i, f in zip(decision.int8_ms, decision.float_ms))  # from the two latency models
+    assert journal.state == {}  # decided from the device's latency models alone: nothing quantized or evaluated
+
+
+def test_an_unreachable_target_exits_1_naming_the_closest(tmp_path: Path, trained: Path) -> None:
+    out = tmp_path / "tune"
+    r = CliRunner().invoke(cli, ["tune", str(trained), "--data", "digits", "--target-speedup", "40", "--methods", "dynamicvit",
+                                 "--precisions", "fp32", *TINY, "-o", str(out), "--json"])
+    assert r.exit_code == 1, r.output
+    line = one_error_line(r.stderr)
+    assert "no candidate meets 40x" in line and "the closest is dense onnxruntime:fp32" in line
+    assert "no keep ratio makes" in line  # why the split could not get there
+    report = json.loads(r.stdout)
+    assert report["met"] is False and report["winner"] is None and (out / "report.md").is_file()
+    assert not list(out.glob("tuned*"))  # nothing is delivered as the answer
+
+
+def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first measurement of the pick misses S: the latency model is recalibrated with it, the pick re-landed on
+    the recalibrated model and measured again."""
+    import vitc.tune as tune_module
+
+    measured = iter([1.1, 1.5])  # round 1 misses 1.5x by 27%, round 2 meets it
+
+    def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:
+        speedup = next(measured, 1.5)
+        rows = [SimpleNamespace(speedup_paired=1.0 if i == 0 else speedup, speedup_paired_iqr=[speedup, speedup],
+                                images_per_s=100.0) for i in range(len(targets))]
+        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
+
+    monkeypatch.setattr(tune_module, "_measure", fake)
+    result = tune_module.tune(str(trained), "digits", tmp_path / "tune", target_speedup=1.5, methods=["uvc"],
+                              precisions=["fp32"], backends=["onnxruntime"], threads=1, batch_size=8, epochs=1,
+                              finetune_epochs=0, token_points=2, probe_seconds=0.0, bench_seconds=0.05, calib_samples=32)
+    first, second = result.rounds
+    assert (first["measured"], first["within_tolerance"]) == (1.1, False) and second["within_tolerance"] is True
+    profile = json.loads(Path(first["recalibrated"]).read_text())  # the measured point is in the recalibrated model
+    assert any(m["key"].startswith("measured:") for m in profile["measurements"])
+    assert profile["fit"]["calibration"] != json.loads(Path(first["latency"]).read_text())["fit"]["calibration"]
+    assert second["latency"] == first["recalibrated"] and second["artifact"] != first["artifact"]  # re-landed
+    assert result.met and result.deployed and Path(result.deployed).is_file()
+
+
+def test_a_killed_tune_resumes_where_it_stopped(tmp_path: Path, trained: Path) -> None:
+    out = tmp_path / "tune"
+    cmd = [*VITC, "tune", str(trained), "--data", "digits", "--target-speedup", "1.5", "--methods", "uvc", "--precisions",
+           "fp32", *TINY, "-o", str(out)]
+    victim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    journal = out / "tune.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and victim.poll() is None:
+        done = json.loads(journal.read_text()) if journal.is_file() else {}
+        if "result" in done.get("device/gains", {}):
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, f"not killed after the device steps: {victim.stderr.read()[-2000:]}"
+    again = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert again.returncode == 2 and "--resume" in one_error_line(again.stderr)  # a used folder needs --resume or --force
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert resumed.returncode in (0, 1), resumed.stderr[-3000:]
+    assert "[skip] tune step 1/" in resumed.stderr and "device/gains (done before)" in resumed.stderr
+    assert "[run] tune step" in resumed.stderr and (out / "report.json").is_file()
