@@ -144,7 +144,7 @@ def tune(model: str, data: str, out: PathLike, settings: Any = None, *, pretrain
     ``result.met`` is False when nothing meets it, where the command exits 1)."""
     from vitc.tune import tune as run_tune
 
-    return run_tune(model, data, out, settings, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None,
+    return run_tune(model, data, Path(out), settings, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None,
                     resume=resume, force=force, **options)
 
 
@@ -154,7 +154,7 @@ def run(pipeline: PathLike, out: PathLike | None = None, *, resume: bool = False
     from vitc.pipeline.config import load_config
     from vitc.pipeline.run import run_pipeline
 
-    return run_pipeline(load_config(pipeline, overrides), out, resume, force=force)
+    return run_pipeline(load_config(pipeline, overrides), Path(out) if out is not None else None, resume, force=force)
 
 
 __all__ = ["bench", "compress", "deploy", "evaluate", "export", "materialize", "profile", "quantize", "run", "tune", "verify"]

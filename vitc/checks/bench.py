@@ -308,8 +308,8 @@ def bench(runners: Sequence[Runner], names: Sequence[str] | None = None, setting
     batch_sizes = check_batches(settings.batch_sizes, list(zip(runners, names)))
     targets = [_target(r, n) for r, n in zip(runners, names)]
     if len(targets) > 1 and targets[0].macs:
-        for t in targets:
-            t.macs_ratio = t.macs / targets[0].macs if t.macs else None
+        for info in targets:
+            info.macs_ratio = info.macs / targets[0].macs if info.macs else None
     warnings = []
     shapes = {r.input_shape for r in runners}
     if len(shapes) > 1:
@@ -329,8 +329,8 @@ def bench(runners: Sequence[Runner], names: Sequence[str] | None = None, setting
                 for row, t in zip(rows, timed):
                     _add_speedup(row, rows[0], timed[0].host_ms, t.host_ms)
             peaks = _peaks(gemms, peak_timed)
-            for row, target in zip(rows, targets):
-                _add_efficiency(row, target, peaks)
+            for row, info in zip(rows, targets):
+                _add_efficiency(row, info, peaks)
                 if row.warning:
                     warnings.append(row.warning)
             results.append(BatchResult(batch=b, rounds=len(timed[0].host_ms), rows=rows, peaks=list(peaks.values())))

@@ -42,6 +42,8 @@ class PeakGemm:
         self.flops = 2.0 * self.n**3
         self.input_shape = (self.n, self.n)
         self._stream: Any = None
+        self._a: Any = None
+        self._b: Any = None
         if device.startswith("cuda"):
             self._open_cuda()
         else:

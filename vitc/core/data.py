@@ -101,8 +101,9 @@ class DataSource:
             from torch.utils.data import Subset
 
             base = self._dataset(spec, "train", train_transforms and split == "train")
-            held = _held_out(len(base), self.holdout)
-            keep = held if split == HOLDOUT else sorted(set(range(len(base))) - set(held))
+            n = len(base)  # type: ignore[arg-type]  # every vitc dataset is sized
+            held = _held_out(n, self.holdout)
+            keep = held if split == HOLDOUT else sorted(set(range(n)) - set(held))
             return Subset(base, keep)
         if split == HOLDOUT:
             raise UsageError(f"{self} holds out no images (split {HOLDOUT!r} needs a held-out fraction)")

@@ -88,7 +88,8 @@ class Method(ABC):
         import dataclasses
 
         names = {f.name for f in dataclasses.fields(self.settings)}
-        return self.settings.with_options(**{k: v for k, v in values.items() if k in names and v is not None})
+        cls: Any = self.settings
+        return cls.with_options(**{k: v for k, v in values.items() if k in names and v is not None})
 
     def effective_spec(self, path: str | Path) -> ViTSpec | None:
         """The architecture the artifact really computes, when its spec describes something larger

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vitc import __version__
 from vitc.core.artifacts import META_KIND, META_SPEC
@@ -202,7 +202,7 @@ def _trace_torchscript(model: nn.Module, spec: ViTSpec, opset: int, batch: int |
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (torch.randn(batch or TRACE_BATCH, *spec.input_shape),), buffer, dynamo=False,
+            torch.onnx.export(model.eval(), (torch.randn(batch or TRACE_BATCH, *spec.input_shape),), cast(Any, buffer), dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic)
         return onnx.load_from_string(buffer.getvalue())
     except Exception:  # a torch without the TorchScript exporter: the caller takes the dynamo path

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ def _close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], d
         file, float_blocks, decision = deploy_pick(trial, primary, candidates, source, calib, s, deploy_settings, journal)
         measured = journal.step(f"loop/r{r}/measure", {"file": file, "mtime": Path(file).stat().st_mtime_ns,
                                                         "reference": reference.target},
-                                lambda file=file: _speedup(_measure([reference.target, f"{primary.backend}:{file}"], s)))
+                                partial(_measured, [reference.target, f"{primary.backend}:{file}"], s))
         speedup = measured["speedup"]
         predicted = primary.gain * (trial.predicted or 1.0)
         within = abs(speedup / s.target_speedup - 1) <= s.tolerance
@@ -257,6 +258,10 @@ def recalibrate(latency: str, artifact: str, measured_compression: float, out: P
     return out
 
 
+def _measured(targets: list[str], s: TuneSettings) -> dict[str, Any]:
+    return _speedup(_measure(targets, s))
+
+
 def _speedup(result: Any) -> dict[str, Any]:
     row = result.results[0].rows[-1]
     return {"speedup": float(row.speedup_paired or 0.0), "iqr": row.speedup_paired_iqr, "images_per_s": row.images_per_s}
@@ -276,7 +281,6 @@ def _measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[T
                  journal: Journal, dense: str) -> list[Entry]:
     """Dense on every candidate, every trial and re-landed pick on the primary one: deployed, benched round-robin with
     the reference, top-1 through its own backend on the val split."""
-    from vitc.checks.evaluate import evaluate_target
     from vitc.core.artifacts import read_header
     from vitc.core.flops import model_macs
     from vitc.core.summary import count_params
@@ -309,9 +313,15 @@ def _measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[T
         spec = read_header(e.artifact, verify=False)[0]
         e.macs, e.params = model_macs(spec), count_params(spec)
         top1 = journal.step(f"final/top1/{e.backend}/{e.file}", {"file": e.file, "mtime": Path(e.file).stat().st_mtime_ns},
-                            lambda e=e: {"top1": evaluate_target(e.file, source, backend=e.backend, device=device).top1})
+                            partial(_top1, e.file, source, e.backend, device))
         e.top1 = top1["top1"]
     return entries
+
+
+def _top1(file: str, source: Any, backend: str, device: str) -> dict[str, Any]:
+    from vitc.checks.evaluate import evaluate_target
+
+    return {"top1": evaluate_target(file, source, backend=backend, device=device).top1}
 
 
 def _speedup_row(row: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ on an AVX2 CPU and 2.7x on a VNNI one; OpenVINO's INT8 can lose to its fp32; Ten
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +75,14 @@ def measure_device(dense: Path, pairs: list[tuple[str, str]], settings: TuneSett
     for backend, precision in pairs:
         name = f"{backend}-{precision}"
         file = journal.step(f"device/{name}/deploy", {"artifact": str(dense), "backend": backend, "precision": precision},
-                            lambda b=backend, p=precision: {"file": str(deploy(dense, b, p, deploy_settings))})["file"]
+                            partial(_deploy, dense, backend, precision, deploy_settings))["file"]
         profile = out / "profiles" / f"{name}-b{settings.batch_size}.json"
         ps = ProfileSettings(backend=backend, device=device, batch_size=settings.batch_size, precision=precision,
                              calib_data=calib_data if precision == "int8" else None, threads=settings.threads,
                              token_points=settings.token_points, min_seconds=settings.probe_seconds,
                              warmup_ms=50.0, quick_export=True)
         options = {"settings": asdict(ps), "model": str(dense)}
-        journal.step(f"device/{name}/profile", options,
-                     lambda ps=ps, profile=profile: _profile(dense, profile, ps, out, profile_latency))
+        journal.step(f"device/{name}/profile", options, partial(_profile, dense, profile, ps, out, profile_latency))
         candidates.append(Candidate(backend, precision, file, str(profile)))
     gains = journal.step("device/gains", {"files": [c.target for c in candidates], "batch": settings.batch_size,
                                           "seconds": settings.bench_seconds},
@@ -93,6 +93,10 @@ def measure_device(dense: Path, pairs: list[tuple[str, str]], settings: TuneSett
     for c in candidates:
         log(f"device: {c.name} dense runs {c.gain:.2f}x the reference; compression must give {c.needed:.2f}x more")
     return candidates
+
+
+def _deploy(dense: Path, backend: str, precision: str, settings: DeploySettings) -> dict[str, Any]:
+    return {"file": str(deploy(dense, backend, precision, settings))}
 
 
 def _profile(dense: Path, path: Path, ps: Any, out: Path, profile_latency: Any) -> dict[str, Any]:

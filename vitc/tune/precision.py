@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,8 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
             options = {"onnx": fp32_onnx, "block": i, "backend": backend, "calib": str(calib),
                        "samples": settings.calib_samples, "mtime": Path(fp32_onnx).stat().st_mtime_ns}
             top1 = journal.step(f"precision/{Path(fp32_onnx).name}/block{i}", options,
-                                lambda i=i, others=others: _alone(fp32_onnx, Path(tmp) / f"block{i}.int8.onnx", others,
-                                                                  backend, source, calib, settings))["top1"]
+                                partial(_alone, fp32_onnx, Path(tmp) / f"block{i}.int8.onnx", others, backend, source, calib,
+                                        settings))["top1"]
             out.drop[i] = base - top1
             if out.drop[i] > settings.block_drop:
                 out.reasons[i] = f"INT8 costs {out.drop[i]:.2f} top-1 points on the held-out images (> {settings.block_drop:g})"

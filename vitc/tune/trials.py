@@ -7,6 +7,7 @@ that selects tokens on the other's output), so no method is named here."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,7 @@ def run_trial(name: str, steps: list[tuple[Method, float]], dense: Path, source:
                    "seed": settings.seed, "data": str(source)}
         try:
             result = journal.step(f"trial/{name}/r{round_}/{method.kind}", options,
-                                  lambda m=method, t=target, w=work, src=model: _compress(m, t, src, w, source, latency,
-                                                                                            settings, train_device))
+                                  partial(_compress, method, target, model, work, source, latency, settings, train_device))
         except UsageError as e:  # the target is out of this split's reach on the latency model
             trial.unreachable = str(e)
             log(f"trial {name}: {e}")
