@@ -298,9 +298,9 @@ def _add_speedup(row: Row, ref: Row, ref_ms: Sequence[float], ms: Sequence[float
 # ------------------------------------------------------------------------------------------------
 
 def bench(runners: Sequence[Runner], names: Sequence[str] | None = None, settings: BenchSettings | None = None, *,
-          label: str = "bench", show_progress: bool = True, seconds_of: str = "each") -> BenchResult:
+          label: str = "bench", show_progress: bool = True, seconds_of: str = "each", quiet: bool = False) -> BenchResult:
     """Time ``runners`` round-robin at each of ``settings.batch_sizes``; with two or more, the first is the
-    reference every other one's speedup is over."""
+    reference every other one's speedup is over (``quiet``: warnings only in the result, not on stderr)."""
     settings = (settings or BenchSettings()).validate()
     names = list(names) if names is not None else [label_of(r) for r in runners]
     if not runners or len(names) != len(runners):
@@ -334,7 +334,7 @@ def bench(runners: Sequence[Runner], names: Sequence[str] | None = None, setting
                 if row.warning:
                     warnings.append(row.warning)
             results.append(BatchResult(batch=b, rounds=len(timed[0].host_ms), rows=rows, peaks=list(peaks.values())))
-    for w in warnings:
+    for w in [] if quiet else warnings:
         log(f"warning: {w}")
     return BenchResult(targets=targets, results=results, settings={**protocol(settings), "batch_sizes": batch_sizes},
                        environment=environment(list(runners)), reference=names[0] if len(names) > 1 else None,

@@ -161,13 +161,13 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
                     continue
                 t0 = time.perf_counter()
                 if p.key == reference.key:
-                    row = bench([ref_runner], [p.key], timing, show_progress=False).row(0, settings.batch_size)
+                    row = bench([ref_runner], [p.key], timing, show_progress=False, quiet=True).row(0, settings.batch_size)
                     ratio, ref_median = 1.0, row.latency_ms.median
                 else:
                     folder = tmp_root / f"{i:03d}"
                     with open_probe(p, folder) as runner:
                         result = bench([ref_runner, runner], [reference.key, p.key], timing, show_progress=False,
-                                       seconds_of="all")
+                                       seconds_of="all", quiet=True)  # each probe's CV is in the profile
                     shutil.rmtree(folder, ignore_errors=True)
                     row = result.row(1, settings.batch_size)
                     ratio = float(row.latency_ratio_paired or 1.0)

@@ -76,13 +76,15 @@ def measure_device(dense: Path, pairs: list[tuple[str, str]], settings: TuneSett
         name = f"{backend}-{precision}"
         file = journal.step(f"device/{name}/deploy", {"artifact": str(dense), "backend": backend, "precision": precision},
                             partial(_deploy, dense, backend, precision, deploy_settings))["file"]
-        profile = out / "profiles" / f"{name}-b{settings.batch_size}.json"
         ps = ProfileSettings(backend=backend, device=device, batch_size=settings.batch_size, precision=precision,
                              calib_data=calib_data if precision == "int8" else None, threads=settings.threads,
                              token_points=settings.token_points, min_seconds=settings.probe_seconds,
                              warmup_ms=50.0, quick_export=True)
         options = {"settings": asdict(ps), "model": str(dense)}
-        journal.step(f"device/{name}/profile", options, partial(_profile, dense, profile, ps, out, profile_latency))
+        profile = _profile_path(dense, ps, Path(settings.profiles) if settings.profiles else out / "profiles")
+        journal.step(f"device/{name}/profile", options,
+                     partial(_profile, dense, profile, ps, profile.parent / "probes", settings.profiles is not None,
+                             profile_latency))
         candidates.append(Candidate(backend, precision, file, str(profile)))
     gains = journal.step("device/gains", {"files": [c.target for c in candidates], "batch": settings.batch_size,
                                           "seconds": settings.bench_seconds},
@@ -99,11 +101,33 @@ def _deploy(dense: Path, backend: str, precision: str, settings: DeploySettings)
     return {"file": str(deploy(dense, backend, precision, settings))}
 
 
-def _profile(dense: Path, path: Path, ps: Any, out: Path, profile_latency: Any) -> dict[str, Any]:
+def _profile_path(dense: Path, ps: Any, folder: Path) -> Path:
+    """Where the latency model of ``dense`` measured with ``ps`` lives: named by the architecture and the settings."""
+    import hashlib
+    import json
+
+    from vitc.core.artifacts import read_header
+
+    spec = read_header(dense, verify=False)[0]
+    key = hashlib.sha256(json.dumps({"spec": spec.to_dict(), "settings": asdict(ps)}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    return folder / f"{spec.name}-{ps.backend}-{ps.precision}-b{ps.batch_size}-{key}.json"
+
+
+def _profile(dense: Path, path: Path, ps: Any, probes: Path, reuse: bool, profile_latency: Any) -> dict[str, Any]:
+    from vitc.core.latency import load_latency
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and reuse:
+        try:
+            load_latency(path)
+            log(f"reusing the latency profile {path}")
+            return {"profile": str(path)}
+        except UsageError:
+            pass  # damaged: measured again
     if path.is_file():
-        path.unlink()  # an earlier tune's profile with other settings: measured again
-    profile_latency(str(dense), path, ps, probe_cache=out / "probes")
+        path.unlink()
+    profile_latency(str(dense), path, ps, probe_cache=probes)
     return {"profile": str(path)}
 
 

@@ -51,7 +51,7 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
         fast, slow = out.int8_ms[i], out.float_ms[i]
         if fast is not None and slow is not None and fast >= slow:
             out.reasons[i] = f"INT8 does not pay here: {fast:.3f} ms in INT8, {slow:.3f} ms float (latency models)"
-    judged = [i for i in range(depth) if i not in out.reasons]
+    judged = [i for i in range(depth) if i not in out.reasons] if settings.block_drop < 100 else []
     base = holdout_top1(fp32_onnx, source, journal, backend) if judged else 0.0
     with tempfile.TemporaryDirectory(prefix=".vitc-blocks-", dir=Path(fp32_onnx).parent if judged else None) as tmp:
         for i in judged:

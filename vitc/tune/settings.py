@@ -54,12 +54,17 @@ class TuneSettings(Settings):
     calib_samples: int = setting(256, min=1, help="INT8: calibration images (train split, never the held-out ones).")
     block_drop: float = setting(0.5, min=0,
                                 help="INT8: a block stays float when quantizing it alone costs more than this many "
-                                     "top-1 points on the held-out images.")
+                                     "top-1 points on the held-out images (100: never for accuracy, as for speed-only "
+                                     "runs on synthetic data).")
     tolerance: float = setting(0.1, min=0, max=1, help="The measured speedup must lie within this relative tolerance of S.")
     rounds: int = setting(3, min=1, help="At most this many times: measure the pick, recalibrate, re-land, fine-tune.")
     probe_seconds: float = setting(1.0, min=0, help="Timed seconds per latency probe (vitc profile --min-seconds).")
     token_points: int = setting(4, min=2, max=32, help="Token counts in each latency profile's grid.")
     bench_seconds: float = setting(2.0, min=0, help="Timed seconds of each target per batch in the paired benches.")
+    profiles: str | None = setting(None, metavar="DIR",
+                                   help="Keep the latency profiles (and their probes) here, named by model, backend, "
+                                        "precision, batch, threads and grid, and reuse them in later tunes [default: "
+                                        "OUT/profiles, measured afresh].")
     seed: int = setting(0, min=0, help="Seed of every try.")
 
     def rules(self, label: Label) -> None:

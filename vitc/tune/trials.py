@@ -77,7 +77,7 @@ def run_trial(name: str, steps: list[tuple[Method, float]], dense: Path, source:
         try:
             result = journal.step(f"trial/{name}/r{round_}/{method.kind}", options,
                                   partial(_compress, method, target, model, work, source, latency, settings, train_device))
-        except UsageError as e:  # the target is out of this split's reach on the latency model
+        except (UsageError, CheckFailed) as e:  # out of this split's reach, or its short search did not get there
             trial.unreachable = str(e)
             log(f"trial {name}: {e}")
             return trial
