@@ -32,7 +32,7 @@ from conftest import dvt_model, dvt_spec
 
 from vitc.backends.tensorrt.common import tensorrt_version
 from vitc.backends.torch_runner import TorchRunner
-from vitc.checks.bench import BenchSettings, measure, synthetic_batch
+from vitc.checks.bench import BenchSettings, Row, bench, synthetic_batch
 from vitc.cli import cli
 from vitc.core.artifacts import load_artifact, save_artifact, save_model
 from vitc.core.models import resolve_model, resolve_spec
@@ -362,11 +362,12 @@ FAST = ["--min-iters", "5", "--min-seconds", "0", "--warmup-ms", "0", "--device"
 def test_vitc_bench_on_cuda_reports_gpu_compute_time_from_cuda_events(extra: list[str]) -> None:
     r = CliRunner().invoke(cli, ["bench", "vit-micro", "--precision", "fp16", "--batch", "1,8", *extra, *FAST])
     assert r.exit_code == 0, r.output
-    report = json.loads(r.stdout)
-    assert report["device"].startswith("cuda") and report["precision"] == "fp16"
-    assert report["runner"]["cuda_graph"] is bool(extra)
+    report = json.loads(r.stdout)  # vitc.bench/2
+    (target,) = report["targets"]
+    assert target["device"].startswith("cuda") and target["precision"] == "fp16"
+    assert target["runner"]["cuda_graph"] is bool(extra)
     assert report["environment"]["gpu"]["name"]
-    for x in report["results"]:
+    for x in (res["rows"][0] for res in report["results"]):
         gpu, lat = x["gpu_compute_ms"], x["latency_ms"]
         assert gpu is not None and gpu["median"] > 0 and x["cv_of"] == "gpu_compute", x
         assert gpu["median"] <= lat["median"] * 1.05 + 0.05, "GPU time between the events exceeds the host-timed latency"
@@ -377,16 +378,23 @@ def test_vitc_bench_compare_on_cuda_gives_gpu_compute_speedup() -> None:
     r = CliRunner().invoke(cli, ["bench", "--compare", "vit-micro", "vit-nano", "--precision", "fp16", "--batch", "8", *FAST])
     assert r.exit_code == 0, r.output
     (res,) = json.loads(r.stdout)["results"]
-    assert res["speedup_gpu_compute"] is not None and res["speedup_gpu_compute"] > 0
-    assert res["a"]["gpu_compute_ms"] and res["b"]["gpu_compute_ms"]
+    a, b = res["rows"]  # the reference, then the compared target with its speedups
+    assert b["speedup_gpu_compute"] is not None and b["speedup_gpu_compute"] > 0
+    assert a["gpu_compute_ms"] and b["gpu_compute_ms"]
+
+
+def measure(runner: Any, batch: int, min_iters: int) -> Row:
+    """One runner at one batch size through the one bench protocol (no warm-up, no peak GEMM)."""
+    settings = BenchSettings(batch_sizes=[batch], warmup_ms=0, min_iters=min_iters, min_seconds=0, peak=False)
+    return bench([runner], settings=settings, show_progress=False).results[0].rows[0]
 
 
 def test_measure_times_a_cuda_graph_runner_with_events() -> None:
     torch.manual_seed(0)
     model, spec = resolve_model("vit-micro")
     with TorchRunner(model, spec, device="cuda", precision="bf16", cuda_graph=True) as runner:
-        r = measure(runner, 16, BenchSettings(warmup_ms=0, min_iters=7, min_seconds=0))
-    assert r["iterations"] == 7 and r["gpu_compute_ms"] is not None and r["images_per_s"] > 0
+        r = measure(runner, 16, min_iters=7)
+    assert r.iterations == 7 and r.gpu_compute_ms is not None and r.images_per_s > 0
 
 
 def test_environment_describes_the_gpu() -> None:
@@ -417,8 +425,8 @@ def test_onnxruntime_cuda_provider_matches_cpu(dense: dict[str, Any], dvt: dict[
             out, ref = gpu(x), cpu(x)
             assert out.shape == ref.shape and np.isfinite(out).all()
             assert min_cosine(out, ref) >= min_cos  # the CUDA provider may run fp32 matmuls in TF32
-            r = measure(gpu, 8, BenchSettings(warmup_ms=0, min_iters=3, min_seconds=0))
-            assert r["gpu_compute_ms"] is None and r["images_per_s"] > 0  # ORT's streams are hidden
+            r = measure(gpu, 8, min_iters=3)
+            assert r.gpu_compute_ms is None and r.images_per_s > 0  # ORT's streams are hidden
 
 
 @needs_trt
@@ -441,5 +449,5 @@ def test_tensorrt_build_and_runner(dense: dict[str, Any], dvt: dict[str, Any], t
             for batch in (1, 8, 1):
                 xb = x[:batch]
                 np.testing.assert_allclose(graphed(xb), trt_runner(xb), rtol=1e-3, atol=1e-4)
-            r = measure(graphed, 8, BenchSettings(warmup_ms=0, min_iters=5, min_seconds=0))
-            assert r["gpu_compute_ms"] is not None and r["images_per_s"] > 0
+            r = measure(graphed, 8, min_iters=5)
+            assert r.gpu_compute_ms is not None and r.images_per_s > 0

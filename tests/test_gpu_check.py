@@ -1,17 +1,17 @@
-"""benchmarks.gpu_check cannot rot: its ``--dry-run`` runs every part that can run on a CPU (the nested
-``pytest -m gpu``, a UVC search, the A/B comparisons, the training steps, an ONNX Runtime comparison), and its
-pieces — pytest output parsing, the budget, the watchdog, acceptance lines, the Markdown — are checked here."""
+"""benchmarks.gpu_check cannot rot: the pipeline it runs (benchmarks/gpu.yaml) plans on a CPU with every step's
+``--set`` items, its pieces — pytest output parsing, the budget, the watchdog that keeps what a stopped run measured,
+the Markdown — are checked here, and its whole ``--dry-run`` (vit-micro on the CPU, ~3 min) is a slow test."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import subprocess_env
 
 from benchmarks import gpu_check as gc
@@ -19,64 +19,114 @@ from benchmarks import gpu_check as gc
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> None:
-    from vitc.methods import METHODS
+def check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, dry_run: bool = False, left_s: float = 420.0) -> gc.Check:
+    """A Check with ``left_s`` seconds of its budget left, its log in ``tmp_path``, the report skeleton of main()."""
+    log = tmp_path / "gpu_check.log"
+    log.write_text("")
+    monkeypatch.setattr(gc, "_LOG", [log])
+    c = gc.Check(tmp_path, tmp_path / "work", dry_run, time.monotonic() - gc.START + left_s)
+    c.data.update({"format": gc.FORMAT, "environment": None, "sets": [], "tests": None, "steps": {}, "skipped": [], "errors": []})
+    return c
 
-    out = tmp_path / "out"
+
+def test_the_gpu_pipeline_plans_with_the_sets_of_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each step would run on a GPU with TensorRT: the YAML and every --set item are valid, and each step changes
+    what it says (speed target: one more UVC run per profile; cuda-graph / compile: the bench stages' settings)."""
+    import yaml
+
+    from benchmarks.shapes import SHORT_SEARCH, SHORT_SEARCH_DATA
+    from vitc.pipeline.config import load_config
+    from vitc.pipeline.run import run_pipeline
+
+    raw = yaml.safe_load(gc.YAML.read_text())  # the UVC architecture is the short search of benchmarks.shapes
+    (run,) = raw["uvc"].pop("runs")
+    assert raw["data"] == SHORT_SEARCH_DATA and {**raw["uvc"], **run} == {**SHORT_SEARCH, "z_lr_schedule": [2000.0]}
+    c = check(tmp_path, monkeypatch)
+    c.data["environment"] = {"versions": {"tensorrt": "10.9"}}
+    c.sets = ["deploy.precisions=[fp32,fp16,int8]"]
+    planned: dict[str, list[str]] = {}
+
+    def pipeline(step: str, sets: list[str], need: float) -> None:
+        c.sets += sets
+        planned[step] = list(c.sets)
+        c.data["steps"][step] = {"stage_seconds": {"dense/bench-torch-fp32": 10.0}}
+
+    def profile(cmd: list[str], limit: float, log: Path | None = None) -> tuple[int, list[str]]:
+        Path(cmd[cmd.index("-o") + 1]).write_text("{}")
+        return 0, []
+
+    (c.work / "run" / "dense").mkdir(parents=True)
+    (c.work / "run" / "dense" / "model.safetensors").write_text("")
+    monkeypatch.setattr(c, "pipeline", pipeline)
+    monkeypatch.setattr(c, "run", profile)
+    for step in ("eager", "speed-target", "cuda-graph", "compile"):
+        gc.STEPS[step](c)
+    assert list(planned) == ["eager", "speed-target", "cuda-graph", "compile"] and not c.data["errors"]
+    stages = {}
+    for step, sets in [*planned.items(), ("dry-run", gc.DRY_SETS)]:
+        plan = run_pipeline(load_config(gc.YAML, sets), tmp_path / step, dry_run=True)
+        stages[step] = {s["name"]: s["options"] for s in plan["stages"]}
+    eager, target, graph, compiled, dry = stages.values()
+    assert {n.split("/")[0] for n in eager} == {"dense", "uvc-0.50", "dynamicvit-0.70", "dynamicvit-keep0.70", "dynamicvit-keep0.50",
+                                                "uvc-0.50+dynamicvit-0.70", "uvc-0.50+dynamicvit-keep0.70"}
+    assert {"dense/bench-torch-fp16", "uvc-0.50/bench-torch-fp32", "dense/quantize"} <= set(eager)
+    assert all(o["device"] == "cuda" and o["batch_sizes"] == [1, 32, 64] for n, o in eager.items() if "/bench-" in n)
+    added = set(target) - set(eager)
+    assert {"uvc-x2.00-torch-fp16/compress", "uvc-x2.00-tensorrt-fp16/compress"} <= added
+    assert target["uvc-x2.00-torch-fp16/compress"]["latency"].endswith("latency-torch-fp16.json")
+    assert all(o["cuda_graph"] and not o["compile"] for n, o in graph.items() if "/bench-" in n)
+    assert all(o["compile"] and not o["cuda_graph"] and o["batch_sizes"] == [32] for n, o in compiled.items() if "/bench-" in n)
+    assert {n.split("/bench-")[1] for n in compiled if "/bench-" in n} == {"torch-fp32", "torch-fp16"}
+    assert {n.rsplit("/", 1)[1] for n in dry if n.startswith("dense/")} >= {"bench-torch-fp32", "bench-onnxruntime-int8"}
+
+
+def test_a_step_that_does_not_fit_is_skipped_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = check(tmp_path, monkeypatch, left_s=20.0)
+    (c.work / "run" / "dense").mkdir(parents=True)
+    (c.work / "run" / "dense" / "model.safetensors").write_text("")
+    c.data["environment"] = {"versions": {"tensorrt": None}}
+    for step in ("tests", "eager", "speed-target", "cuda-graph", "compile"):
+        gc.STEPS[step](c)  # none of them starts anything: a subprocess would fail on the empty model file
+    whats = [s["what"] for s in c.data["skipped"]]
+    assert whats == ["tests", "eager", "speed target on torch", "cuda-graph", "compile"] and not c.data["errors"]
+    assert all("of the budget left" in s["why"] or " s left" in s["why"] for s in c.data["skipped"])
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert len(saved["skipped"]) == 5 and not saved["steps"]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "## Skipped\n\n- tests: " in md and "INCOMPLETE" in md
+    dry = check(tmp_path, monkeypatch, dry_run=True)
+    gc.STEPS["cuda-graph"](dry)
+    assert dry.data["skipped"][0]["why"] == "benched on CUDA only (this is the dry run, on the CPU)"
+
+
+def test_the_watchdog_stops_a_run_at_the_budget_and_keeps_what_it_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `vitc run` still going when the budget is spent is killed with its children; the bench stages it finished
+    (from its stages.json) are in the report, and the log keeps its output."""
+    fake_run = (
+        "import json, pathlib, subprocess, sys, time\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1]); out.mkdir(parents=True, exist_ok=True)\n"
+        "record = {'key': 'k', 'seconds': 2.0, 'result': {'throughput': {'32': 950.0}, 'speedup': {'32': 1.8}}}\n"
+        "(out / 'stages.json').write_text(json.dumps({'uvc-0.50/bench-torch-fp16': record, 'uvc-0.50/compress': {'key': 'k'}}))\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('grandchild-pid', child.pid, flush=True); time.sleep(60)\n"
+    )
+    monkeypatch.setattr(gc, "VITC", [sys.executable, "-c", fake_run])
+    c = check(tmp_path, monkeypatch, left_s=4.0)
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out), "--work", str(tmp_path / "work")],
-                         capture_output=True, text=True, env=subprocess_env(), timeout=600, cwd=REPO)
-    wall = time.monotonic() - t0
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert wall < 300, f"the dry run took {wall:.0f} s (must stay under 5 minutes)"
-    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest.log"]
-    d = json.loads((out / "gpu_check.json").read_text())
-    assert d["format"] == gc.FORMAT and d["dry_run"] is True and d["finished"] is True and not d["errors"]
-    assert all(p["status"] == "done" for p in d["parts"].values()), d["parts"]
-    assert set(d["parts"]) == {"environment", "tests", "architectures", "inference", "training", "compile", "backends",
-                               "speed_target"}
-    assert [r["backend"] for r in d["speed_target"]] == ["torch"] and d["speed_target"][0]["measured_speedup"] > 0
-
-    tests = d["tests"]  # no CUDA here: every GPU test is collected and skipped, with its reason
-    assert tests["returncode"] == 0 and not tests["timed_out"] and tests["counts"]["skipped"] >= 20
-    assert set(tests["counts"]) == {"skipped"} and all(t["outcome"] == "skipped" for t in tests["tests"].values())
-    assert any("needs a CUDA GPU" in r for r in tests["skip_reasons"])
-
-    names = [a["name"] for a in d["architectures"]]
-    expected = ["dense", "uvc-0.5", "dynamicvit-0.7", "dynamicvit-0.5"] + (["uvc+dynamicvit-0.7"] if "uvc+dynamicvit" in METHODS else [])
-    assert names == expected
-    assert d["architectures"][1]["source"].startswith("UVC search"), "the short search missed its budget"
-    assert d["architectures"][0]["macs_ratio"] == 1 and all(0 < a["macs_ratio"] < 1 for a in d["architectures"][1:])
-
-    rows = d["inference"]
-    assert {(r["mode"], r["variant"], r["batch"]) for r in rows} == {("eager", n, b) for n in expected[1:] for b in (1, 8)}
-    assert all(r["speedup"] > 0 and 0 < r["macs_ratio"] < 1 and r["speedup_gpu"] is None for r in rows)
-    assert all(r["speedup_vs_ideal"] == r["speedup"] * r["macs_ratio"] for r in rows)
-    skipped = " | ".join(f"{s['what']}: {s['why']}" for s in d["skipped"])
-    assert "inference cuda-graph: cuda-graph needs CUDA" in skipped and "inference compile: compile needs CUDA" in skipped
-    assert "backend tensorrt" in skipped
-
-    assert [t["step"] for t in d["training"]] == list(gc.TRAIN_KINDS)
-    assert all(t["images_per_s"] > 0 and t["amp"] is False for t in d["training"])
-    assert {r["variant"] for r in d["backends"]} == {"uvc-0.5"} and all(r["backend"] == "onnxruntime" for r in d["backends"])
-
-    assert len(d["acceptance"]) == 2 * len(expected[1:])
-    md = (out / "gpu_check.md").read_text()
-    assert md.startswith("# GPU check (DRY RUN") and "## Acceptance (informational)" in md
-    assert md.count("\n- PASS ") + md.count("\n- FAIL ") == len(d["acceptance"])
-    assert "| mode | variant | batch |" in md and "## Training step throughput" in md
-    log = (out / "gpu_check.log").read_text().splitlines()
-    assert log and all(re.match(r"\[\d\d:\d\d:\d\d \+ *[\d.]+s\] ", line) for line in log)  # timestamped progress
-
-
-def test_gpu_tests_run_where_pytest_timeout_and_hypothesis_are_missing() -> None:
-    """The device image may lack pytest's plugins: ``-o addopts=''`` and an unknown ``timeout`` option only warn."""
-    cmd = gc.pytest_command(None, per_test_timeout=60) + ["-p", "no:timeout", "-p", "no:hypothesispytest"]
-    run = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=300, cwd=REPO)
-    assert run.returncode == 0, run.stdout[-3000:]
-    result = gc.parse_pytest(run.stdout.splitlines())
-    assert result["counts"].get("skipped", 0) >= 20 and "failed" not in result["counts"]
-    assert "Unknown config option: timeout" in run.stdout  # a warning, not an error
+    c.pipeline("eager", [], need=0.0)
+    assert time.monotonic() - t0 < 30
+    step = c.data["steps"]["eager"]
+    assert step["returncode"] is None and step["report"] is None
+    assert step["stage_seconds"] == {"uvc-0.50/bench-torch-fp16": 2.0, "uvc-0.50/compress": None}
+    assert step["partial"] == {"uvc-0.50/bench-torch-fp16": {"throughput": {"32": 950.0}, "speedup": {"32": 1.8}}}
+    assert c.data["errors"] == [{"what": "eager", "why": "stopped at the end of the budget", "at_s": c.data["errors"][0]["at_s"]}]
+    log = (tmp_path / "gpu_check.log").read_text()
+    pid = int(log.rsplit("grandchild-pid ", 1)[1].split()[0])
+    time.sleep(0.5)
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().split(")")[-1].split()[0] in ("Z", "X"), "the run's child outlived it"
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "No report (the run was stopped or failed)" in md and "- uvc-0.50/bench-torch-fp16: {'32': 950.0}, {'32': 1.8}" in md
 
 
 def test_parse_pytest_reads_outcomes_reasons_and_the_summary() -> None:
@@ -97,78 +147,48 @@ def test_parse_pytest_reads_outcomes_reasons_and_the_summary() -> None:
     assert r["tests"]["tests/test_gpu.py::test_b"]["message"].startswith("AssertionError: fp16")
     assert r["tests"]["tests/test_gpu.py::test_c"]["detail"] == "needs a CUDA GPU"
     assert r["skip_reasons"] == ["1 × tests/test_gpu.py:42: needs a CUDA GPU"]
+    md = gc.render_markdown({"tests": {**r, "returncode": 1}, "skipped": [], "errors": []})
+    assert "| test_b | failed | AssertionError: fp16" in md and "- 1 × tests/test_gpu.py:42: needs a CUDA GPU" in md
 
 
-def _row(variant: str, batch: int, speedup: float, macs: float, mode: str = "eager") -> dict[str, Any]:
-    return {"mode": mode, "backend": "torch", "variant": variant, "batch": batch, "precision": "fp16", "dense_ips": 100.0,
-            "variant_ips": 100.0 * speedup, "speedup": speedup, "speedup_paired": speedup, "speedup_paired_iqr": [speedup, speedup],
-            "speedup_gpu": speedup, "macs_ratio": macs, "speedup_vs_ideal": speedup * macs, "cv_dense": 0.01, "cv_variant": 0.02,
-            "rounds": 10, "warnings": []}
+def test_gpu_tests_collect_and_run_where_pytest_timeout_and_hypothesis_are_missing() -> None:
+    """The device image may lack pytest's plugins: ``-o addopts=''`` and an unknown ``timeout`` option only warn;
+    and tests/test_gpu.py must collect here (a broken import would leave nothing to run on the GPU)."""
+    cmd = gc.pytest_command(per_test_timeout=60) + ["-p", "no:timeout", "-p", "no:hypothesispytest"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:]
+    result = gc.parse_pytest(run.stdout.splitlines())
+    assert result["counts"].get("skipped", 0) >= 20 and set(result["counts"]) == {"skipped"}
+    assert any("needs a CUDA GPU" in r for r in result["skip_reasons"])
+    assert "Unknown config option: timeout" in run.stdout  # a warning, not an error
 
 
-def test_acceptance_lines_and_markdown() -> None:
-    plan = gc.make_plan(False)
-    rows = [_row("uvc-0.5", 1, 1.3, 0.424), _row("uvc-0.5", 32, 2.2, 0.424), _row("dynamicvit-0.7", 1, 0.8, 0.667),
-            _row("dynamicvit-0.7", 32, 1.2, 0.667), _row("uvc-0.5", 64, 1.0, 0.424, mode="cuda-graph")]
-    verdicts = {(a["variant"], a["mode"], a["criterion"].split()[0]): a["passed"] for a in gc.acceptance(rows, plan.__dict__)}
-    assert verdicts == {("uvc-0.5", "eager", "speedup"): True, ("uvc-0.5", "eager", "batch"): True,  # 2.2 >= 0.9 / 0.424
-                        ("dynamicvit-0.7", "eager", "speedup"): False, ("dynamicvit-0.7", "eager", "batch"): False}
-    d = gc.initial_data(plan, 450.0, 90.0, gc.PARTS, ["--out", "x"])
-    d["inference"] = rows
-    d["acceptance"] = gc.acceptance(rows, d["plan"])
-    md = gc.render_markdown(d)
-    assert "- PASS uvc-0.5 [eager]: speedup at batch 32 >= 0.9 x ideal (1 / MACs ratio): 2.20x vs 2.12x" in md
-    assert "- FAIL dynamicvit-0.7 [eager]: batch 1 no slower than dense: 0.80x vs 1.00x" in md
-    assert "INCOMPLETE" in md and "DRY RUN" not in md
+@pytest.mark.slow
+def test_dry_run_runs_every_step_a_cpu_can_and_writes_both_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out), "--work", str(tmp_path / "w")],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=600, cwd=REPO)
+    wall = time.monotonic() - t0
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert wall < 300, f"the dry run took {wall:.0f} s (must stay under 5 minutes)"
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest.log"]
+    d = json.loads((out / "gpu_check.json").read_text())
+    assert d["format"] == gc.FORMAT and d["dry_run"] is True and d["finished"] is True and not d["errors"]
+    assert [s["what"] for s in d["skipped"]] == ["cuda-graph", "compile"]
+    tests = d["tests"]  # no CUDA here: every GPU test is collected and skipped, with its reason
+    assert tests["returncode"] == 0 and set(tests["counts"]) == {"skipped"} and tests["counts"]["skipped"] >= 20
 
-
-def test_no_time_left_skips_and_records_instead_of_running(tmp_path: Path) -> None:
-    from vitc.core.models import resolve_spec
-
-    plan = gc.make_plan(True)
-    report = gc.Report(tmp_path, gc.initial_data(plan, 10.0, 0.0, gc.PARTS, []))
-    spec = resolve_spec("vit-micro")
-    variants = [gc.Variant(name, "dense", spec, tmp_path / "missing.safetensors", "") for name in ("dense", "a", "b")]
-    gone = gc.Budget(0.0)
-    gc.run_inference(plan, variants, ["eager"], report, gone)  # would fail loading the missing files if it ran
-    gc.run_training(plan, variants[0], report, gone)
-    whats = [s["what"] for s in report.data["skipped"]]
-    assert whats == ["inference eager a", "inference eager b", "training dense", "training uvc-search", "training dynamicvit"]
-    assert all(s["why"].startswith("budget: ") for s in report.data["skipped"])
-    saved = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert len(saved["skipped"]) == 5 and not saved["inference"] and not saved["training"]
-
-
-def test_the_watchdog_stops_the_process_and_keeps_the_reports(tmp_path: Path) -> None:
-    code = (
-        "import sys, time; from benchmarks import gpu_check as gc; from pathlib import Path\n"
-        "plan = gc.make_plan(True)\n"
-        "report = gc.Report(Path(sys.argv[1]), gc.initial_data(plan, 1.0, 0.0, gc.PARTS, []))\n"
-        "gc.start_watchdog(report, time.monotonic() - gc.START + 1.0)\n"
-        "time.sleep(60)\n"
-    )
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=120, cwd=REPO)
-    assert run.returncode == 124, run.stdout + run.stderr
-    d = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert d["errors"][-1]["part"] == "watchdog" and d["finished"] is False
-
-
-def test_a_failing_variant_is_recorded_and_the_others_still_measured(tmp_path: Path) -> None:
-    import torch
-
-    from vitc.core.artifacts import save_model
-    from vitc.core.models import resolve_model
-
-    plan = gc.make_plan(True)
-    report = gc.Report(tmp_path, gc.initial_data(plan, 450.0, 0.0, gc.PARTS, []))
-    torch.manual_seed(0)
-    model, spec = resolve_model("vit-nano")
-    path = save_model(tmp_path / "nano.safetensors", model, spec)
-    variants = [gc.Variant("dense", "dense", spec, path, ""), gc.Variant("broken", "uvc", spec, tmp_path / "missing.safetensors", ""),
-                gc.Variant("same", "uvc", spec, path, "")]
-    gc.run_inference(plan, variants, ["eager", "cuda-graph"], report, gc.Budget(450.0))
-    d = report.data
-    assert [e["part"] for e in d["errors"]] == ["inference eager broken"] and "missing.safetensors" in d["errors"][0]["error"]
-    assert {(r["variant"], r["batch"]) for r in d["inference"]} == {("same", 1), ("same", 8)}
-    assert d["skipped"][-1]["what"] == "inference cuda-graph"
+    assert list(d["steps"]) == ["eager", "speed-target"] and all(s["returncode"] == 0 for s in d["steps"].values())
+    rows: list[dict[str, Any]] = d["steps"]["speed-target"]["report"]["rows"]
+    variants = {r["variant"] for r in rows}
+    assert variants == {"dense", "uvc-0.50", "dynamicvit-keep0.70", "dynamicvit-keep0.50", "uvc-0.50+dynamicvit-keep0.70",
+                        "uvc-x2.00-torch-fp32"}
+    assert {r["format"] for r in rows} == {"pytorch", "onnx fp32", "onnx int8"}  # TensorRT is skipped: not installed
+    paired = [r for r in rows if r["method"] != "dense"]
+    assert all(r["speedup_paired"] and r["speedup"]["1"] > 0 and r["speedup"]["8"] > 0 for r in paired)
+    target = [r for r in rows if r["variant"] == "uvc-x2.00-torch-fp32"]
+    assert all(r["target_speedup"] == 2.0 and r["predicted_speedup"] > 1 for r in target)
+    assert all(r["verify"] == "PASS" for r in rows if r["backend"] == "onnxruntime")
+    md = (out / "gpu_check.md").read_text()
+    assert md.startswith("# GPU check (DRY RUN") and "## eager: " in md and "predicted speedup (target)" in md
