@@ -3,13 +3,12 @@
     python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 -m benchmarks.gpu_check --out $OUT/gpu
     python -m benchmarks.gpu_check --dry-run --out runs/gpu_check_dry     # the same steps on the CPU, vit-micro
 
-The measurements are the pipeline benchmarks/gpu.yaml; this script does what a pipeline cannot. ``STEPS``, in order:
-environment; tests (``pytest -m gpu tests/test_gpu.py``, parsed); eager (``vitc run gpu.yaml``); speed-target (``vitc
-profile`` on torch, and TensorRT where installed, then the run ``--resume``d with a ``uvc.runs`` item per profile at
-``--target-speedup 2``: predicted beside measured speedup); cuda-graph and compile (``--resume`` with those bench
-settings: only the bench stages run again). One more step is a function and an entry. Subprocesses are killed when
-``--budget-s`` is spent; what would not fit is skipped and said. OUT gets gpu_check.json (each run's report.json, or the
-bench stages a stopped run finished), gpu_check.md, gpu_check.log and pytest.log, rewritten after every step.
+The measurements are the pipeline benchmarks/gpu.yaml; this script does what a pipeline cannot. ``STEPS``: environment;
+tests (``pytest -m gpu tests/test_gpu.py``, parsed); eager (``vitc run gpu.yaml``); speed-target (``vitc profile`` on
+torch, and TensorRT where installed, then the run ``--resume``d with a ``uvc.runs`` item per profile at ``--target-speedup
+2``); cuda-graph and compile (``--resume`` with those bench settings: only the bench stages run again); tune (a ``tune:``
+section: 3x over TensorRT fp16/INT8). Subprocesses are killed when ``--budget-s`` is spent; what would not fit is skipped
+and said. OUT gets gpu_check.json, .md, .log and pytest.log, rewritten after every step.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,6 +29,8 @@ from typing import Any
 
 import click
 
+from benchmarks.pytest_log import parse_pytest, pytest_command
+
 START = time.monotonic()
 REPO = Path(__file__).resolve().parents[1]
 YAML = Path(__file__).with_name("gpu.yaml")
@@ -40,6 +40,8 @@ VITC = [sys.executable, "-m", "vitc"]
 DRY_SETS = ["model=vit-micro", "device=cpu", "data=synthetic:32", "uvc.epochs=2", "uvc.gate_lr=1.0", "quantize.num_samples=16",
             "deploy={backends: [torch, onnxruntime, tensorrt], precisions: [fp32, int8]}", "eval.batch_size=32",
             "bench={device: cpu, batch_sizes: [1, 8], warmup_ms: 0, min_iters: 3, min_seconds: 0.05, peak: false}"]
+TUNE_DRY = ("backends: [onnxruntime], precisions: [fp32, int8], device: cpu, batch_size: 8, token_points: 2, probe_seconds: 0, "
+            "bench_seconds: 0.1, epochs: 2, methods: [uvc]")  # speed only: synthetic data, no block float for accuracy
 PROFILE = {False: "--device cuda --batch-size 32 --token-points 4 --head-points 2 --mlp-points 3 --min-seconds 0.5",  # ~24 probes
            True: "--device cpu --batch-size 8 --token-points 2 --head-points 2 --mlp-points 2 --warmup-ms 0 --min-seconds 0.05"}
 _LOG: list[Path] = []
@@ -141,39 +143,6 @@ def step_environment(c: Check) -> None:
         raise RuntimeError("no CUDA GPU is visible: nothing to measure (--dry-run runs the same steps on a CPU)")
 
 
-_OUTCOME = re.compile(r"^(tests/\S+::\S+)\s+(PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b(.*)$")
-_SHORT = re.compile(r"^(FAILED|ERROR) (tests/\S+::\S+)(?: - (.*))?$")
-_SKIP_REASON = re.compile(r"^SKIPPED \[(\d+)\] (\S+): (.*)$")
-_SUMMARY = re.compile(r"^=+ (.*\d+ \w+.*) in ([\d.]+)s")
-
-
-def pytest_command(per_test_timeout: float) -> list[str]:
-    """``pytest -m gpu tests/test_gpu.py`` that runs where pytest-timeout or hypothesis are missing: addopts cleared
-    (it only deselects), no cache; ``-o timeout=N`` is read by pytest-timeout, an ignored unknown option without it."""
-    return [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-p", "no:cacheprovider", "-o", "addopts=",
-            "-o", f"timeout={int(per_test_timeout)}", "-v", "-rfEs", "--durations=10", "--color=no"]
-
-
-def parse_pytest(lines: Sequence[str]) -> dict[str, Any]:
-    """Per-test outcomes, failure and skip reasons, and the summary line of ``pytest -v -rfEs`` output."""
-    tests: dict[str, dict[str, Any]] = {}
-    skips: list[str] = []
-    summary, seconds = None, None
-    for line in (raw.rstrip() for raw in lines):
-        if m := _OUTCOME.match(line):
-            detail = re.sub(r"\s*\[\s*\d+%\]\s*$", "", m.group(3)).strip().strip("() ")
-            tests[m.group(1)] = {"outcome": m.group(2).lower(), **({"detail": detail} if detail else {})}
-        elif m := _SHORT.match(line):
-            tests.setdefault(m.group(2), {"outcome": m.group(1).lower()})["message"] = (m.group(3) or "")[:400]
-        elif m := _SKIP_REASON.match(line):
-            skips.append(f"{m.group(1)} × {m.group(2)}: {m.group(3)}")
-        elif m := _SUMMARY.match(line):
-            summary, seconds = m.group(1), float(m.group(2))
-    counts = {(w.rstrip("s") if w.startswith("error") else w): int(n) for n, w in
-              re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)", summary or "")}
-    return {"summary": summary, "seconds": seconds, "counts": counts, "tests": tests, "skip_reasons": skips}
-
-
 def step_tests(c: Check, most: float = 210.0, reserve: float = 240.0) -> None:
     limit = min(most, c.left() - (30.0 if c.dry_run else reserve))  # the rest of the budget is the pipeline's
     if limit < 30:
@@ -198,9 +167,8 @@ def step_speed_target(c: Check) -> None:
             continue
         latency = c.work / f"latency-{backend}-{precision}.json"
         cmd = [*VITC, "profile", str(dense), "--backend", backend, "--precision", precision, *PROFILE[c.dry_run].split()]
-        rc, lines = c.run([*cmd, "-o", str(latency)], c.left() - 60)
-        if rc != 0:
-            c.note("errors", f"vitc profile on {backend}", "stopped" if rc is None else f"exit {rc}: {lines[-1:]}")
+        if (rc := c.run([*cmd, "-o", str(latency)], c.left() - 60))[0] != 0:
+            c.note("errors", f"vitc profile on {backend}", "stopped" if rc[0] is None else f"exit {rc[0]}: {rc[1][-1:]}")
             continue
         runs.append({"target_speedup": 2.0, "latency": str(latency), "name": f"{backend}-{precision}"})
     if len(runs) > 1:
@@ -215,12 +183,21 @@ def bench_again(c: Check, step: str, sets: list[str], factor: float) -> None:
     c.pipeline(step, sets, need=factor * (sum(v or 0 for k, v in seconds.items() if "/bench-" in k) or 60.0) + 30)
 
 
+def step_tune(c: Check) -> None:
+    """``vitc tune`` 3x over torch fp32 (a ``tune:`` section), over TensorRT fp16/INT8 where installed, else torch fp16."""
+    trt = (c.data["environment"] or {}).get("versions", {}).get("tensorrt") and not c.dry_run
+    where = TUNE_DRY if c.dry_run else (f"backends: [{'tensorrt' if trt else 'torch'}], precisions: [fp16{', int8' if trt else ''}]"
+                                        ", reference: 'torch:fp32', device: cuda, batch_size: 32, token_points: 4, bench_seconds: 1")
+    c.pipeline("tune", [f"tune={{target_speedup: 3, block_drop: 100, finetune_epochs: 0, train_batch_size: 4, {where}}}"], 240.0)
+
+
 STEPS: dict[str, Callable[[Check], None]] = {
     "environment": step_environment, "tests": step_tests,
     "eager": lambda c: c.pipeline("eager", [], need=60.0), "speed-target": step_speed_target,
     "cuda-graph": lambda c: bench_again(c, "cuda-graph", ["bench.cuda_graph=true", "deploy.backends=[torch,tensorrt]"], 1.3),
     "compile": lambda c: bench_again(c, "compile", ["bench.cuda_graph=false", "bench.compile=true", "bench.batch_sizes=[32]",
                                                     "deploy.backends=[torch]"], 2.0),  # one batch size: one compile per model
+    "tune": step_tune,
 }
 
 
@@ -264,9 +241,8 @@ def render_markdown(d: dict[str, Any]) -> str:
 @click.option("--steps", default=",".join(STEPS), show_default=True, help="Steps to run (in the order above).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), help="Folder for the run [default: a temporary one].")
 def main(out: Path, dry_run: bool, budget_s: float, steps: str, work: Path | None) -> None:
-    """GPU tests, environment and benchmarks/gpu.yaml (eager, speed target, CUDA graphs, compile) in one run."""
-    chosen = [s.strip() for s in steps.split(",") if s.strip()]
-    if set(chosen) - set(STEPS):
+    """GPU tests, environment and benchmarks/gpu.yaml (eager, speed target, CUDA graphs, compile, tune) in one run."""
+    if set(chosen := [s.strip() for s in steps.split(",") if s.strip()]) - set(STEPS):
         raise click.BadParameter(f"steps are {', '.join(STEPS)}", param_hint="--steps")
     out.mkdir(parents=True, exist_ok=True)
     _LOG.append(out / "gpu_check.log")
@@ -290,8 +266,7 @@ def main(out: Path, dry_run: bool, budget_s: float, steps: str, work: Path | Non
             c.save()
         c.data["finished"] = True
         c.save()
-    counts = (c.data["tests"] or {}).get("counts", {})
-    bad = bool(c.data["errors"] or counts.get("failed") or counts.get("error"))
+    bad = bool(c.data["errors"] or {"failed", "error"} & set((c.data["tests"] or {}).get("counts", {})))
     say(f"done in {time.monotonic() - START:.0f} s: {out / 'gpu_check.md'}" + (" — with errors or failed tests" if bad else ""))
     sys.exit(1 if bad else 0)
 
