@@ -363,10 +363,14 @@ def fit_latency(spec: ViTSpec, grid: Grid, measurements: list[dict[str, Any]], s
 
 def predict_targets(latency: str | os.PathLike[str], targets: list[str]) -> dict[str, Any]:
     """``vitc profile --predict``: predicted latency and speedup over dense of each target (any vitc model)."""
+    from vitc.checks.deployment import deployment_of
+
     model = load_latency(latency)
     rows = []
     for target in targets:
-        spec = deployed_spec(target)
+        dep = deployment_of(target)
+        dep.check(model)  # of the profiled model, and a file runs as the profile was measured
+        spec = dep.spec
         pred = model.predict(spec, target)
         rows.append({"target": target, "latency_ms": pred["latency_ms"], "speedup": pred["speedup"],
                      "latency_ratio": pred["latency_ratio"], "blocks": len(spec.blocks)})
@@ -376,21 +380,10 @@ def predict_targets(latency: str | os.PathLike[str], targets: list[str]) -> dict
 
 def deployed_spec(target: str) -> ViTSpec:
     """The architecture ``target`` computes when deployed: a compressed artifact's materialized spec (UVC sliced,
-    token selection at its trained keep ratio), an ONNX file's recorded spec, or a model name's."""
-    from vitc.core.models import is_artifact_path, resolve_spec
+    token selection at its trained keep ratio), an ONNX file's or IR's recorded spec, or a model name's."""
+    from vitc.checks.deployment import deployment_of
 
-    if Path(target).suffix.lower() == ".onnx":
-        from vitc.onnx.io import load_onnx, onnx_spec
-
-        spec = onnx_spec(load_onnx(Path(target)), target)
-        if spec is None:
-            raise UsageError(f"{target} has no vitc.spec metadata (not exported by vitc); predict from its artifact instead")
-        return spec
-    if is_artifact_path(target):
-        from vitc.onnx.source import load_deployable
-
-        return load_deployable(target).spec
-    return resolve_spec(target)
+    return deployment_of(target).spec
 
 
 def dense_spec(model: str) -> ViTSpec:
@@ -417,8 +410,10 @@ def add_predictions(result: dict[str, Any], latency: str | os.PathLike[str], tar
     than the profile's get no prediction (the model speaks for one batch size); ``prediction`` says which.
     """
     from vitc.checks.bench import split_target
+    from vitc.checks.deployment import check_bench_result
 
     model = load_latency(latency)
+    check_bench_result(model, result, targets)  # each runner's own backend and precision, and the profile's batch measured
     batch = int(model.target["batch_size"])
     specs = [deployed_spec(split_target(t)[1]) for t in targets]
     predicted = [model.predict(s, t) for s, t in zip(specs, targets)]
@@ -435,6 +430,4 @@ def add_predictions(result: dict[str, Any], latency: str | os.PathLike[str], tar
             res["predicted_speedup"] = predicted[0]["latency_ms"] / predicted[1]["latency_ms"]
         else:
             res["predicted_latency_ms"] = predicted[0]["latency_ms"]
-    if all(res.get("batch") != batch for res in result.get("results", [])):
-        log(f"warning: {latency} was profiled at batch {batch}; no batch size measured here matches, so nothing is predicted")
     return result

@@ -56,6 +56,11 @@ def bench(ctx: click.Context, targets: tuple[str, ...], compare: tuple[str, str]
     from vitc.core.fileio import write_json
 
     ckpt = str(checkpoint) if checkpoint else None
+    if latency is not None:  # before measuring: a profile of another model, backend, precision or batch is refused
+        from vitc.checks.deployment import check_bench_predictions
+        from vitc.core.latency import load_latency
+
+        check_bench_predictions(load_latency(latency), list(compare) if compare else list(targets), settings)
     if compare is not None and not targets:
         result, fmt = compare_targets(compare[0], compare[1], settings, pretrained=pretrained, checkpoint=ckpt), format_compare
     elif len(targets) == 1 and compare is None:
