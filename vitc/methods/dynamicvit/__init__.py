@@ -36,7 +36,11 @@ class DynamicViT(Method):
     def keep_ratio_for_speedup(self, art: Artifact, latency: Any, target: float) -> dict[str, Any]:
         from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup, stage_blocks
 
-        return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path))
+        root = art.meta.get("origin")
+        if isinstance(root, dict):  # the profile must be of the dense model the artifact was compressed from
+            return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path), root)
+        return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path),
+                                      dense=self.parent is None)  # without a record: its backbone is that model
 
     def compress(self, model: str, data: str, out: Path, settings: Any, *, pretrained: bool = False,
                  checkpoint: str | None = None, resume: bool = False) -> dict[str, Any] | None:
@@ -44,6 +48,9 @@ class DynamicViT(Method):
 
         return compress_dynamicvit(model, data, out, settings, pretrained=pretrained, checkpoint=checkpoint,
                                    resume=resume)
+
+    def variant_value(self, settings: Any) -> Any:
+        return settings.rho  # a run with a speed target has no keep ratio until it compresses
 
     def load(self, art: Artifact) -> nn.Module:
         from vitc.methods.dynamicvit.compress import model_from_artifact

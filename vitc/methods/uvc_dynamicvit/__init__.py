@@ -74,11 +74,11 @@ class UVCDynamicViT(DynamicViT):
         return result
 
     def run_name(self, settings: Any, parent: str | None = None) -> str:
-        own = f"dynamicvit-{ratio_tag(settings.keep_ratio)}"
-        return f"{parent}+{own}" if parent else f"{self.kind}-{ratio_tag(settings.keep_ratio)}"
+        own = f"dynamicvit-{ratio_tag(settings.rho)}"
+        return f"{parent}+{own}" if parent else f"{self.kind}-{ratio_tag(settings.rho)}"
 
     def variant_name(self, settings: Any, keep_ratio: float | None, parent: str | None = None) -> str:
-        ratio = settings.keep_ratio if keep_ratio is None else keep_ratio
+        ratio = settings.rho if keep_ratio is None else keep_ratio
         return f"{parent}+dynamicvit-keep{ratio_tag(ratio)}" if parent else f"{self.kind}-keep{ratio_tag(ratio)}"
 
     def describe(self, r: dict[str, Any]) -> str:
