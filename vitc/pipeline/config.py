@@ -101,6 +101,9 @@ class BenchStage(Settings):
     def rules(self, label: Label) -> None:
         if not self.batch_sizes:
             raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
+        twice = next((b for i, b in enumerate(self.backends) if b in self.backends[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{label('backends')} lists {twice} twice")
 
     def settings(self, backend: str, precision: str | None) -> BenchSettings:
         return BenchSettings(batch_sizes=list(self.batch_sizes), backend=backend, device=self.device, precision=precision,
