@@ -240,9 +240,24 @@ def _load_partial(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log(f"{path} is from a profile with other settings; starting afresh")
         return []
-    done = [m for m in state.get("measurements", []) if isinstance(m, dict) and "key" in m and "ratio_to_reference" in m]
+    stored = state.get("measurements")
+    stored = stored if isinstance(stored, list) else []
+    done = [m for m in stored if _valid_probe(m)]
+    if len(done) < len(stored):
+        log(f"{path}: {len(stored) - len(done)} stored probe(s) are not valid timings (edited or damaged); measuring them again")
     log(f"resuming the profile: {len(done)} probe(s) already measured in {path}")
     return done
+
+
+def _valid_probe(m: Any) -> bool:
+    """A stored probe resumes only with a key and positive, finite timings (anything else is measured again)."""
+    import math
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    return isinstance(m, dict) and isinstance(m.get("key"), str) and all(
+        positive(m.get(k)) for k in ("ratio_to_reference", "reference_ms"))
 
 
 def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSettings, *, pretrained: bool = False,
@@ -256,6 +271,10 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     if out.suffix.lower() != ".json":
         raise UsageError(f"-o must name a .json file, got {out}")
     check_output_file(out)
+    if probe_cache is not None and probe_cache.exists() and not probe_cache.is_dir():
+        raise UsageError(f"--probe-cache {probe_cache} is a file; give a folder")
+    if probe_cache is not None and probe_cache.resolve() in (out.resolve(), _partial_path(out).resolve()):
+        raise UsageError(f"--probe-cache {probe_cache} is the profile's own path (-o {out}); give the cache another folder")
     check_backend(settings.backend)
     settings.validate()
     if pretrained or checkpoint:
@@ -265,7 +284,7 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     plan = probes(spec, grid)
     fingerprint = _fingerprint(spec, settings, grid)
     partial = _partial_path(out)
-    done = {m["key"]: m for m in _load_partial(partial, fingerprint)}
+    done = {m["key"]: m for m in _load_partial(partial, fingerprint) if m["key"] in {p.key for p in plan}}
     options: dict[str, Any] = {}
     threads = settings.threads
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
