@@ -92,6 +92,9 @@ def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], set
     cache = Path(settings.cache_dir) if settings.cache_dir else out.parent / DEFAULT_CACHE
     if cache.exists() and not cache.is_dir():
         raise UsageError(f"--cache-dir {cache} is a file; give a folder")
+    if cache.resolve() in (out.resolve(), out.with_suffix(".bin").resolve()):
+        raise UsageError(f"--cache-dir {cache} is the IR's own path ({out.name} + {out.with_suffix('.bin').name}); "
+                         "give the cache another folder")
     record = {**meta, "vitc.openvino_source": str(onnx_path), "vitc.openvino_source_sha256": file_sha256(onnx_path),
               "vitc.openvino_version": version, "vitc.openvino_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "vitc.version": __version__}

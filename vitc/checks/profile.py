@@ -34,7 +34,7 @@ from vitc.checks.bench import measure, measure_group
 from vitc.checks.environment import environment
 from vitc.checks.settings import ProfileSettings
 from vitc.core.errors import UsageError
-from vitc.core.fileio import atomic_path, check_output_file, write_json
+from vitc.core.fileio import atomic_path, check_output_dir, check_output_file, write_json
 from vitc.core.latency import LatencyModel, fit_tables, load_latency, probe_key
 from vitc.core.progress import log, progress
 from vitc.core.spec import BlockSpec, ViTSpec
@@ -223,6 +223,25 @@ def on_common_time_base(measurements: list[dict[str, Any]]) -> list[dict[str, An
     return [{**m, "median_ms": m["ratio_to_reference"] * reference} for m in measurements]
 
 
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("/", "_")
+
+
+def _remove_stale_probe_folders(folder: Path) -> None:
+    """The probe folders of a profile killed outright (SIGKILL: its ``finally`` never ran), once the process that
+    made them is gone; the next profile in that folder removes them (its own host's only)."""
+    import re
+
+    from vitc.core.device import process_running
+
+    for d in folder.glob(".vitc-profile-*"):
+        m = re.fullmatch(r"\.vitc-profile-(\d+)@(.+)-[^-]+", d.name)
+        if d.is_dir() and m and m.group(2) == _host() and not process_running(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.json")
 
@@ -271,10 +290,13 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     if out.suffix.lower() != ".json":
         raise UsageError(f"-o must name a .json file, got {out}")
     check_output_file(out)
-    if probe_cache is not None and probe_cache.exists() and not probe_cache.is_dir():
-        raise UsageError(f"--probe-cache {probe_cache} is a file; give a folder")
-    if probe_cache is not None and probe_cache.resolve() in (out.resolve(), _partial_path(out).resolve()):
-        raise UsageError(f"--probe-cache {probe_cache} is the profile's own path (-o {out}); give the cache another folder")
+    if probe_cache is not None:
+        if probe_cache.resolve() in (out.resolve(), _partial_path(out).resolve()):
+            raise UsageError(f"--probe-cache {probe_cache} is the profile's own path (-o {out}); give the cache another folder")
+        try:
+            check_output_dir(probe_cache)  # a file, or a folder that cannot be made or written: before any probe
+        except UsageError as e:
+            raise UsageError(f"--probe-cache: {e}") from None
     check_backend(settings.backend)
     settings.validate()
     if pretrained or checkpoint:
@@ -302,7 +324,10 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
         f"{grid.tokens(spec)} x heads {grid.heads} / MLP {grid.mlp}")
     started, measured_now, dense_s = time.perf_counter(), 0, 0.0
     env: dict[str, Any] = {}
-    tmp_root = Path(tempfile.mkdtemp(prefix=".vitc-profile-", dir=out.parent if out.parent.exists() else None))
+    if out.parent.exists():
+        _remove_stale_probe_folders(out.parent)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".vitc-profile-{os.getpid()}@{_host()}-",
+                                     dir=out.parent if out.parent.exists() else None))
     reference = next(p for p in plan if p.key == probe_key("ref1", spec.num_patches + spec.num_prefix_tokens))
 
     def open_probe(p: Probe, folder: Path) -> Any:
