@@ -28,7 +28,7 @@ def run(out: Path, model: str, cases: list[tuple[int, float]], threads: int, smo
     from vitc.core.fileio import write_json, write_text
     from vitc.tune import tune
 
-    short = {"epochs": 4, "finetune_epochs": 0, "train_batch_size": 4,
+    short: dict[str, Any] = {"epochs": 4, "finetune_epochs": 0, "train_batch_size": 4,
              "token_points": 3 if smoke else 6, "probe_seconds": 0.2 if smoke else 1.0, "bench_seconds": 1.0 if smoke else 4.0}
     results = []
     for batch, target in cases:

@@ -40,6 +40,35 @@ class OpenVinoBuildSettings(Settings):
                                     help="OpenVINO compiled-model cache [default: ov_cache beside OUT]. [openvino]")
 
 
+class _Made:
+    """What a build creates besides OUT (its folders, the cache folder or the cache's new entries, the moved .bin),
+    so that a failed build takes it all back."""
+
+    def __init__(self, folder: Path, cache: Path) -> None:
+        from vitc.core.fileio import first_existing
+
+        self.folder, self.base = folder, first_existing(folder)
+        self.cache, self.cache_existed = cache, cache.is_dir()
+        self.cached = set(cache.iterdir()) if self.cache_existed else set()
+        self.files: list[Path] = []
+
+    def undo(self) -> None:
+        import shutil
+
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        if self.cache.is_dir():
+            if not self.cache_existed:
+                shutil.rmtree(self.cache, ignore_errors=True)
+            else:
+                for entry in set(self.cache.iterdir()) - self.cached:
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        folder = self.folder
+        while folder != self.base and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+
 def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], settings: OpenVinoBuildSettings | None = None,
              **options: Any) -> dict[str, Any]:
     """Write ``out`` (.xml) + its .bin from ``onnx_path``, compile it once into the cache; return the report."""
@@ -52,6 +81,9 @@ def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], set
     if onnx_path.suffix.lower() != ".onnx":
         raise UsageError(f"vitc build reads an ONNX file, got {onnx_path}")
     check_output_file(out)
+    if out.with_suffix(".bin").is_dir():
+        raise UsageError(f"the IR's weights file {out.with_suffix('.bin')} (beside --out {out.name}) is a folder; "
+                         "move it or name another --out")
     model, meta = read_source(onnx_path)
     version = require_openvino()
     import openvino as ov
@@ -60,6 +92,9 @@ def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], set
     cache = Path(settings.cache_dir) if settings.cache_dir else out.parent / DEFAULT_CACHE
     if cache.exists() and not cache.is_dir():
         raise UsageError(f"--cache-dir {cache} is a file; give a folder")
+    if cache.resolve() in (out.resolve(), out.with_suffix(".bin").resolve()):
+        raise UsageError(f"--cache-dir {cache} is the IR's own path ({out.name} + {out.with_suffix('.bin').name}); "
+                         "give the cache another folder")
     record = {**meta, "vitc.openvino_source": str(onnx_path), "vitc.openvino_source_sha256": file_sha256(onnx_path),
               "vitc.openvino_version": version, "vitc.openvino_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "vitc.version": __version__}
@@ -70,16 +105,22 @@ def build_ir(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], set
     model.set_rt_info(json.dumps(record, sort_keys=True), [RT_KEY, "meta"])
     log(f"writing {out} from {onnx_path} [{precision}, OpenVINO {version}]")
     requested = settings.inference_precision if precision == "fp32" else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".vitc-ov-", dir=out.parent) as tmp:
-        staged = Path(tmp) / out.name
-        ov.save_model(model, str(staged), compress_to_fp16=False)
-        start = time.perf_counter()  # compile the written IR before it takes OUT's name: no half-built result
-        with OpenVinoRunner(staged, precision=requested, cache_dir=cache) as runner:
-            seconds = time.perf_counter() - start
-            info = runner.describe()
-        os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
-        os.replace(staged, out)
+    made = _Made(out.parent, cache)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".vitc-ov-", dir=out.parent) as tmp:
+            staged = Path(tmp) / out.name
+            ov.save_model(model, str(staged), compress_to_fp16=False)
+            start = time.perf_counter()  # compile the written IR before it takes OUT's name: no half-built result
+            with OpenVinoRunner(staged, precision=requested, cache_dir=cache) as runner:
+                seconds = time.perf_counter() - start
+                info = runner.describe()
+            os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
+            made.files.append(out.with_suffix(".bin"))
+            os.replace(staged, out)
+    except BaseException:
+        made.undo()  # a build that fails (a precision this CPU lacks, Ctrl-C) leaves nothing behind
+        raise
     log(f"wrote {out} + {out.with_suffix('.bin').name}; compiled in {seconds:.1f} s into cache {cache}")
     return {"ir": str(out), "weights": str(out.with_suffix(".bin")),
             "ir_bytes": out.stat().st_size + out.with_suffix(".bin").stat().st_size,

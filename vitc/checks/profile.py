@@ -32,7 +32,7 @@ from vitc.checks.bench import bench
 from vitc.checks.environment import environment
 from vitc.checks.settings import ProfileSettings
 from vitc.core.errors import UsageError
-from vitc.core.fileio import atomic_path, check_output_file, write_json
+from vitc.core.fileio import atomic_path, check_output_dir, check_output_file, write_json
 from vitc.core.latency import DENSE_PROBE, REFERENCE_PROBE, Grid, LatencyModel, Probe, fit_tables, probes
 from vitc.core.progress import log, progress
 from vitc.core.spec import ViTSpec
@@ -87,6 +87,25 @@ def on_common_time_base(measurements: list[dict[str, Any]]) -> list[dict[str, An
     return [{**m, "median_ms": m["ratio_to_reference"] * reference} for m in measurements]
 
 
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("/", "_")
+
+
+def _remove_stale_probe_folders(folder: Path) -> None:
+    """The probe folders of a profile killed outright (SIGKILL: its ``finally`` never ran), once the process that
+    made them is gone; the next profile in that folder removes them (its own host's only)."""
+    import re
+
+    from vitc.core.device import process_running
+
+    for d in folder.glob(".vitc-profile-*"):
+        m = re.fullmatch(r"\.vitc-profile-(\d+)@(.+)-[^-]+", d.name)
+        if d.is_dir() and m and m.group(2) == _host() and not process_running(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.json")
 
@@ -104,9 +123,24 @@ def _load_partial(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log(f"{path} is from a profile with other settings; starting afresh")
         return []
-    done = [m for m in state.get("measurements", []) if isinstance(m, dict) and "key" in m and "ratio_to_reference" in m]
+    stored = state.get("measurements")
+    stored = stored if isinstance(stored, list) else []
+    done = [m for m in stored if _valid_probe(m)]
+    if len(done) < len(stored):
+        log(f"{path}: {len(stored) - len(done)} stored probe(s) are not valid timings (edited or damaged); measuring them again")
     log(f"resuming the profile: {len(done)} probe(s) already measured in {path}")
     return done
+
+
+def _valid_probe(m: Any) -> bool:
+    """A stored probe resumes only with a key and positive, finite timings (anything else is measured again)."""
+    import math
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    return isinstance(m, dict) and isinstance(m.get("key"), str) and all(
+        positive(m.get(k)) for k in ("ratio_to_reference", "reference_ms"))
 
 
 def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSettings, *, pretrained: bool = False,
@@ -122,6 +156,13 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     if out.suffix.lower() != ".json":
         raise UsageError(f"-o must name a .json file, got {out}")
     check_output_file(out)
+    if probe_cache is not None:
+        if probe_cache.resolve() in (out.resolve(), _partial_path(out).resolve()):
+            raise UsageError(f"--probe-cache {probe_cache} is the profile's own path (-o {out}); give the cache another folder")
+        try:
+            check_output_dir(probe_cache)  # a file, or a folder that cannot be made or written: before any probe
+        except UsageError as e:
+            raise UsageError(f"--probe-cache: {e}") from None
     check_backend(settings.backend)
     settings.validate()
     if pretrained or checkpoint:
@@ -131,7 +172,7 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
     plan = probes(spec, grid)
     fingerprint = _fingerprint(spec, settings, grid)
     partial = _partial_path(out)
-    done = {m["key"]: m for m in _load_partial(partial, fingerprint)}
+    done = {m["key"]: m for m in _load_partial(partial, fingerprint) if m["key"] in {p.key for p in plan}}
     b = BACKENDS[settings.backend]
     threads = settings.threads
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -144,7 +185,10 @@ def profile_latency(model: str, out: str | os.PathLike[str], settings: ProfileSe
         f"{grid.tokens(spec)} x heads {grid.heads} / MLP {grid.mlp}")
     started, measured_now, dense_s = time.perf_counter(), 0, 0.0
     env: dict[str, Any] = {}
-    tmp_root = Path(tempfile.mkdtemp(prefix=".vitc-profile-", dir=out.parent if out.parent.exists() else None))
+    if out.parent.exists():
+        _remove_stale_probe_folders(out.parent)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".vitc-profile-{os.getpid()}@{_host()}-",
+                                     dir=out.parent if out.parent.exists() else None))
     reference = next(p for p in plan if p.kind == REFERENCE_PROBE and p.tokens == spec.num_patches + spec.num_prefix_tokens)
 
     def open_probe(p: Probe, folder: Path) -> Any:

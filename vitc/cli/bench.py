@@ -60,10 +60,12 @@ def bench(ctx: click.Context, targets: tuple[str, ...], compare: tuple[str, str]
 
         check_output_file(report)
     latency_model = None
-    if latency is not None:
+    if latency is not None:  # before measuring: a profile of another model, backend, precision or batch is refused
+        from vitc.checks.predict import check_bench_predictions
         from vitc.core.latency import load_latency
 
-        latency_model = load_latency(latency)  # a bad profile is refused before any timing
+        latency_model = load_latency(latency)
+        check_bench_predictions(latency_model, names, settings)
     from vitc.checks.bench import bench_targets
     from vitc.core.fileio import write_json
 

@@ -116,11 +116,18 @@ class LatencyModel:
                            "block_ms": self.calibration * ms, "selection_ms": self.calibration * selection})
             prev = patches
         latency = self.fixed_ms + sum(b["block_ms"] + b["selection_ms"] for b in blocks)
+        if not latency > 0:  # a profile can predict 0 ms only if its tables and fixed part are 0 (edited or damaged)
+            raise UsageError(f"{self.source or 'the latency profile'} predicts 0 ms for {name or spec.name}: its fixed part "
+                             "and every table entry it reads are 0 (measure it again with `vitc profile`)")
         return {"latency_ms": latency, "dense_ms": self.dense_ms, "speedup": self.dense_ms / latency,
                 "latency_ratio": latency / self.dense_ms, "fixed_ms": self.fixed_ms, "blocks": blocks}
 
-    def check_fits(self, spec: ViTSpec, name: str) -> None:
-        """Refuse a model whose block shapes the profile cannot speak for (other width, head size or input)."""
+    def check_fits(self, spec: ViTSpec, name: str, origin: dict[str, Any] | None = None, *, dense: bool = False) -> None:
+        """Refuse a model whose block shapes the profile cannot speak for (other width, head size or input), and one
+        that does not come from the dense model the profile measured: ``dense``: ``spec`` is a dense model itself
+        (depth and every block's shape must be the profile's); ``origin``: the ``origin`` record of a compressed
+        model's artifact (the original dense model's MACs must be the profile's). Without either, a model deeper
+        than the profiled one is refused (compression never adds blocks)."""
         d = self.spec
         ours = (spec.embed_dim, spec.img_size, spec.patch_size, spec.num_prefix_tokens, spec.in_chans)
         theirs = (d.embed_dim, d.img_size, d.patch_size, d.num_prefix_tokens, d.in_chans)
@@ -136,6 +143,53 @@ class LatencyModel:
             i, b = too_wide[0]
             raise UsageError(f"{name} block {i} ({b.heads} heads, MLP {b.mlp_hidden}) is wider than the profile's "
                              f"grid ({self.heads[-1]} heads, MLP {self.mlp[-1]})")
+        self._check_origin(spec, name, origin, dense)
+
+    def _describe_dense(self) -> str:
+        d = self.spec
+        shapes = sorted({(b.heads, b.head_dim, b.mlp_hidden) for b in d.blocks})
+        blocks = ", ".join(f"{h} heads x {hd}, MLP {m}" for h, hd, m in shapes)
+        return f"{d.name} ({d.depth} blocks of {blocks})"
+
+    def _check_origin(self, spec: ViTSpec, name: str, origin: dict[str, Any] | None, dense: bool) -> None:
+        where = self.source or "the latency profile"
+        d = self.spec
+        ours = [(b.heads, b.head_dim, b.mlp_hidden) for b in spec.blocks]
+        if ours == [(b.heads, b.head_dim, b.mlp_hidden) for b in d.blocks]:
+            return  # the profiled architecture itself (token selection aside)
+        if dense:
+            mine = ", ".join(f"{h} heads x {hd}, MLP {m}" for h, hd, m in sorted(set(ours)))
+            raise UsageError(f"{where} was measured on {self._describe_dense()}; {name} is another model "
+                             f"({spec.depth} blocks of {mine}): measure its own with `vitc profile`")
+        if isinstance(origin, dict) and isinstance(origin.get("macs"), (int, float)):
+            from vitc.core.flops import model_macs
+
+            profiled = model_macs(d.without_token_selection().replace(num_classes=spec.num_classes))
+            if int(origin["macs"]) != profiled:
+                raise UsageError(f"{where} was measured on {self._describe_dense()}, {profiled / 1e6:.3f} M MACs; {name} was "
+                                 f"compressed from {origin.get('name', 'another model')} ({float(origin['macs']) / 1e6:.3f} M "
+                                 "MACs): profile that dense model instead")
+            return
+        if spec.depth > d.depth:
+            raise UsageError(f"{where} was measured on {self._describe_dense()}; {name} has {spec.depth} blocks, more than "
+                             "the profiled model: profile the dense model it comes from")
+
+    def check_deployment(self, name: str, *, backend: str | None = None, precision: str | None = None,
+                         batch_sizes: list[int] | None = None) -> None:
+        """Refuse to predict ``name`` where it runs otherwise than the profile was measured: on another backend, in
+        another precision, or at none of the batch sizes (``None``: not known here, not checked)."""
+        t = self.target
+        differs = []
+        if backend is not None and backend != t.get("backend"):
+            differs.append(f"runs on {backend}")
+        if precision is not None and precision != t.get("precision"):
+            differs.append(f"computes in {precision}")
+        if batch_sizes is not None and t.get("batch_size") not in batch_sizes:
+            differs.append(f"runs at batch {','.join(map(str, batch_sizes))}")
+        if differs:
+            raise UsageError(f"{self.source or 'the latency profile'} was measured on {t.get('backend')} {t.get('precision')} "
+                             f"at batch {t.get('batch_size')}; {name} {' and '.join(differs)}: it predicts only what it "
+                             "measured (profile that backend, precision and batch with `vitc profile`)")
 
     def dense_blocks_ms(self) -> float:
         """Σ over the dense model's blocks of the uncalibrated block model."""
@@ -190,6 +244,14 @@ class LatencyModel:
                    *(v for t, _ in shapes for row in t for v in row)]
         if not all(math.isfinite(v) and v >= 0 for v in numbers) or self.dense_ms <= 0:
             raise UsageError(f"{where}: fitted values must be finite and >= 0 (dense latency > 0)")
+        tables = [("attention_ms", self.attention), ("mlp_ms", self.mlp_table), ("predictor_ms", [self.predictor])]
+        for name, table in tables:  # the fit makes them monotone: a decreasing one was edited or damaged
+            if monotone(table) != table:
+                raise UsageError(f"{where}: fit.{name} decreases along an axis; `vitc profile` writes non-decreasing tables, "
+                                 "so this file was edited or damaged (measure it again)")
+        if self.fixed_ms == 0 and (self.calibration == 0 or not any(v > 0 for t, _ in shapes for row in t for v in row)):
+            raise UsageError(f"{where}: every fitted latency is 0, so it predicts 0 ms for any model; this file was edited "
+                             "or damaged (measure it again with `vitc profile`)")
 
 
 def load_latency(path: str | os.PathLike[str]) -> LatencyModel:

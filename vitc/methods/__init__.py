@@ -8,6 +8,7 @@ through it; no other module switches on a kind string. To add a method, write a 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,8 @@ def _ratio_for_target(method: Method, art: Artifact, keep_ratios: list[float] | 
         raise UsageError("--target-speedup and --latency go together: the target is read off the latency profile")
     if keep_ratios:
         raise UsageError("give --keep-ratios or --target-speedup, not both")
+    if not (math.isfinite(target_speedup) and target_speedup > 1):  # nan passes a range check, inf is unreachable
+        raise UsageError(f"--target-speedup must be a finite number > 1, got {target_speedup:g}")
     from vitc.core.latency import load_latency
 
     choice = method.keep_ratio_for_speedup(art, load_latency(latency), target_speedup)

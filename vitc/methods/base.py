@@ -81,6 +81,11 @@ class Method(ABC):
         raise UsageError(f"--target-speedup picks a keep ratio, and {art.path} is a {self.title} model without token "
                          f"selection (size it with `vitc compress {self.kind} --target-speedup`)")
 
+    def check_target(self, settings: Any, spec: ViTSpec, latency: Any, label: Any) -> None:  # noqa: B027 (optional hook)
+        """Refuse, before any training, a budget or speed target this method cannot reach on ``spec`` (the dense
+        model it starts from) by ``latency`` (a :class:`vitc.core.latency.LatencyModel`, or None); ``label`` names
+        the settings fields (a CLI flag or a YAML key). The default accepts everything."""
+
     def trial_settings(self, **values: Any) -> Any:
         """The settings of a short try (``vitc tune``): ``values`` (target_speedup, latency, epochs, finetune_epochs,
         batch_size, lr, seed, device; None = the method's default) where this method's settings have the field;

@@ -27,7 +27,7 @@ from vitc.core.errors import CheckFailed, UsageError, VitcError
 from vitc.core.fileio import atomic_path, check_output_file
 from vitc.core.progress import log
 from vitc.onnx.graph import name_nodes
-from vitc.onnx.io import META_KEEP_RATIO, META_PRECISION, META_SOURCE, META_VERSION, dims, stamp, write_onnx
+from vitc.onnx.io import META_KEEP_RATIO, META_ORIGIN, META_PRECISION, META_SOURCE, META_VERSION, dims, stamp, write_onnx
 from vitc.onnx.settings import ExportSettings
 from vitc.onnx.source import Deployable, load_deployable
 
@@ -105,6 +105,7 @@ def export_onnx(
         META_KEEP_RATIO: repr(float(dep.keep_ratio)) if dep.keep_ratio is not None else None,
         META_VERSION: __version__,
         META_SOURCE: str(source),
+        META_ORIGIN: _origin_record(dep),
     })
     readiness = None
     if settings.check:
@@ -143,6 +144,18 @@ def export_onnx(
         "verify": report,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _origin_record(dep: Deployable) -> dict[str, Any] | None:
+    """The original dense model of an exported source: a compressed artifact's record, a model name itself; None for
+    an artifact that records none (it may be compressed already, so it is not taken for the original)."""
+    from vitc.core.models import is_artifact_path
+    from vitc.core.provenance import origin
+
+    recorded = dep.meta.get("origin")
+    if isinstance(recorded, dict):
+        return recorded
+    return None if is_artifact_path(dep.source) else origin(dep.spec)
 
 
 def trace_to_onnx(model: nn.Module, spec: ViTSpec, *, opset: int = 18, batch: int | None = None) -> onnx.ModelProto:

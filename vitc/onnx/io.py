@@ -8,6 +8,8 @@ An exported ONNX carries what later steps need in its ``metadata_props`` (string
     vitc.kind        the source artifact kind (model | uvc | dynamicvit)
     vitc.keep_ratio  DynamicViT keep ratio rho, when known
     vitc.version     the vitc version that wrote the file; ``vitc.source`` the artifact it came from
+    vitc.origin      the original dense model (name, MACs, params) when known, so a latency profile of
+                     another model is refused
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ META_KEEP_RATIO = "vitc.keep_ratio"
 META_VERSION = "vitc.version"
 META_SOURCE = "vitc.source"
 META_CALIBRATION = "vitc.calibration"
+META_ORIGIN = "vitc.origin"  # the original dense model a compressed file comes from (name, MACs, params; JSON)
 
 PROTOBUF_LIMIT = 2**31 - 1  # bytes; larger models keep their weights in an external-data file
 Dim = int | str | None  # static size, symbolic name, or unknown

@@ -48,7 +48,7 @@ def quantize_onnx(
     num_samples: int = 512,
     method: str = "minmax",
     batch_size: int = 32,
-    percentile: float = 99.999,
+    percentile: float | None = None,
     attention: bool = False,
     per_channel: bool = True,
     reduce_range: str = "auto",
@@ -72,9 +72,10 @@ def quantize_onnx(
 
     t0 = time.perf_counter()
     given = calib_data if isinstance(calib_data, str) else "digits"  # a parsed source is checked already
-    QuantizeSettings(data=given, num_samples=num_samples, method=method, batch_size=batch_size, percentile=percentile,
-                     attention=attention, per_channel=per_channel, reduce_range=reduce_range, check=check, seed=seed,
-                     float_blocks=float_blocks).validate()
+    percentile = QuantizeSettings(data=given, num_samples=num_samples, method=method, batch_size=batch_size,
+                                  percentile=percentile, attention=attention, per_channel=per_channel,
+                                  reduce_range=reduce_range, check=check, seed=seed,
+                                  float_blocks=float_blocks).validate().percentile
     from vitc.core.device import cpu_has_int8_dot
 
     seven_bit = reduce_range == "yes" or (reduce_range == "auto" and not cpu_has_int8_dot())
@@ -131,7 +132,7 @@ def quantize_onnx(
                  "percentile": CalibrationMethod.Percentile}[method]
         # GEMM inputs only: DeiT-S INT8 on ONNX Runtime, 2 threads, paired with fp32: 1.65x -> 1.77x at batch 32
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                 "CalibPercentile": percentile, "CalibTensorRangeSymmetric": True,
+                 **({"CalibPercentile": percentile} if method == "percentile" else {}), "CalibTensorRangeSymmetric": True,
                  "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}
         with progress(f"calibrate ({method})", total=len(reader)) as bar:
             reader.bar = bar

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitc.core.settings import Settings, setting
+from vitc.core.errors import UsageError
+from vitc.core.settings import Label, Settings, setting
 from vitc.core.validation import check_data_spec, check_image_source
 
 OPSETS = (18, 19, 20)  # dynamo exports opset >= 18; TensorRT 10 parses up to 20
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+PERCENTILE = 99.999  # --method percentile's default
 
 
 @dataclass(kw_only=True)
@@ -43,7 +45,8 @@ class QuantizeSettings(Settings):
     num_samples: int = setting(512, min=1, help="Calibration images.")
     method: str = setting("minmax", choices=CALIBRATION_METHODS,
                           help="Activation range calibration: minmax, entropy (KL), or percentile of |x|.")
-    percentile: float = setting(99.999, min=0, max=100, min_open=True, help="Percentile (percent) for --method percentile.")
+    percentile: float | None = setting(None, min=0, max=100, min_open=True,
+                                       help=f"Percentile (percent) for --method percentile [default: {PERCENTILE:g}].")
     batch_size: int = setting(32, min=1, help="Calibration batch (images).")
     attention: bool = setting(False, flag="--quantize-attention",
                               help="Also quantize attention's activation x activation matmuls (Q.K^T, P.V); off by default.")
@@ -58,3 +61,10 @@ class QuantizeSettings(Settings):
                                      "(VNNI, ARM, and files meant for TensorRT: build them with --reduce-range no).")
     check: bool = setting(True, help="Run the TensorRT readiness check before writing.")
     seed: int = setting(0, min=0, help="Seed of the calibration image order.")
+
+    def rules(self, label: Label) -> None:
+        if self.percentile is not None and self.method != "percentile":
+            raise UsageError(f"{label('percentile')} applies to {label('method')} percentile only (this run calibrates "
+                             f"with {self.method}); leave it out, or give {label('method')} percentile")
+        if self.percentile is None and self.method == "percentile":
+            self.percentile = PERCENTILE

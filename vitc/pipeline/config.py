@@ -428,6 +428,9 @@ def _check_value_as(cls: type, name: str, value: Any, key: str, source: str) -> 
     typed = coerce(tp, value, label(key))
     for i, v in enumerate(typed if isinstance(typed, list) else [typed]):
         check_value(spec, v, label(f"{key}[{i}]" if isinstance(typed, list) else key))
+    twice = next((v for i, v in enumerate(typed) if v in typed[:i]), None) if isinstance(typed, list) else None
+    if twice is not None:
+        raise UsageError(f"{label(key)} lists {twice} twice")
 
 
 def _refuse_fixed(cls: type, section: Any, source: str, key: str) -> None:

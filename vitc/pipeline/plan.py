@@ -204,7 +204,7 @@ class Plan:
 
         self.add(f"{run_name}/compress", {"data": data, **to_dict(settings)}, inputs, [compressed], run, checkpoints=folder)
         if method.token_selection:
-            keep = stage.ratios_of(i) or [settings.keep_ratio]
+            keep = stage.ratios_of(i) or [settings.rho]
             targets = [folder / f"materialized-keep{ratio_tag(r)}.safetensors" for r in keep]
             self.add(f"{run_name}/materialize", {"ratios": keep}, [compressed], targets,
                      partial(_materialize, compressed, folder, keep))

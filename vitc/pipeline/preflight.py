@@ -48,6 +48,7 @@ def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None
         for stage in cfg.methods.values():
             if stage.method.token_selection:
                 check_token_selection(cfg, stage, spec)
+            check_speed(cfg, stage, spec)
     plan.build()
     check_planned(cfg.targets, [(r.variant, r.format) for r in plan.rows], f"{cfg.source}: 'targets'")
 
@@ -92,7 +93,7 @@ def check_token_selection(cfg: PipelineConfig, stage: MethodStage, spec: ViTSpec
                 raise UsageError(f"{key('stages')}: {spec.name} has {depth} block; a token-selection stage sits between "
                                  "two blocks")
             count = len(sites)
-        ratios = [("keep_ratio", settings.keep_ratio)]
+        ratios = [("keep_ratio", settings.keep_ratio)] if settings.keep_ratio is not None else []  # a target: check_speed
         ratios += [("materialize", r) for r in stage.ratios_of(i) or []]
         for name, ratio in ratios:
             kept = keep_counts(n, ratio, count)
@@ -103,6 +104,33 @@ def check_token_selection(cfg: PipelineConfig, stage: MethodStage, spec: ViTSpec
         teacher = getattr(settings, "teacher", None)
         if teacher and not run.dense_teacher:
             check_teacher(teacher, spec, key("teacher"), f"the {parent} model" if on_parent else spec.name)
+
+
+def check_speed(cfg: PipelineConfig, stage: MethodStage, spec: ViTSpec) -> None:
+    """The latency profile and the budget or speed target of every run of a section, before any training: the
+    file must be a readable profile of the run's dense model, and the target within what the method can reach
+    (UVC: one block with one head and one MLP neuron at most; DynamicViT: one token per stage; UVC+DynamicViT:
+    no model is faster than the profile's fixed part alone)."""
+    method = stage.method
+    for i, run in enumerate(stage.runs):
+        settings = run.settings
+
+        def key(name: str, i: int = i, run: Any = run) -> str:
+            if name == method.sweep and not run.keys:  # a swept value: `uvc.budgets[i]`
+                return f"{cfg.source}: '{method.kind}.{name}s[{i}]'"
+            return f"{cfg.source}: '{stage.key(i, name)}'"
+
+        path = getattr(settings, "latency", None)
+        latency = None
+        if path is not None:
+            from vitc.core.latency import load_latency
+
+            try:
+                latency = load_latency(path)
+                latency.check_fits(spec, spec.name, dense=True)
+            except UsageError as e:
+                raise UsageError(f"{key('latency')}: {e}") from None
+        method.check_target(settings, spec, latency, key)
 
 
 def check_teacher(teacher: str, spec: ViTSpec, key: str, student: str) -> None:

@@ -36,7 +36,24 @@ class DynamicViT(Method):
     def keep_ratio_for_speedup(self, art: Artifact, latency: Any, target: float) -> dict[str, Any]:
         from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup, stage_blocks
 
-        return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path))
+        root = art.meta.get("origin")
+        if isinstance(root, dict):  # the profile must be of the dense model the artifact was compressed from
+            return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path), root)
+        return keep_ratio_for_speedup(art.spec, stage_blocks(art.spec), latency, target, str(art.path),
+                                      dense=self.parent is None)  # without a record: its backbone is that model
+
+    def check_target(self, settings: Any, spec: Any, latency: Any, label: Any) -> None:
+        """A speed target no keep ratio reaches on the dense model's backbone (one token per stage at the least)."""
+        from vitc.core.errors import UsageError
+        from vitc.methods.dynamicvit.compress import keep_ratio_for_speedup, resolve_stages
+
+        if settings.target_speedup is None or latency is None:
+            return
+        try:
+            keep_ratio_for_speedup(spec, resolve_stages(spec, settings.stages), latency, settings.target_speedup, spec.name,
+                                   dense=True)
+        except UsageError as e:
+            raise UsageError(f"{label('target_speedup')}: {e}") from None
 
     def trial_settings(self, **values: Any) -> Any:
         """A short try: the backbone frozen for the first half of its epochs at most (the default 5 of 30)."""
@@ -51,6 +68,9 @@ class DynamicViT(Method):
 
         return compress_dynamicvit(model, data, out, settings, pretrained=pretrained, checkpoint=checkpoint,
                                    resume=resume)
+
+    def variant_value(self, settings: Any) -> Any:
+        return settings.rho  # a run with a speed target has no keep ratio until it compresses
 
     def load(self, art: Artifact) -> nn.Module:
         from vitc.methods.dynamicvit.compress import model_from_artifact

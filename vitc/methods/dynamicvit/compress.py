@@ -121,9 +121,14 @@ def with_token_selection(spec: ViTSpec, keep_ratio: float, stages: list[int]) ->
 RESOLUTION = 1e-3
 
 
-def keep_ratio_for_speedup(spec: ViTSpec, stages: list[int], latency: LatencyModel, target: float, name: str) -> dict[str, Any]:
-    """``{"keep_ratio", "predicted_speedup", "target_speedup"}`` for ``spec``'s backbone with selection before ``stages``."""
+def keep_ratio_for_speedup(spec: ViTSpec, stages: list[int], latency: LatencyModel, target: float, name: str,
+                           origin: dict[str, Any] | None = None, *, dense: bool = False) -> dict[str, Any]:
+    """``{"keep_ratio", "predicted_speedup", "target_speedup"}`` for ``spec``'s backbone with selection before ``stages``.
+
+    ``origin`` (the artifact's record of its original dense model) or ``dense`` (``spec`` is a dense model itself):
+    the profile must be of that model (:meth:`~vitc.core.latency.LatencyModel.check_fits`)."""
     base = spec.without_token_selection()
+    latency.check_fits(base, name, origin, dense=dense)
 
     def speedup(ratio: float) -> float:
         return float(latency.predict(with_token_selection(base, ratio, stages), name)["speedup"])
@@ -282,7 +287,7 @@ class DynamicViTObjective(Objective):
         ce = F.cross_entropy(out.logits.float(), targets, label_smoothing=self.label_smoothing)
         kl = kl_to_teacher(out.logits, t_logits)
         token = token_distill_loss(out.tokens, t_feats[:, prefix:], out.keep_masks[-1])
-        ratio = ratio_loss(out.keep_masks, self.cfg.keep_ratio)
+        ratio = ratio_loss(out.keep_masks, self.cfg.rho)
         c = self.cfg
         loss = ce + c.kl_weight * kl + c.token_weight * token + c.ratio_weight * ratio
         terms = {"ce": ce, "kl": kl, "token": token, "ratio": ratio}
@@ -297,7 +302,7 @@ class DynamicViTObjective(Objective):
     def on_epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         n = len(stage_blocks_of(self.eval_model(model)))
         return {
-            "kept_target": [self.cfg.keep_ratio**s for s in range(1, n + 1)],
+            "kept_target": [self.cfg.rho**s for s in range(1, n + 1)],
             "backbone_lr_scale": 0.0 if epoch < self.cfg.freeze_epochs else self.cfg.backbone_lr_scale,
         }
 
@@ -364,7 +369,7 @@ def token_selection_student(dense: nn.Module, spec: ViTSpec, dcfg: DynamicViTSet
     class/position tokens frozen, wrapped for masked training; the objective (its teacher copied from
     ``dense`` first unless given); the new spec."""
     objective = DynamicViTObjective(dense, dcfg, label_smoothing, teacher=teacher)
-    student, new_spec = attach_predictors(dense, spec.replace(token_score=dcfg.token_score), dcfg.keep_ratio,
+    student, new_spec = attach_predictors(dense, spec.replace(token_score=dcfg.token_score), dcfg.rho,
                                           resolve_stages(spec, dcfg.stages))
     for name, p in student.named_parameters():
         if name in _FROZEN:
@@ -385,16 +390,20 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
 
     dcfg, cfg = settings, settings.loop()
     check_dense(spec, source_name)
-    dcfg.stages = resolve_stages(spec, settings.stages)
+    dcfg.stages = stages = resolve_stages(spec, settings.stages)
     if dcfg.target_speedup is not None:  # the keep ratio that meets the target on the profiled device
         from vitc.core.latency import load_latency
 
-        choice = keep_ratio_for_speedup(spec, dcfg.stages, load_latency(str(dcfg.latency)), dcfg.target_speedup, source_name)
+        root = (parent_meta or {}).get("origin")
+        choice = keep_ratio_for_speedup(spec, stages, load_latency(str(dcfg.latency)), dcfg.target_speedup, source_name,
+                                        root if isinstance(root, dict) else None, dense=not isinstance(root, dict))
         log(f"keep ratio {choice['keep_ratio']:g} meets --target-speedup {dcfg.target_speedup:g} (predicted "
             f"{choice['predicted_speedup']:.3f}x over the profiled dense model)")
-        dcfg.keep_ratio = choice["keep_ratio"]
+        dcfg = dataclasses.replace(dcfg, keep_ratio=choice["keep_ratio"])  # the caller's settings keep asking the target
         extra_meta = {**(extra_meta or {}), **choice, "latency": str(dcfg.latency)}
-    stage_keep_counts(spec, dcfg.keep_ratio, len(dcfg.stages))  # refuse 0-token stages before any work
+    if dcfg.keep_ratio is None:
+        raise UsageError("DynamicViT settings without a keep ratio: validate them first")
+    stage_keep_counts(spec, dcfg.keep_ratio, len(stages))  # refuse 0-token stages before any work
 
     wrapper, objective, new_spec = token_selection_student(dense, spec, dcfg, cfg.label_smoothing, teacher)
     train_set = source.dataset(spec, "train", train_transforms=True)

@@ -25,8 +25,9 @@ _DynamicViTTrain = derive(
 class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
     """DynamicViT: keep ratio, prediction sites, the frozen-backbone schedule and the loss weights."""
 
-    keep_ratio: float = setting(D.KEEP_RATIO, min=0, max=1, min_open=True,
-                                help="rho in (0, 1]: stage s keeps floor(N*rho^s) of the N patch tokens.")
+    keep_ratio: float | None = setting(None, min=0, max=1, min_open=True,
+                                       help="rho in (0, 1]: stage s keeps floor(N*rho^s) of the N patch tokens [default: "
+                                            f"{D.KEEP_RATIO:g}, or what --target-speedup picks].")
     stages: list[int] | None = setting(None, min=1, metavar="I,J,K",
                                        help="Block indices the predictors precede, strictly increasing in [1, depth-1] "
                                             "(default: depth/4, depth/2, 3*depth/4, i.e. 3,6,9 for 12 blocks).")
@@ -57,6 +58,20 @@ class DynamicViTSettings(_DynamicViTTrain):  # type: ignore[misc,valid-type]
         if self.target_speedup is not None and self.latency is None:
             raise UsageError(f"{label('target_speedup')} needs {label('latency')} LATENCY.json (measure one with "
                              "`vitc profile MODEL --backend ... -o LATENCY.json`)")
+        if self.latency is not None and self.target_speedup is None:
+            raise UsageError(f"{label('latency')} is read for {label('target_speedup')} only (it picks the keep ratio); "
+                             f"give {label('target_speedup')} S, or leave {label('latency')} out")
+        if self.target_speedup is not None and self.keep_ratio is not None:
+            raise UsageError(f"give {label('keep_ratio')} or {label('target_speedup')}, not both (a target picks the keep "
+                             "ratio its latency profile predicts to meet it)")
+        if self.target_speedup is None and self.keep_ratio is None:
+            self.keep_ratio = D.KEEP_RATIO  # the default; with a target, the compress step picks it
+
+    @property
+    def rho(self) -> float:
+        """The keep ratio to plan with: ``keep_ratio`` when set (validated settings without a target always have
+        one), else the default (a ``target_speedup`` run's own ratio is picked when it compresses)."""
+        return self.keep_ratio if self.keep_ratio is not None else D.KEEP_RATIO
 
 
 def _check_stages(stages: list[int] | None, label: Label) -> None:

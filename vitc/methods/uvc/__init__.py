@@ -75,6 +75,13 @@ class UVC(Method):
     FAST_SEARCH: ClassVar[dict[str, Any]] = {"gate_warmup_epochs": 0, "z_lr_schedule": (2000.0,), "gate_lr": 5.0,
                                               "gate_interval": 1}
 
+    def check_target(self, settings: Any, spec: ViTSpec, latency: Any, label: Any) -> None:
+        """A budget or target beyond the fastest model UVC can make (one block, one head, one MLP neuron)."""
+        from vitc.methods.uvc.resource import LatencyResource, ResourceModel, check_reachable
+
+        resource = LatencyResource(spec, latency) if latency is not None else ResourceModel(spec)
+        check_reachable(resource, spec, settings.resource_budget, settings.target_speedup, settings.optimizes_v, label)
+
     def trial_settings(self, **values: Any) -> Any:
         """A short try: the fast search (:attr:`FAST_SEARCH`) with ``values`` on top."""
         return super().trial_settings(**{**self.FAST_SEARCH, **values})

@@ -33,7 +33,7 @@ from vitc.core.flops import model_macs
 from vitc.core.models import is_artifact_path, resolve_model
 from vitc.core.progress import log
 from vitc.core.provenance import origin, provenance
-from vitc.core.settings import to_dict
+from vitc.core.settings import cli_label, to_dict
 from vitc.core.settings import validate as validate_settings
 from vitc.core.spec import ViTSpec, build_model
 from vitc.methods.uvc.landing import land
@@ -45,7 +45,7 @@ from vitc.methods.uvc.objectives import (
     ceil_counts,
     freeze_for_finetune,
 )
-from vitc.methods.uvc.resource import resource_model
+from vitc.methods.uvc.resource import check_reachable, resource_model
 from vitc.methods.uvc.settings import UVCSettings
 from vitc.methods.uvc.slice import max_logit_diff, sliced_spec, sliced_state
 from vitc.train.distill import frozen_teacher
@@ -81,12 +81,16 @@ def compress_uvc(
 
     source = parse_data(data)
     dense, spec = load_gateable(model, source.head_classes(), pretrained=pretrained, checkpoint=checkpoint)
+    # a latency profile of another model, or a budget no model UVC can make meets, fails here, before any work
+    root = _parent_meta(model).get("origin")
+    resource = resource_model(spec, settings.latency, origin=root if isinstance(root, dict) else None,
+                              dense=not isinstance(root, dict))
+    check_reachable(resource, spec, budget, settings.target_speedup, settings.optimizes_v, cli_label(UVCSettings))
     train_set = source.dataset(spec, "train", train_transforms=True)
     val_set = source.dataset(spec, "val")
     out = Path(out)
     t0 = time.perf_counter()
 
-    resource = resource_model(spec, settings.latency)  # a latency profile that does not fit fails here, before training
     teacher = frozen_teacher(dense)
     net = UVCViT(dense)
     search = UVCSearch(spec, teacher, settings, search_cfg.label_smoothing, epochs, seed)

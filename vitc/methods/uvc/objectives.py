@@ -98,6 +98,19 @@ class _Distilled(Objective):
         super().__init__(label_smoothing)
         self.teacher = teacher
         self.settings = settings
+        self.latency_profile = None  # the profile's path and content digest: a resume must read the same profile
+        if settings.latency is not None:
+            from vitc.core.fileio import file_sha256
+
+            self.latency_profile = f"{settings.latency} (sha256 {file_sha256(settings.latency)[:16]})"
+
+    def settings_record(self) -> dict[str, Any]:
+        """The settings, and with ``--latency`` the profile's content digest, so that ``--resume`` refuses a profile
+        changed in place since the checkpoint (the run would mix two resource models)."""
+        record = super().settings_record()
+        if self.latency_profile is not None:
+            record["latency_profile"] = self.latency_profile
+        return record
 
     def setup(self, model: Any, device: torch.device) -> None:
         self.teacher.to(device)

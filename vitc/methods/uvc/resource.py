@@ -26,6 +26,7 @@ V-channel pruning changes no materialized shape, so it does not enter the latenc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -87,6 +88,21 @@ class ResourceModel:
         return {"resource": self.kind}
 
     @torch.no_grad()
+    def floor(self, prune_v: bool = False) -> float:
+        """The smallest R the search can reach: the gates keep at least one block and every count at least one
+        unit, so the cheapest block kept alone with one head (one V channel of it with ``prune_v``) and one MLP
+        neuron, every other block skipped."""
+        heads_removed = self.heads - 1
+        v_removed = self.heads * self.head_dim - (1 if prune_v else self.head_dim)
+        neurons_removed = self.hidden - 1
+        ratios = []
+        for i in range(self.heads.numel()):
+            keep = torch.zeros_like(self.heads)
+            keep[i] = 1
+            ratios.append(float(self.ratio(heads_removed, v_removed, neurons_removed, keep)))
+        return min(ratios)
+
+    @torch.no_grad()
     def masked_ratio(self, masks: list[BlockMasks], kept: list[bool]) -> float:
         """R of the masked model with hard gates (what the masks and argmax gates really remove)."""
         dev = self.heads.device
@@ -103,9 +119,10 @@ class LatencyResource(ResourceModel):
 
     kind = "latency"
 
-    def __init__(self, spec: ViTSpec, latency: LatencyModel, device: torch.device | str = "cpu") -> None:
+    def __init__(self, spec: ViTSpec, latency: LatencyModel, device: torch.device | str = "cpu", *,
+                 origin: dict[str, Any] | None = None, dense: bool = False) -> None:
         super().__init__(spec, device)
-        latency.check_fits(spec, spec.name)
+        latency.check_fits(spec, spec.name, origin, dense=dense)
         self.latency = latency
         n = float(spec.num_patches + spec.num_prefix_tokens)
 
@@ -130,8 +147,32 @@ class LatencyResource(ResourceModel):
         return {"resource": self.kind, "latency": self.latency.source, "latency_target": self.latency.target}
 
 
-def resource_model(spec: ViTSpec, latency: str | None, device: torch.device | str = "cpu") -> ResourceModel:
-    """MACs R, or latency R when ``latency`` names a ``vitc profile`` JSON."""
+def resource_model(spec: ViTSpec, latency: str | None, device: torch.device | str = "cpu", *,
+                   origin: dict[str, Any] | None = None, dense: bool = False) -> ResourceModel:
+    """MACs R, or latency R when ``latency`` names a ``vitc profile`` JSON (``origin``/``dense``: what ``spec`` is,
+    checked against the profiled model as :meth:`vitc.core.latency.LatencyModel.check_fits` does)."""
     if latency is None:
         return ResourceModel(spec, device)
-    return LatencyResource(spec, load_latency(latency), device)
+    return LatencyResource(spec, load_latency(latency), device, origin=origin, dense=dense)
+
+
+def check_reachable(resource: ResourceModel, spec: ViTSpec, budget: float, target_speedup: float | None, prune_v: bool,
+                    label: Any) -> None:
+    """Refuse a budget (or speed target) below the smallest R the search can reach (:meth:`ResourceModel.floor`)
+    before any work, naming the best reachable value; ``label`` names the settings fields (CLI flag or YAML key)."""
+    from vitc.core.errors import UsageError
+
+    floor = resource.floor(prune_v)
+    if budget >= floor - 1e-9:
+        return
+    fastest = (f"the smallest model UVC can make of {spec.name} (one block kept, with one head and one MLP neuron, "
+               "every other block skipped)")
+    if target_speedup is not None and isinstance(resource, LatencyResource):
+        best = math.floor(100 / floor) / 100  # rounded down: a target of the printed value is reachable
+        raise UsageError(f"{label('target_speedup')} {target_speedup:g} is out of reach: {fastest} is predicted "
+                         f"{best:.2f}x faster than dense by {resource.latency.source or 'the latency profile'}; "
+                         f"ask for at most {best:.2f}x (or add token selection: uvc+dynamicvit)")
+    what = "predicted latency" if isinstance(resource, LatencyResource) else "MACs"
+    least = math.ceil(floor * 1e4) / 1e4
+    raise UsageError(f"{label('budget')} {budget:g} is out of reach: {fastest} keeps {floor:.4f} of the dense {what}; "
+                     f"give a budget of at least {least:.4f}")

@@ -73,12 +73,26 @@ class UVCDynamicViT(DynamicViT):
                            "macs_vs_input": result["macs"] / result["dense_macs"], "uvc": uvc_info})
         return result
 
+    def check_target(self, settings: Any, spec: Any, latency: Any, label: Any) -> None:
+        """Only what is certainly out of reach before the UVC search decides the model: a target beyond the dense
+        time over the profile's fixed part (patch embedding and head), which no model beats."""
+        from vitc.core.errors import UsageError
+
+        target = settings.target_speedup
+        if target is None or latency is None:
+            return
+        best = latency.dense_ms / latency.fixed_ms if latency.fixed_ms > 0 else float("inf")
+        if target > best:
+            raise UsageError(f"{label('target_speedup')}: {target:g} is out of reach: {settings.latency} predicts no model "
+                             f"of {spec.name} faster than {best:.2f}x (its fixed part alone, patch embedding and head, "
+                             f"takes {latency.fixed_ms:.3g} of the dense {latency.dense_ms:.3g} ms)")
+
     def run_name(self, settings: Any, parent: str | None = None) -> str:
-        own = f"dynamicvit-{ratio_tag(settings.keep_ratio)}"
-        return f"{parent}+{own}" if parent else f"{self.kind}-{ratio_tag(settings.keep_ratio)}"
+        own = f"dynamicvit-{ratio_tag(settings.rho)}"
+        return f"{parent}+{own}" if parent else f"{self.kind}-{ratio_tag(settings.rho)}"
 
     def variant_name(self, settings: Any, keep_ratio: float | None, parent: str | None = None) -> str:
-        ratio = settings.keep_ratio if keep_ratio is None else keep_ratio
+        ratio = settings.rho if keep_ratio is None else keep_ratio
         return f"{parent}+dynamicvit-keep{ratio_tag(ratio)}" if parent else f"{self.kind}-keep{ratio_tag(ratio)}"
 
     def describe(self, r: dict[str, Any]) -> str:
