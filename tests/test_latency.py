@@ -245,7 +245,13 @@ def test_uvc_target_needs_a_latency_profile_and_excludes_a_budget(tmp_path):
     with pytest.raises(UsageError, match="--latency: no such latency profile: nope.json"):
         validate(UVCSettings(target_speedup=2.0, latency="nope.json"))
     s = validate(UVCSettings(target_speedup=2.0, latency=str(lat)))
-    assert s.budget == 0.5 and s.resource_name == "latency"
+    assert s.budget is None and s.resource_budget == 0.5 and s.resource_name == "latency"  # resolved, never rewritten
+    named = validate(UVCSettings(latency_budget=0.4, latency=str(lat)))
+    assert (named.resource_budget, named.resource_name, named.budget) == (0.4, "latency", None)
+    with pytest.raises(UsageError, match="give --budget or --latency-budget, not both"):
+        validate(UVCSettings(budget=0.5, latency_budget=0.4, latency=str(lat)))
+    with pytest.raises(UsageError, match="--latency-budget needs --latency"):
+        validate(UVCSettings(latency_budget=0.4))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,13 +384,41 @@ def test_pipeline_yaml_takes_a_target_beside_a_macs_budget(tmp_path):
     uvc = cfg.methods["uvc"]
     assert [uvc.method.run_name(r.settings) for r in uvc.runs] == ["uvc-0.50", "uvc-x2.00"]
     assert uvc.values == [0.5, "x2.00"]  # a target is never taken for the MACs budget of the same number
-    assert uvc.runs[1].settings.budget == 0.5 and uvc.runs[1].settings.resource_name == "latency"
+    assert uvc.runs[1].settings.resource_budget == 0.5 and uvc.runs[1].settings.resource_name == "latency"
     assert cfg.methods["dynamicvit"].runs[0].settings.target_speedup == 1.5
     with pytest.raises(UsageError, match=r"'uvc.runs\[0\].target_speedup' needs 'uvc.runs\[0\].latency'|target_speedup.*needs.*latency"):
         config_from_dict({"model": "vit-micro", "data": "digits", "uvc": {"runs": [{"target_speedup": 2.0}]}}, "p.yaml")
     with pytest.raises(UsageError, match="no such latency profile: missing.json"):
         config_from_dict({"model": "vit-micro", "data": "digits",
                           "uvc": {"runs": [{"target_speedup": 2.0, "latency": "missing.json"}]}}, "p.yaml")
+
+
+def test_a_token_target_run_deploys_what_it_trained(tmp_path):
+    """A DynamicViT section with a speed target is materialized at the keep ratio its training picks (not the default
+    0.7), named by its target; the method resolves the target once, on a copy of the settings."""
+    import dataclasses
+
+    from vitc.core.settings import validate
+    from vitc.methods import METHODS
+    from vitc.methods.dynamicvit.settings import DynamicViTSettings
+    from vitc.pipeline.config import config_from_dict
+    from vitc.pipeline.plan import Plan
+
+    lat = tmp_path / "lat.json"
+    lat.write_text(json.dumps(synthetic_model().to_dict()))
+    cfg = config_from_dict({"model": "vit-micro", "data": "digits", "dynamicvit": {"target_speedup": 1.5, "latency": str(lat)}},
+                           "p.yaml")
+    plan = Plan(cfg, tmp_path / "run")
+    stages = {s.name: s for s in plan.build()}
+    assert [v.name for v in plan.variants] == ["dense", "dynamicvit-x1.50"]
+    assert stages["dynamicvit-x1.50/materialize"].outputs == [tmp_path / "run" / "dynamicvit-x1.50" / "materialized.safetensors"]
+    assert not any("keep0.70" in name for name in stages)
+    settings = validate(DynamicViTSettings(target_speedup=1.5, latency=str(lat)))
+    before = dataclasses.asdict(settings)
+    concrete, choice = METHODS["dynamicvit"].resolve(settings, resolve_spec("vit-micro"))
+    assert dataclasses.asdict(settings) == before  # the caller's settings still ask for the target
+    assert concrete.keep_ratio == choice["keep_ratio"] < 1 and concrete.target_speedup is None
+    assert concrete.stages == [2, 4, 6] and choice["predicted_speedup"] >= 1.5
 
 
 def test_cpu_runtimes_time_budget_splits_the_shortfall_from_the_ideal_speedup(tmp_path):

@@ -44,7 +44,7 @@ def test_qdq_is_symmetric_int8_with_per_channel_weights(int8):
 
     bits = 8 if cpu_has_int8_dot() else 7  # --reduce-range auto: 7-bit weights where u8 x s8 kernels would saturate
     assert r["calibration"] == {"method": "minmax", "data": "digits", "split": "train", "num_samples": 96, "batch_size": 32,
-                                "seed": 0, "attention": False, "per_channel": True, "weight_bits": bits}
+                                "seed": 0, "attention": False, "per_channel": True, "weight_bits": bits, "float_blocks": []}
     model = load_onnx(int8["onnx"])
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     per_channel = 0
@@ -129,3 +129,23 @@ def test_refusals(dvt, tmp_path):
     with pytest.raises(UsageError, match="carries no vitc spec"):
         quantize_onnx(foreign, "digits", tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists() and onnx_spec(load_onnx(foreign)) is None
+
+
+def test_float_blocks_keep_those_blocks_matmuls_float(dense, tmp_path):
+    """--float-blocks: a mixed file whose named blocks have no Q/DQ on their MatMuls (found by the module scopes the
+    dynamo export records), the rest INT8; a block the model does not have is refused."""
+    from vitc.onnx.graph import block_of_nodes
+
+    full = quantize_onnx(dense["onnx"], "digits", tmp_path / "full.onnx", num_samples=32)
+    mixed = quantize_onnx(dense["onnx"], "digits", tmp_path / "mixed.onnx", num_samples=32, float_blocks=[0, 2])
+    assert mixed["calibration"]["float_blocks"] == [0, 2] and 0 < mixed["quantize_linear"] < full["quantize_linear"]
+    blocks = block_of_nodes(load_onnx(dense["onnx"]))
+    graph = load_onnx(tmp_path / "mixed.onnx").graph
+    fed = {n.output[0]: n.op_type for n in graph.node}
+    quantized = {node.name: any(fed.get(i) == "DequantizeLinear" for i in node.input)
+                 for node in graph.node if node.op_type == "MatMul" and node.name in blocks}
+    assert quantized and not any(q for name, q in quantized.items() if blocks[name] in (0, 2))  # float blocks: no Q/DQ
+    assert any(q for name, q in quantized.items() if blocks[name] in (1, 3))  # the others: INT8
+    with pytest.raises(UsageError, match="--float-blocks: .* has no block 9"):
+        quantize_onnx(dense["onnx"], "digits", tmp_path / "bad.onnx", num_samples=32, float_blocks=[9])
+    assert not (tmp_path / "bad.onnx").exists()

@@ -81,6 +81,12 @@ class Method(ABC):
         raise UsageError(f"--target-speedup picks a keep ratio, and {art.path} is a {self.title} model without token "
                          f"selection (size it with `vitc compress {self.kind} --target-speedup`)")
 
+    def resolve(self, settings: Any, spec: ViTSpec, name: str = "", origin: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """The concrete settings a run trains with — a speed target turned into its concrete value on ``spec`` (the
+        model the run starts from) and its latency profile — as a copy, and the choice made (empty when nothing was
+        chosen). The one place a method resolves a target; the caller's validated settings are never rewritten."""
+        return settings, {}
+
     def check_target(self, settings: Any, spec: ViTSpec, latency: Any, label: Any) -> None:  # noqa: B027 (optional hook)
         """Refuse, before any training, a budget or speed target this method cannot reach on ``spec`` (the dense
         model it starts from) by ``latency`` (a :class:`vitc.core.latency.LatencyModel`, or None); ``label`` names

@@ -203,6 +203,11 @@ class Plan:
             return method.compress(str(source), data, folder, settings, resume=has_checkpoint(folder, self.resume)) or {}
 
         self.add(f"{run_name}/compress", {"data": data, **to_dict(settings)}, inputs, [compressed], run, checkpoints=folder)
+        if method.token_selection and settings.target_speedup is not None and not stage.ratios_of(i):
+            # a speed target: deployed at the keep ratio its compress step picks (known only then), as trained
+            target = folder / "materialized.safetensors"
+            self.add(f"{run_name}/materialize", {}, [compressed], [target], partial(_materialize, compressed, target, None))
+            return [Variant(method.variant_name(settings, None, parent_name) + suffix, method.kind, target)]
         if method.token_selection:
             keep = stage.ratios_of(i) or [settings.rho]
             targets = [folder / f"materialized-keep{ratio_tag(r)}.safetensors" for r in keep]

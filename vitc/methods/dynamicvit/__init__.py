@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc.methods.base import Materialized, Method
+from vitc.methods.base import Materialized, Method, ratio_tag
 from vitc.methods.dynamicvit.settings import DynamicViTSettings
 
 if TYPE_CHECKING:
@@ -70,7 +70,15 @@ class DynamicViT(Method):
                                    resume=resume)
 
     def variant_value(self, settings: Any) -> Any:
-        return settings.rho  # a run with a speed target has no keep ratio until it compresses
+        """The keep ratio; ``x1.50`` for a speed target (its ratio is picked when it compresses, on its profile)."""
+        return f"x{ratio_tag(settings.target_speedup)}" if settings.target_speedup is not None else settings.rho
+
+    def resolve(self, settings: Any, spec: Any, name: str = "", origin: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """The concrete settings a run trains with (stages placed, a target's keep ratio picked), as a copy, and the
+        choice made: :func:`vitc.methods.dynamicvit.compress.resolve_run`."""
+        from vitc.methods.dynamicvit.compress import resolve_run
+
+        return resolve_run(settings, spec, name or spec.name, origin)
 
     def load(self, art: Artifact) -> nn.Module:
         from vitc.methods.dynamicvit.compress import model_from_artifact

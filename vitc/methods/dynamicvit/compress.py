@@ -363,6 +363,23 @@ def compress_dynamicvit(
                                  resume=resume)
 
 
+def resolve_run(settings: DynamicViTSettings, spec: ViTSpec, name: str,
+                origin: dict[str, Any] | None = None) -> tuple[DynamicViTSettings, dict[str, Any]]:
+    """The concrete settings a run trains with — its stages placed on ``spec``, its keep ratio the one its speed target
+    asks for on its latency profile — as a copy (the caller's settings keep asking what they ask), and the choice
+    made (``{"keep_ratio", "predicted_speedup", "target_speedup", "latency"}``; empty without a target)."""
+    stages = resolve_stages(spec, settings.stages)
+    if settings.target_speedup is None:
+        return dataclasses.replace(settings, stages=stages), {}
+    from vitc.core.latency import load_latency
+
+    choice = keep_ratio_for_speedup(spec, stages, load_latency(str(settings.latency)), settings.target_speedup, name,
+                                    origin, dense=origin is None)
+    concrete = dataclasses.replace(settings, stages=stages, keep_ratio=choice["keep_ratio"], target_speedup=None,
+                                   latency=None)
+    return concrete, {**choice, "latency": str(settings.latency)}
+
+
 def token_selection_student(dense: nn.Module, spec: ViTSpec, dcfg: DynamicViTSettings, label_smoothing: float,
                             teacher: nn.Module | None = None) -> tuple[MaskedTrainModel, DynamicViTObjective, ViTSpec]:
     """What the loop trains: ``dense`` (modified in place) with predictors before ``dcfg.stages`` and its
@@ -388,22 +405,16 @@ def train_token_selection(dense: nn.Module, spec: ViTSpec, source: Any, out: str
     """
     from vitc.train.distributed import shutdown
 
-    dcfg, cfg = settings, settings.loop()
+    cfg = settings.loop()
     check_dense(spec, source_name)
-    dcfg.stages = stages = resolve_stages(spec, settings.stages)
-    if dcfg.target_speedup is not None:  # the keep ratio that meets the target on the profiled device
-        from vitc.core.latency import load_latency
-
-        root = (parent_meta or {}).get("origin")
-        choice = keep_ratio_for_speedup(spec, stages, load_latency(str(dcfg.latency)), dcfg.target_speedup, source_name,
-                                        root if isinstance(root, dict) else None, dense=not isinstance(root, dict))
-        log(f"keep ratio {choice['keep_ratio']:g} meets --target-speedup {dcfg.target_speedup:g} (predicted "
+    root = (parent_meta or {}).get("origin")
+    dcfg, choice = resolve_run(settings, spec, source_name, root if isinstance(root, dict) else None)
+    if choice:
+        log(f"keep ratio {choice['keep_ratio']:g} meets --target-speedup {settings.target_speedup:g} (predicted "
             f"{choice['predicted_speedup']:.3f}x over the profiled dense model)")
-        dcfg = dataclasses.replace(dcfg, keep_ratio=choice["keep_ratio"])  # the caller's settings keep asking the target
-        extra_meta = {**(extra_meta or {}), **choice, "latency": str(dcfg.latency)}
-    if dcfg.keep_ratio is None:
-        raise UsageError("DynamicViT settings without a keep ratio: validate them first")
-    stage_keep_counts(spec, dcfg.keep_ratio, len(stages))  # refuse 0-token stages before any work
+        extra_meta = {**(extra_meta or {}), **choice}
+    stages = list(dcfg.stages or [])
+    stage_keep_counts(spec, dcfg.rho, len(stages))  # refuse 0-token stages before any work
 
     wrapper, objective, new_spec = token_selection_student(dense, spec, dcfg, cfg.label_smoothing, teacher)
     train_set = source.dataset(spec, "train", train_transforms=True)

@@ -98,7 +98,7 @@ class UVC(Method):
         if settings.target_speedup is not None:
             return f"{self.kind}-x{ratio_tag(settings.target_speedup)}"
         if settings.latency is not None:
-            return f"{self.kind}-lat{ratio_tag(settings.budget)}"
+            return f"{self.kind}-lat{ratio_tag(settings.resource_budget)}"
         return super().run_name(settings, parent)
 
     def describe(self, r: dict[str, Any]) -> str:

@@ -48,8 +48,11 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     budget: float | None = setting(None, min=0, max=1, min_open=True,
-                                   help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5); with "
-                                        "--latency, a fraction of the dense model's measured latency instead.")
+                                   help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5). (Given with "
+                                        "--latency, it is read as --latency-budget: the older spelling.)")
+    latency_budget: float | None = setting(None, min=0, max=1, min_open=True,
+                                           help="Target latency as a fraction of the dense model's measured latency on the "
+                                                "--latency profile, in (0, 1] (e.g. 0.5).")
     target_speedup: float | None = setting(None, min=1, min_open=True,
                                            help="Target speedup over the dense model on the profiled device, e.g. 2: the "
                                                 "search drives the predicted latency of --latency to 1/S of dense (sets "
@@ -113,17 +116,17 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
 
     def rules(self, label: Label) -> None:
         super().rules(label)
-        if self.target_speedup is not None:
-            if self.latency is None:
-                raise UsageError(f"{label('target_speedup')} needs {label('latency')} LATENCY.json (measure one with "
+        for name in ("target_speedup", "latency_budget"):
+            if getattr(self, name) is not None and self.latency is None:
+                raise UsageError(f"{label(name)} needs {label('latency')} LATENCY.json (measure one with "
                                  "`vitc profile MODEL --backend ... -o LATENCY.json`)")
-            if self.budget is not None and abs(self.budget - 1 / self.target_speedup) > 1e-9:
-                raise UsageError(f"give {label('budget')} or {label('target_speedup')}, not both (a target S sets the "
-                                 "budget to 1/S of the dense latency)")
-            self.budget = 1 / self.target_speedup
-        if self.budget is None:
-            raise UsageError(f"give {label('budget')} (a MACs fraction, e.g. 0.5) or {label('target_speedup')} with "
-                             f"{label('latency')}")
+        given = [n for n in ("budget", "latency_budget", "target_speedup") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise UsageError(f"give {label(given[0])} or {label(given[1])}, not both (a target S is a latency budget of "
+                             "1/S of the dense latency)")
+        if not given:
+            raise UsageError(f"give {label('budget')} (a MACs fraction, e.g. 0.5), or {label('target_speedup')} or "
+                             f"{label('latency_budget')} with {label('latency')}")
         if self.epochs <= self.gate_warmup_epochs:
             raise UsageError(f"{label('epochs')} ({self.epochs}) must exceed {label('gate_warmup_epochs')} "
                              f"({self.gate_warmup_epochs}): the search needs at least one epoch with learned gates")
@@ -136,10 +139,13 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
 
     @property
     def resource_budget(self) -> float:
-        """The budget R is driven to (validated settings always have one: --budget, or 1/--target-speedup)."""
-        if self.budget is None:
+        """The budget R is driven to: 1/--target-speedup, --latency-budget or --budget (validated settings have one)."""
+        if self.target_speedup is not None:
+            return 1 / self.target_speedup
+        value = self.latency_budget if self.latency_budget is not None else self.budget
+        if value is None:
             raise UsageError("UVC settings without a budget: validate them first")
-        return self.budget
+        return value
 
     @property
     def resource_name(self) -> str:

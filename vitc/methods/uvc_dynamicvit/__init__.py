@@ -88,10 +88,13 @@ class UVCDynamicViT(DynamicViT):
                              f"takes {latency.fixed_ms:.3g} of the dense {latency.dense_ms:.3g} ms)")
 
     def run_name(self, settings: Any, parent: str | None = None) -> str:
-        own = f"dynamicvit-{ratio_tag(settings.rho)}"
-        return f"{parent}+{own}" if parent else f"{self.kind}-{ratio_tag(settings.rho)}"
+        value = self.variant_value(settings)
+        tag = value if isinstance(value, str) else ratio_tag(value)
+        return f"{parent}+dynamicvit-{tag}" if parent else f"{self.kind}-{tag}"
 
     def variant_name(self, settings: Any, keep_ratio: float | None, parent: str | None = None) -> str:
+        if keep_ratio is None and settings.target_speedup is not None:  # at the ratio its target picked
+            return self.run_name(settings, parent)
         ratio = settings.rho if keep_ratio is None else keep_ratio
         return f"{parent}+dynamicvit-keep{ratio_tag(ratio)}" if parent else f"{self.kind}-keep{ratio_tag(ratio)}"
 
