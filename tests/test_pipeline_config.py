@@ -178,3 +178,35 @@ def test_a_tune_section_adds_a_tune_stage_with_the_commands_settings(tmp_path: P
     assert bad.returncode == 2 and "missing required key 'tune.target_speedup'" in bad.stderr
     bad = _dry_run(tmp_path, {**BASE, "tune": {"target_speedup": 0.5}})
     assert bad.returncode == 2 and "'tune.target_speedup' must be > 1, got 0.5" in bad.stderr
+
+
+def test_every_shipped_yaml_plans_with_the_new_keys_and_old_spellings_still_work(tmp_path: Path) -> None:
+    """Every benchmarks/*.yaml and the example plan (`vitc run --dry-run`'s work) with no note: they use the current
+    keys; the same file in the old spelling (export.fp16/int8/calib_*, bench.backends) plans to the same stages, one
+    note per renamed key. Data outside the repository is swapped for digits."""
+    import json
+
+    from tests.test_latency import synthetic_model
+    from vitc.pipeline.run import Pipeline
+
+    lat = tmp_path / "lat.json"
+    lat.write_text(json.dumps(synthetic_model().to_dict()))
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "benchmarks").glob("*.yaml")) + [root / "examples" / "deit_small_imagenet.yaml"]
+    for path in files:
+        sets = ["data=digits", "subset=null"] + (
+            [f"uvc.runs=[{{budget: 0.5}}, {{target_speedup: 2.0, latency: {lat}}}]"] if "speed_target" in path.name else [])
+        cfg = load_config(path, sets)
+        assert cfg.notes == [] or all("adds a" in n for n in cfg.notes), (path.name, cfg.notes)
+        assert Pipeline(cfg, tmp_path / path.stem).dry_run()["stages"], path.name
+    old = {**BASE, "export": {"fp16": False, "int8": True, "calib_samples": 64, "calib_method": "entropy"},
+           "bench": {"backends": ["onnxruntime", "openvino"], "batch_sizes": [8]}}
+    new = {**BASE, "deploy": {"backends": ["onnxruntime", "openvino"], "precisions": ["fp32", "int8"]},
+           "quantize": {"num_samples": 64, "method": "entropy"}, "bench": {"batch_sizes": [8]}}
+    a, b = config_from_dict(old, "old.yaml"), config_from_dict(new, "new.yaml")
+    assert (a.deploy, a.quantize, a.bench) == (b.deploy, b.quantize, b.bench)
+    assert len(a.notes) == 5 and all("is the old spelling of" in n for n in a.notes) and b.notes == []
+    plan = lambda cfg: [s.name for s in Pipeline(cfg, tmp_path / "same").plan()]  # noqa: E731
+    assert plan(a) == plan(b)
+    with pytest.raises(UsageError, match="'bench.backends' and 'deploy.backends' are the same setting"):
+        config_from_dict({**new, "bench": {"backends": ["onnxruntime"]}}, "both.yaml")

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vitc.backends import ARTIFACT, BACKENDS, REFERENCE_BACKEND
+from vitc.backends import ARTIFACT, BACKENDS, DEFAULT_BACKEND, REFERENCE_BACKEND
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.runs import Stage, has_checkpoint
 from vitc.core.settings import to_args, to_dict
@@ -247,8 +247,9 @@ class Plan:
         return DeploySettings(export=export, quantize=quantize, build=build)
 
     def formats(self) -> list[tuple[str, str]]:
-        """(backend, precision) of every file a variant is deployed to: the reference backend always (it verifies
-        every ONNX), the others where 'deploy.backends' lists them and they can run here."""
+        """(backend, precision) of every file a variant is deployed to: the model itself (evaluated always) and the
+        reference backend's files (it verifies every ONNX) always, the others where 'deploy.backends' lists them and
+        they can run here. Only the backends 'deploy.backends' lists are benched."""
         cfg, out = self.cfg, []
         device = cfg.bench.device
         if device == "auto":
@@ -256,7 +257,7 @@ class Plan:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         for name, b in BACKENDS.items():
-            if name != REFERENCE_BACKEND and (name not in cfg.deploy.backends or b.unavailable() is not None):
+            if name not in (REFERENCE_BACKEND, DEFAULT_BACKEND) and (name not in cfg.deploy.backends or b.unavailable() is not None):
                 continue
             precisions = [p for p in cfg.deploy.precisions if b.runs_at(p, device if b.reads == ARTIFACT else "cpu")]
             if b.reads == ARTIFACT:  # a model computes in fp32 always; fp16 too on a GPU (bf16 where listed)
