@@ -206,7 +206,7 @@ def test_every_shipped_yaml_plans_with_the_new_keys_and_old_spellings_still_work
     a, b = config_from_dict(old, "old.yaml"), config_from_dict(new, "new.yaml")
     assert (a.deploy, a.quantize, a.bench) == (b.deploy, b.quantize, b.bench)
     assert len(a.notes) == 5 and all("is the old spelling of" in n for n in a.notes) and b.notes == []
-    plan = lambda cfg: [s.name for s in Pipeline(cfg, tmp_path / "same").plan()]  # noqa: E731
+    plan = lambda cfg: [s.name for s in Pipeline(cfg, tmp_path / "same").plan()]
     assert plan(a) == plan(b)
     with pytest.raises(UsageError, match="'bench.backends' and 'deploy.backends' are the same setting"):
         config_from_dict({**new, "bench": {"backends": ["onnxruntime"]}}, "both.yaml")
