@@ -249,7 +249,9 @@ def test_uvc_target_needs_a_latency_profile_and_excludes_a_budget(tmp_path):
     named = validate(UVCSettings(latency_budget=0.4, latency=str(lat)))
     assert (named.resource_budget, named.resource_name, named.budget) == (0.4, "latency", None)
     with pytest.raises(UsageError, match="give --budget or --latency-budget, not both"):
-        validate(UVCSettings(budget=0.5, latency_budget=0.4, latency=str(lat)))
+        validate(UVCSettings(budget=0.5, latency_budget=0.4))
+    with pytest.raises(UsageError, match="--budget is a MACs fraction; with --latency give --latency-budget"):
+        validate(UVCSettings(budget=0.5, latency=str(lat)))
     with pytest.raises(UsageError, match="--latency-budget needs --latency"):
         validate(UVCSettings(latency_budget=0.4))
 

@@ -273,7 +273,7 @@ def test_keep_ratio_defaults_to_0_7_only_without_a_target(lat: Path) -> None:
 def test_uvc_resume_refuses_a_latency_profile_changed_in_place(tmp_path: Path, lat: Path) -> None:
     out = tmp_path / "run"
     args = ["compress", "uvc", "vit-nano", "--data", "synthetic:64", "--batch-size", "32", "--device", "cpu", "--epochs", "2",
-            "--gate-warmup-epochs", "1", "--finetune-epochs", "1", "--budget", "0.9", "--latency", lat, "--out", out]
+            "--gate-warmup-epochs", "1", "--finetune-epochs", "1", "--latency-budget", "0.9", "--latency", lat, "--out", out]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     old = file_sha256(lat)
@@ -291,7 +291,7 @@ def test_uvc_resume_refuses_a_latency_profile_changed_in_place(tmp_path: Path, l
 @pytest.mark.parametrize("args, message", [
     (["--target-speedup", "50", "--latency", "LAT"], "--target-speedup 50 is out of reach"),
     (["--budget", "0.01"], "--budget 0.01 is out of reach"),
-    (["--budget", "0.01", "--latency", "LAT"], "of the dense predicted latency"),
+    (["--latency-budget", "0.01", "--latency", "LAT"], "--latency-budget 0.01 is out of reach"),
 ])
 def test_an_unreachable_uvc_budget_is_refused_before_the_search(tmp_path: Path, lat: Path, args: list[str],
                                                                 message: str) -> None:

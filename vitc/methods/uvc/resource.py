@@ -174,5 +174,6 @@ def check_reachable(resource: ResourceModel, spec: ViTSpec, budget: float, targe
                          f"ask for at most {best:.2f}x (or add token selection: uvc+dynamicvit)")
     what = "predicted latency" if isinstance(resource, LatencyResource) else "MACs"
     least = math.ceil(floor * 1e4) / 1e4
-    raise UsageError(f"{label('budget')} {budget:g} is out of reach: {fastest} keeps {floor:.4f} of the dense {what}; "
+    name = "latency_budget" if isinstance(resource, LatencyResource) else "budget"
+    raise UsageError(f"{label(name)} {budget:g} is out of reach: {fastest} keeps {floor:.4f} of the dense {what}; "
                      f"give a budget of at least {least:.4f}")

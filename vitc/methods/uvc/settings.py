@@ -48,8 +48,7 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     budget: float | None = setting(None, min=0, max=1, min_open=True,
-                                   help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5). (Given with "
-                                        "--latency, it is read as --latency-budget: the older spelling.)")
+                                   help="Target MACs as a fraction of the dense model's, in (0, 1] (e.g. 0.5).")
     latency_budget: float | None = setting(None, min=0, max=1, min_open=True,
                                            help="Target latency as a fraction of the dense model's measured latency on the "
                                                 "--latency profile, in (0, 1] (e.g. 0.5).")
@@ -116,14 +115,17 @@ class UVCSettings(_UVCTrain):  # type: ignore[misc,valid-type]
 
     def rules(self, label: Label) -> None:
         super().rules(label)
-        for name in ("target_speedup", "latency_budget"):
-            if getattr(self, name) is not None and self.latency is None:
-                raise UsageError(f"{label(name)} needs {label('latency')} LATENCY.json (measure one with "
-                                 "`vitc profile MODEL --backend ... -o LATENCY.json`)")
         given = [n for n in ("budget", "latency_budget", "target_speedup") if getattr(self, n) is not None]
         if len(given) > 1:
             raise UsageError(f"give {label(given[0])} or {label(given[1])}, not both (a target S is a latency budget of "
                              "1/S of the dense latency)")
+        if self.budget is not None and self.latency is not None:
+            raise UsageError(f"{label('budget')} is a MACs fraction; with {label('latency')} give {label('latency_budget')} "
+                             f"(a fraction of the dense model's measured latency) or {label('target_speedup')}")
+        for name in ("target_speedup", "latency_budget"):
+            if getattr(self, name) is not None and self.latency is None:
+                raise UsageError(f"{label(name)} needs {label('latency')} LATENCY.json (measure one with "
+                                 "`vitc profile MODEL --backend ... -o LATENCY.json`)")
         if not given:
             raise UsageError(f"give {label('budget')} (a MACs fraction, e.g. 0.5), or {label('target_speedup')} or "
                              f"{label('latency_budget')} with {label('latency')}")
