@@ -236,6 +236,6 @@ def test_pipeline_with_openvino_reports_the_stacked_columns(tmp_path):
 
 
 def test_pipelines_bench_openvino_only_when_asked():
-    from vitc.pipeline.config import DeployStage
+    from vitc.pipeline.sections import DeployStage
 
     assert "openvino" not in DeployStage().backends and "onnxruntime" in DeployStage().backends

@@ -21,7 +21,8 @@ from vitc.cli.options import collect
 from vitc.core.errors import UsageError
 from vitc.core.settings import _strip_optional, fields, flag_of
 from vitc.methods import METHODS
-from vitc.pipeline.config import _SECTIONS, ALIASES, config_from_dict
+from vitc.pipeline.config import _SECTIONS, config_from_dict
+from vitc.pipeline.sections import ALIASES
 from vitc.train.settings import TrainSettings
 
 BASE = {"model": "vit-nano", "data": "digits"}
@@ -43,7 +44,7 @@ def _cases() -> list[tuple[str, type, type]]:
     out.append(("baseline", TrainSettings, TrainSettings))
     out += [(f"build.{name}", BACKENDS[name].build_settings_class(), BACKENDS[name].build_settings_class()) for name in BUILDERS]
     out += [(kind, m.settings, m.settings) for kind, m in METHODS.items()]
-    from vitc.pipeline.config import TuneStage
+    from vitc.pipeline.sections import TuneStage
     from vitc.tune.settings import TuneSettings
 
     out.append(("tune", TuneStage, TuneSettings))

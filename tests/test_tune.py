@@ -90,6 +90,7 @@ def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Pat
     """The first measurement of the pick misses S: the latency model is recalibrated with it, the pick re-landed on
     the recalibrated model and measured again."""
     import vitc.tune as tune_module
+    from vitc.tune import loop
 
     measured = iter([1.1, 1.5])  # round 1 misses 1.5x by 27%, round 2 meets it
 
@@ -99,7 +100,7 @@ def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Pat
                                 images_per_s=100.0) for i in range(len(targets))]
         return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
 
-    monkeypatch.setattr(tune_module, "_measure", fake)
+    monkeypatch.setattr(loop, "measure", fake)  # the pick's measurements and the final one
     result = tune_module.tune(str(trained), "digits", tmp_path / "tune", target_speedup=1.5, methods=["uvc"],
                               precisions=["fp32"], backends=["onnxruntime"], threads=1, batch_size=8, epochs=1,
                               finetune_epochs=0, token_points=2, probe_seconds=0.0, bench_seconds=0.05, calib_samples=32)

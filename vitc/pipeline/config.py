@@ -1,10 +1,11 @@
 """The ``vitc run`` YAML: every section is a step's own settings schema, validated before any work.
 
 Each section reads the same settings dataclass as the command that runs the step (``baseline`` =
-``vitc train``'s :class:`~vitc.train.settings.TrainSettings`; a method's section = its
-``vitc compress KIND`` settings; ``export``/``verify``/``eval``/``bench`` reuse their commands' fields),
-so the pipeline accepts and refuses exactly what the commands do, with the same message naming the
-key — before the baseline trains. Example (every key optional except ``model`` and ``data``)::
+``vitc train``'s :class:`~vitc.train.settings.TrainSettings`; a method's section = its ``vitc compress KIND``
+settings; ``export``, ``quantize``, ``build``, ``verify``, ``eval``, ``bench`` and ``tune`` their commands'; the
+classes are in :mod:`vitc.pipeline.sections`, a method's runs in :mod:`vitc.pipeline.runs`), so the pipeline
+accepts and refuses exactly what the commands do, with the same message naming the key — before the baseline
+trains. Example (every key optional except ``model`` and ``data``)::
 
     model: deit_small_patch16_224      # timm name | vitc config | artifact path
     pretrained: true                   # or checkpoint: PATH
@@ -16,10 +17,14 @@ key — before the baseline trains. Example (every key optional except ``model``
     baseline: {epochs: 0}              # 0 = use the model as given (no training)
     uvc: {budgets: [0.5], epochs: 30, finetune_epochs: 120}        # any `vitc compress uvc` option
     dynamicvit: {keep_ratio: 0.7, epochs: 30, materialize: [0.5, 0.7, 0.9]}
-    export: {opset: 18, fp16: true, int8: true, calib_samples: 512, calib_method: entropy}
+    deploy: {backends: [torch, onnxruntime, tensorrt], precisions: [fp32, fp16, int8]}
+    export: {opset: 18}
+    quantize: {num_samples: 512, method: entropy}  # calibrated on the run's data unless quantize.data
+    build: {tensorrt: {workspace_gb: 8}}
     verify: {batch_sizes: [1, 32]}
     eval: {batch_size: 128}
-    bench: {backends: [torch, onnxruntime, tensorrt], device: cuda, batch_sizes: [1, 32, 64]}
+    bench: {device: cuda, batch_sizes: [1, 32, 64]}
+    tune: {target_speedup: 3, max_drop: 1.0}     # vitc tune on the dense model: one more report row
     subset: {train: 6400, val: 2000}   # fashion-mnist data: only the first N images of each split
     targets: ["dense top1 >= 88", "uvc-0.50 top1 >= dense - 1.5"]   # checked against report.json
 
@@ -35,188 +40,33 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from vitc.backends import BACKENDS, BUILDERS, DEFAULT_BENCH_BACKENDS
-from vitc.checks.settings import BenchSettings, EvalSettings, VerifySettings
+from vitc.backends import BACKENDS, BUILDERS
 from vitc.core.device import check_device_name
 from vitc.core.errors import UsageError
-from vitc.core.settings import Label, Settings, check_keys, check_value, closest, coerce, derive, from_mapping, setting, to_dict, yaml_label
+from vitc.core.settings import Settings, check_value, closest, coerce, from_mapping, to_dict, yaml_label
 from vitc.core.settings import fields as settings_fields
 from vitc.core.validation import check_data_spec
-from vitc.methods import METHODS, ratio_tag
-from vitc.methods.base import Method
-from vitc.onnx.settings import ExportSettings, QuantizeSettings
+from vitc.methods import METHODS
+from vitc.pipeline.runs import MethodStage, Run, method_stage
+from vitc.pipeline.sections import (
+    ALIASES,
+    DEPLOY_PRECISIONS,
+    BenchStage,
+    DeployStage,
+    DistributedStage,
+    EvalStage,
+    ExportStage,
+    QuantizeStage,
+    SubsetStage,
+    TuneStage,
+    VerifyStage,
+    section_settings,
+)
 from vitc.train.settings import TrainSettings
-from vitc.tune.settings import TuneSettings
-
-INHERITED = ("seed", "device")  # top-level keys every training section inherits unless it sets its own
-DEPLOY_PRECISIONS = ("fp32", "fp16", "int8")  # what a run makes unless told (bf16 where listed: torch's compute dtype)
-
-
-class Section(Settings):
-    """A pipeline section that reads a command's settings: ``FIXED`` names the command's fields the pipeline sets
-    itself (per file or per run), each with the reason a YAML that gives one is told."""
-
-    FIXED: ClassVar[dict[str, str]] = {}
-
-
-@dataclass(kw_only=True)
-class DistributedStage(Settings):
-    nproc_per_node: int = setting(1, min=1, help="Processes per node for the training stages (torchrun).")
-
-
-@dataclass(kw_only=True)
-class DeployStage(Settings):
-    """What the pipeline makes of every variant (pipeline-only): the backends it runs on and the ONNX precisions."""
-
-    backends: list[str] = setting(list(DEFAULT_BENCH_BACKENDS), choices=tuple(BACKENDS),
-                                  help="Backends to evaluate and bench each variant on (tensorrt only where TensorRT and a "
-                                       "GPU are present; openvino runs the ONNX files on the CPU when listed). ONNX Runtime "
-                                       "always runs the ONNX files: every one is verified and evaluated through it.")
-    precisions: list[str] = setting(list(DEPLOY_PRECISIONS), choices=("fp32", "fp16", "bf16", "int8"),
-                                    help="Precisions to deploy at, where a backend runs them: fp32 always (int8 is quantized "
-                                         "from it), fp16 (an FP16 ONNX; torch on a GPU), bf16 (torch's compute dtype), int8 "
-                                         "(Q/DQ calibrated on the run's data).")
-
-    def rules(self, label: Label) -> None:
-        for key, values in (("backends", self.backends), ("precisions", self.precisions)):
-            dup = next((v for v in values if values.count(v) > 1), None)
-            if dup is not None:
-                raise UsageError(f"{label(key)} lists {dup} twice")
-        if not self.backends:
-            raise UsageError(f"{label('backends')} must list at least one backend")
-        if "fp32" not in self.precisions:
-            raise UsageError(f"{label('precisions')} must include fp32 (every ONNX is exported at fp32 first)")
-
-
-@dataclass(kw_only=True)
-class ExportStage(ExportSettings, Section):
-    """`vitc export`'s settings, applied to every ONNX the run exports."""
-
-    FIXED: ClassVar[dict[str, str]] = {
-        "keep_ratio": "a token-selection run is materialized at the ratios its method section lists ('materialize')",
-        "verify": "every ONNX is verified in the run's verify stage (the 'verify' section)",
-        "data": "every ONNX is verified in the run's verify stage (its images: 'verify.data')",
-        "fp16": "",  # the old spelling of deploy.precisions (see ALIASES)
-    }
-
-
-@dataclass(kw_only=True)
-class QuantizeStage(QuantizeSettings, Section):
-    """`vitc quantize`'s settings, for every INT8 file the run makes."""
-
-    data: str | None = setting(None, parse=check_data_spec, metavar="SPEC",  # type: ignore[assignment]
-                               help="Real calibration images (default: the run's data, its train split).")
-
-
-@dataclass(kw_only=True)
-class VerifyStage(VerifySettings, Section):
-    """`vitc verify`'s settings, for every ONNX the run makes, at each of ``batch_sizes``."""
-
-    FIXED: ClassVar[dict[str, str]] = {"batch_size": "the run verifies at each of 'verify.batch_sizes'"}
-    data: str | None = setting(None, parse=check_data_spec,  # type: ignore[assignment]
-                               help="Real images to verify on (default: the run's data); random inputs are checked too.")
-    batches: int | None = setting(2, min=1, help="Batches to compare at each batch size (random and real images each).")
-    batch_sizes: list[int] = setting([1, 32], min=1, help="Batch sizes to verify at (random and real images each).")
-
-    def rules(self, label: Label) -> None:
-        if not self.batch_sizes:
-            raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
-
-
-@dataclass(kw_only=True)
-class EvalStage(EvalSettings, Section):
-    """`vitc eval`'s settings, for every deployed file."""
-
-    FIXED: ClassVar[dict[str, str]] = {"backend": "each file is evaluated through the backend it is deployed to ('deploy.backends')"}
-
-
-_BenchDefaults = derive(BenchSettings, "_BenchDefaults", batch_sizes=[1, 32], device="cpu", warmup_ms=200.0, min_iters=10,
-                        min_seconds=1.0)
-
-
-@dataclass(kw_only=True)
-class BenchStage(_BenchDefaults, Section):  # type: ignore[misc,valid-type]
-    """`vitc bench`'s settings, for every deployed file."""
-
-    FIXED: ClassVar[dict[str, str]] = {
-        "backend": "each file is benched on the backends 'deploy.backends' lists",
-        "precision": "each file runs at its own precision ('deploy.precisions')",
-    }
-    paired: bool = setting(True, help="Bench each compressed format alternately with the dense one (paired speedup); "
-                                      "false: each on its own (images/s only; speedups from separate runs).")
-
-    def rules(self, label: Label) -> None:
-        if not self.batch_sizes:
-            raise UsageError(f"{label('batch_sizes')} must list at least one batch size")
-
-    def settings(self, backend: str, precision: str | None) -> BenchSettings:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(BenchSettings)}
-        return BenchSettings(**{**values, "backend": backend, "precision": precision})
-
-
-@dataclass(kw_only=True)
-class TuneStage(TuneSettings, Section):
-    """`vitc tune`'s settings: the run tunes its dense model and reports the tuned file as one more row."""
-
-
-@dataclass(kw_only=True)
-class SubsetStage(Settings):
-    train: int | None = setting(None, min=1, help="Use only the first N training images (fashion-mnist data).")
-    val: int | None = setting(None, min=1, help="Use only the first N validation (test) images (fashion-mnist data).")
-
-    @property
-    def active(self) -> bool:
-        return self.train is not None or self.val is not None
-
-
-# old spellings: (section, key) -> (section, key it became); export.fp16/int8 become entries of deploy.precisions
-ALIASES: dict[tuple[str, str], tuple[str, str]] = {
-    ("bench", "backends"): ("deploy", "backends"),
-    ("export", "calib_samples"): ("quantize", "num_samples"),
-    ("export", "calib_method"): ("quantize", "method"),
-    ("export", "fp16"): ("deploy", "precisions"),
-    ("export", "int8"): ("deploy", "precisions"),
-}
-
-
-@dataclass
-class Run:
-    """One run of a method section: its validated settings, the suffix ``name`` of its folder, its own keep ratios to
-    materialize, whether its teacher is the run's dense model, and the keys its ``runs[i]`` item set."""
-
-    settings: Any
-    name: str | None = None
-    materialize: list[float] | None = None
-    dense_teacher: bool = False
-    keys: set[str] = field(default_factory=set)
-
-
-@dataclass
-class MethodStage:
-    """One method section: its runs (one per swept value, or per item of ``runs``) and the ratios to materialize."""
-
-    method: Method
-    runs: list[Run]
-    materialize: list[float] | None = None
-    parent_value: Any = None  # methods that build on another's output: the parent run's value (e.g. its budget)
-
-    def key(self, i: int, name: str) -> str:
-        """The YAML key that set field ``name`` of run ``i`` (``dynamicvit.runs[1].keep_ratio``, ``dynamicvit.stages``)."""
-        own = i < len(self.runs) and name in self.runs[i].keys
-        return f"{self.method.kind}.runs[{i}].{name}" if own else f"{self.method.kind}.{name}"
-
-    @property
-    def values(self) -> list[Any]:
-        return [self.method.variant_value(r.settings) for r in self.runs]
-
-    def ratios_of(self, i: int) -> list[float] | None:
-        own = self.runs[i].materialize
-        return own if own is not None else self.materialize
 
 
 @dataclass
@@ -374,13 +224,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "pipeline") -> PipelineC
     from vitc.pipeline.targets import parse_targets
 
     cfg.targets = parse_targets(raw.get("targets"), label("targets"))
-    cfg.baseline = _settings(TrainSettings, raw.get("baseline"), source, "baseline", inherited)
+    cfg.baseline = section_settings(TrainSettings, raw.get("baseline"), source, "baseline", inherited)
     if raw.get("tune") is not None:
-        cfg.tune = _settings(TuneStage, raw["tune"], source, "tune", inherited)
+        cfg.tune = section_settings(TuneStage, raw["tune"], source, "tune", inherited)
     for kind, method in METHODS.items():
         if kind in raw:
-            cfg.methods[kind] = _method_stage(method, raw[kind], source, inherited)
-    _add_parent_runs(cfg, raw, inherited)
+            cfg.methods[kind] = method_stage(method, raw[kind], source, inherited)
+    add_parent_runs(cfg, raw, inherited)
     return cfg
 
 
@@ -460,7 +310,7 @@ def _build_section(raw: Any, source: str) -> dict[str, Any]:
     return out
 
 
-def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[str, Any]) -> None:
+def add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[str, Any]) -> None:
     """A method that builds on another's output (UVC+DynamicViT on UVC) needs that run: reuse the one the
     parent's section lists with the same value, else add it — from the parent's section settings when
     there is one, else the parent method's defaults."""
@@ -477,7 +327,7 @@ def _add_parent_runs(cfg: PipelineConfig, raw: dict[str, Any], inherited: dict[s
         section = dict(raw.get(parent) or {}) if isinstance(raw.get(parent), dict) else {}
         section.pop(f"{parent_method.sweep}s", None)
         section.pop("options", None)
-        run = _settings(parent_method.settings, section, cfg.source, parent, inherited,
+        run = section_settings(parent_method.settings, section, cfg.source, parent, inherited,
                         fixed={parent_method.sweep: stage.parent_value}, extra=("materialize",),
                         label=yaml_label(cfg.source, f"{kind}.") if not section else None)
         where = (f"the {parent} section's settings" if isinstance(raw.get(parent), dict)
@@ -510,144 +360,6 @@ def _text(value: Any, label: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UsageError(f"{label} must be a string, got {value!r}")
     return str(value)
-
-
-def _settings(cls: type, raw: Any, source: str, key: str, inherited: dict[str, Any], *, fixed: dict[str, Any] | None = None,
-              extra: tuple[str, ...] = (), label: Label | None = None) -> Any:
-    """A section as ``cls``: the top-level seed/device unless the section sets its own."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UsageError(f"{source}: '{key}' must be a mapping")
-    names = {f.name for f in dataclasses.fields(cls)}
-    mapping = {**{k: v for k, v in inherited.items() if k in names and k not in raw},
-               **{k: v for k, v in raw.items() if k not in extra}}
-    return from_mapping(cls, mapping, label or yaml_label(source, f"{key}."), where=f"{key}.", extra=extra, **(fixed or {}))
-
-
-def _method_stage(method: Method, raw: Any, source: str, inherited: dict[str, Any]) -> MethodStage:
-    kind = method.kind
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UsageError(f"{source}: '{kind}' must be a mapping")
-    raw = dict(raw)
-    options = raw.pop("options", None)  # older spelling: the method's options in a nested mapping
-    if options is not None:
-        if not isinstance(options, dict):
-            raise UsageError(f"{source}: '{kind}.options' must be a mapping")
-        both = sorted(set(options) & set(raw))
-        if both:
-            raise UsageError(f"{source}: '{kind}.{both[0]}' is given both in '{kind}' and in '{kind}.options'")
-        raw.update(options)
-    extra: list[str] = []
-    materialize: list[float] | None = None
-    parent_value: Any = None
-    if method.parent is not None:
-        key = method.parent_key
-        assert key is not None
-        extra.append(key)
-        if key not in raw:
-            raise UsageError(f"{source}: '{kind}.{key}' is required (the {key} of the {METHODS[method.parent].title} run "
-                             "it builds on)")
-        parent_tp = next(t for f, _, t in settings_fields(METHODS[method.parent].settings) if f.name == key)
-        parent_value = coerce(parent_tp, raw[key], yaml_label(source, f"{kind}.")(key))
-        parent_spec = next(sp for f, sp, _ in settings_fields(METHODS[method.parent].settings) if f.name == key)
-        parent_value = check_value(parent_spec, parent_value, yaml_label(source, f"{kind}.")(key))
-    if method.token_selection:
-        extra.append("materialize")
-        materialize = _ratios(raw.get("materialize"), source, f"{kind}.materialize")
-    sweep = method.sweep
-    if sweep is None or (f"{sweep}s" not in raw and "runs" in raw):  # a swept method may list its runs instead
-        return _listed_runs(method, raw, source, inherited, extra, materialize, parent_value)
-    sweep_key = f"{sweep}s"
-    extra.append(sweep_key)
-    check_keys(method.settings, raw, yaml_label(source, f"{kind}."), where=f"{kind}.", extra=extra, excluded=(sweep,))
-    values = raw.get(sweep_key)
-    if values is None:
-        raise UsageError(f"{source}: '{kind}.{sweep_key}' is required (the values of --{sweep.replace('_', '-')} to run)")
-    if not isinstance(values, list):
-        values = [values]
-    if not values:
-        raise UsageError(f"{source}: '{kind}.{sweep_key}' must list at least one value")
-    tp = next(t for f, _, t in settings_fields(method.settings) if f.name == sweep)
-    base = yaml_label(source, f"{kind}.")
-    runs: list[Run] = []
-    for i, value in enumerate(values):
-        def label(name: str, i: int = i) -> str:
-            return base(f"{sweep_key}[{i}]") if name == sweep else base(name)
-
-        typed = coerce(tp, value, label(sweep))
-        runs.append(Run(_settings(method.settings, raw, source, kind, inherited, fixed={sweep: typed}, extra=tuple(extra),
-                                  label=label)))
-    tags = [ratio_tag(v) if isinstance(v, float) else str(v) for v in (method.variant_value(r.settings) for r in runs)]
-    dup = next((t for t in tags if tags.count(t) > 1), None)
-    if dup is not None:
-        raise UsageError(f"{source}: '{kind}.{sweep_key}' lists {dup} twice")
-    return MethodStage(method, runs, materialize)
-
-
-DENSE_TEACHER = "dense"  # `teacher: dense` in a pipeline: the run's own dense baseline
-
-
-def _listed_runs(method: Method, raw: dict[str, Any], source: str, inherited: dict[str, Any], extra: list[str],
-                 materialize: list[float] | None, parent_value: Any) -> MethodStage:
-    """A method without a swept value: one run from its section, or one per item of ``runs`` (each item
-    overrides the section's settings; ``name`` suffixes its folder, ``materialize`` its own ratios)."""
-    kind = method.kind
-    base = yaml_label(source, f"{kind}.")
-    raw = dict(raw)
-    items = raw.pop("runs", None)
-    if items is None:
-        items = [{}]
-    elif not isinstance(items, list) or not items:
-        raise UsageError(f"{base('runs')} must list at least one run (a mapping of settings each)")
-    own = ("name", "materialize") if method.token_selection else ("name",)
-    stage = MethodStage(method, [], materialize, parent_value)
-    has_teacher = any(f.name == "teacher" for f in dataclasses.fields(method.settings))
-    for i, item in enumerate(items):
-        where = f"{kind}.runs[{i}]."
-        if not isinstance(item, dict):
-            raise UsageError(f"{source}: '{kind}.runs[{i}]' must be a mapping, got {item!r}")
-        check_keys(method.settings, item, yaml_label(source, where), where=where, extra=own,
-                   excluded=[k for k in extra if k != "materialize"])
-        item = dict(item)
-        keys = set(item)
-        name = item.pop("name", None)
-        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name)):
-            raise UsageError(f"{source}: '{where}name' must be letters, digits, '.', '_' or '-', got {name!r}")
-        ratios = _ratios(item.pop("materialize", None), source, f"{where}materialize")
-        merged = {**raw, **item}
-        dense_teacher = has_teacher and merged.get("teacher") == DENSE_TEACHER
-        if dense_teacher:
-            merged.pop("teacher")
-
-        def label(key: str, item: dict[str, Any] = item, where: str = where) -> str:
-            return yaml_label(source, where)(key) if key.split("[", maxsplit=1)[0] in item else base(key)
-
-        stage.runs.append(Run(_settings(method.settings, merged, source, kind, inherited, extra=tuple(extra), label=label),
-                              name=name, materialize=ratios, dense_teacher=dense_teacher, keys=keys))
-    return stage
-
-
-def _ratios(value: Any, source: str, key: str) -> list[float] | None:
-    if value is None:
-        return None
-    values = value if isinstance(value, list) else [value]
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UsageError(f"{source}: '{key}[{i}]' must be a number, got {v!r}")
-        if not 0 < v <= 1:
-            raise UsageError(f"{source}: '{key}[{i}]' must be in (0, 1], got {v}")
-        out.append(float(v))
-    if not out:
-        raise UsageError(f"{source}: '{key}' must list at least one keep ratio")
-    tags = [ratio_tag(v) for v in out]
-    dup = next((t for t in tags if tags.count(t) > 1), None)
-    if dup is not None:
-        raise UsageError(f"{source}: '{key}' lists {dup} twice")
-    return out
 
 
 class _DuplicateKey(Exception):

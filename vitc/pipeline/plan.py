@@ -21,7 +21,8 @@ from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.runs import Stage, has_checkpoint
 from vitc.core.settings import to_args, to_dict
 from vitc.methods import ratio_tag
-from vitc.pipeline.config import MethodStage, PipelineConfig
+from vitc.pipeline.config import PipelineConfig
+from vitc.pipeline.runs import MethodStage
 
 DENSE = "dense"
 SUBSET_FOLDER = "data-subset"

@@ -22,8 +22,9 @@ from vitc.methods import METHODS
 
 if TYPE_CHECKING:
     from vitc.core.spec import ViTSpec
-    from vitc.pipeline.config import MethodStage, PipelineConfig
+    from vitc.pipeline.config import PipelineConfig
     from vitc.pipeline.plan import Plan
+    from vitc.pipeline.runs import MethodStage
 
 
 def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None:

@@ -41,6 +41,15 @@ class Candidate:
         return asdict(self)
 
 
+def device_name(name: str) -> str:
+    """``auto`` as the device it means here (cuda where a GPU is visible); other names as they are."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def candidate_pairs(settings: TuneSettings, device: str) -> list[tuple[str, str]]:
     """(backend, precision) to try: those asked for (or the device's defaults) that can run here; the reference first."""
     gpu = device.startswith("cuda")
@@ -142,4 +151,4 @@ def _gains(candidates: list[Candidate], settings: TuneSettings, device: str) -> 
     return {c.name: float(row.speedup_paired or 1.0) for c, row in zip(candidates, rows)}
 
 
-__all__ = ["Candidate", "candidate_pairs", "measure_device"]
+__all__ = ["Candidate", "candidate_pairs", "device_name", "measure_device"]
