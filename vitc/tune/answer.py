@@ -56,7 +56,29 @@ def measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[Tr
         top1 = journal.step(f"final/top1/{e.backend}/{e.file}", {"file": e.file, "mtime": Path(e.file).stat().st_mtime_ns},
                             partial(_top1, e.file, source, e.backend, device))
         e.top1 = top1["top1"]
+        if e.kind != "dense":  # a compressed (and maybe mixed-precision) file is verified like any other
+            e.verified = journal.step(f"final/verify/{e.file}", {"file": e.file, "mtime": Path(e.file).stat().st_mtime_ns},
+                                      partial(_verify, e, s))["passed"]
     return entries
+
+
+def _verify(entry: Entry, s: TuneSettings) -> dict[str, Any]:
+    """ONNX Runtime (or the file's own ONNX backend) against PyTorch on random and held-out-free inputs, at the
+    precision's default tolerances; an engine is judged by the ONNX it was built from."""
+    from vitc.backends import BACKENDS, ONNX, REFERENCE_BACKEND
+    from vitc.backends.deploy import onnx_path
+    from vitc.checks.verify import verify_onnx
+
+    b = BACKENDS[entry.backend]
+    if b.reads == ONNX:
+        onnx, backend = entry.file, entry.backend
+    else:  # an artifact runs as PyTorch itself; an engine is checked through its ONNX
+        if entry.file == entry.artifact:
+            return {"passed": True, "summary": "the model itself"}
+        onnx, backend = str(onnx_path(entry.artifact, entry.precision)), REFERENCE_BACKEND
+    report = verify_onnx(onnx, entry.artifact, data="random", batches=2, batch_size=8, threads=s.threads, backend=backend,
+                         device="cpu")
+    return {"passed": bool(report), "summary": report.summary()}
 
 
 def _top1(file: str, source: Any, backend: str, device: str) -> dict[str, Any]:
@@ -70,8 +92,9 @@ def _speedup_row(row: Any) -> dict[str, Any]:
 
 
 def winner_of(entries: list[Entry], s: TuneSettings) -> tuple[Entry | None, str]:
-    """The most accurate on the held-out images among those that meet S (within --max-drop); None and why if none."""
-    ok = [e for e in entries if e.meets and e.within_drop]
+    """The most accurate on the held-out images among those that meet S (within --max-drop, verified against PyTorch);
+    None and why if none."""
+    ok = [e for e in entries if e.meets and e.within_drop and e.verified is not False]
     if ok:
         best = max(ok, key=lambda e: (e.holdout_top1 or 0.0, e.measured or 0.0))
         others = len(ok) - 1
