@@ -136,3 +136,18 @@ def test_a_killed_tune_resumes_where_it_stopped(tmp_path: Path, trained: Path) -
     assert resumed.returncode in (0, 1), resumed.stderr[-3000:]
     assert "[skip] tune step 1/" in resumed.stderr and "device/gains (done before)" in resumed.stderr
     assert "[run] tune step" in resumed.stderr and (out / "report.json").is_file()
+
+
+@pytest.mark.parametrize("model, args, message", [
+    ("COMPRESSED", [], "is a dynamicvit artifact; give the dense model it was compressed from"),
+    ("TRAINED", ["--backends", "tensorrt"], "--backends lists tensorrt, which cannot run here"),
+    ("TRAINED", ["--reference", "onnxruntime:int4"], "--reference must be BACKEND:PRECISION"),
+    ("vit-micro", ["--pretrained"], "no pretrained weights"),  # found by the first step: the folder goes with it
+])
+def test_a_bad_tune_is_one_line_and_leaves_no_folder(tmp_path: Path, trained: Path, dvt_art: Path, model: str,
+                                                      args: list[str], message: str) -> None:
+    model = {"COMPRESSED": str(dvt_art), "TRAINED": str(trained)}.get(model, model)
+    out = tmp_path / "tune"
+    r = CliRunner().invoke(cli, ["tune", model, "--data", "digits", "--target-speedup", "2", *args, "-o", str(out)])
+    assert r.exit_code == 2 and message in one_error_line(r.stderr), r.output
+    assert not out.exists()

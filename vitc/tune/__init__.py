@@ -22,6 +22,7 @@ Every step is journaled (``OUT/tune.json``): ``--resume`` continues a killed tun
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -42,20 +43,54 @@ def tune(model: str, data: str, out: str | Path, settings: TuneSettings | None =
     """Tune ``model`` (a trained dense model: timm name with ``pretrained``/``checkpoint``, vitc config or plain
     artifact) on ``data`` for ``settings.target_speedup`` on this device; write ``out``. A result that does not meet
     the target is returned with ``winner`` None (the CLI exits 1)."""
+    from vitc.core.data import parse_data
     from vitc.core.fileio import check_output_dir
     from vitc.core.runs import Lock, prepare_out
 
     s = TuneSettings.with_options(settings, **options)
     out = Path(out)
     check_output_dir(out)
+    base = parse_data(data)  # everything the inputs show is checked before the folder is made
+    pairs = candidate_pairs(s, device_name(s.device))
+    _check_model(model, base, pretrained, checkpoint)
     prepare_out(out, resume, force)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with Lock(out):
-        return _tune(model, data, out, s, pretrained, checkpoint, resume)
+    try:
+        with Lock(out):
+            return _tune(model, base, pairs, out, s, pretrained, checkpoint, resume)
+    except UsageError:
+        if created and not any("result" in v for v in _journaled(out).values()):
+            shutil.rmtree(out, ignore_errors=True)  # refused before any step finished: nothing is left behind
+        raise
 
 
-def _tune(model: str, data: str, out: Path, s: TuneSettings, pretrained: bool, checkpoint: str | None,
-          resume: bool) -> TuneResult:
+def _journaled(out: Path) -> dict[str, Any]:
+    import json
+
+    from vitc.tune.journal import JOURNAL_NAME
+
+    try:
+        state = json.loads((out / JOURNAL_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in state.items() if isinstance(v, dict)} if isinstance(state, dict) else {}
+
+
+def _check_model(model: str, source: Any, pretrained: bool, checkpoint: str | None) -> None:
+    """A dense model (a compressed artifact is refused) whose head fits the data."""
+    from vitc.core.models import dense_spec, is_artifact_path
+
+    if is_artifact_path(model) and (pretrained or checkpoint):
+        raise UsageError("--pretrained/--checkpoint apply to model names, not to artifact files")
+    spec = dense_spec(model, num_classes=None if is_artifact_path(model) else source.head_classes())
+    classes = source.num_classes(spec)
+    if classes != spec.num_classes:
+        raise UsageError(f"{model} has {spec.num_classes} classes but {source} has {classes}: its head does not fit this data")
+
+
+def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: TuneSettings, pretrained: bool,
+          checkpoint: str | None, resume: bool) -> TuneResult:
     from vitc.backends.deploy import DeploySettings
     from vitc.checks.environment import environment
     from vitc.core.data import parse_data
@@ -63,11 +98,9 @@ def _tune(model: str, data: str, out: Path, s: TuneSettings, pretrained: bool, c
 
     t0 = time.perf_counter()
     device = device_name(s.device)
-    base = parse_data(data)
     source = base.with_holdout(s.holdout)
     calib_text = str(base) if base.kind != "synthetic" else "digits"
     calib = source if base.kind != "synthetic" else parse_data(calib_text)  # random pixels give no activation ranges
-    pairs = candidate_pairs(s, device)
     journal = Journal(out, resume, planned=2 + 2 * len(pairs) + 2 * (3 + len(s.splits)) + 2 * s.rounds + 2)
     dense = journal.step("dense", {"model": model, "pretrained": pretrained, "checkpoint": checkpoint, "data": str(base)},
                          lambda: {"artifact": str(_dense_artifact(model, out, base, pretrained, checkpoint))})["artifact"]
@@ -105,14 +138,11 @@ def _tune(model: str, data: str, out: Path, s: TuneSettings, pretrained: bool, c
 def _dense_artifact(model: str, out: Path, source: Any, pretrained: bool, checkpoint: str | None) -> Path:
     """The dense model as a plain artifact in ``out`` (a plain artifact given as MODEL is used where it is)."""
     from vitc.core.artifacts import save_model
-    from vitc.core.models import dense_spec, is_artifact_path, resolve_model
+    from vitc.core.models import is_artifact_path, resolve_model
     from vitc.core.provenance import provenance
 
     if is_artifact_path(model):
-        dense_spec(model)  # a compressed artifact is refused
-        if pretrained or checkpoint:
-            raise UsageError("--pretrained/--checkpoint apply to model names, not to artifact files")
-        return Path(model)
+        return Path(model)  # checked by _check_model
     net, spec = resolve_model(model, pretrained=pretrained, checkpoint=checkpoint, num_classes=source.head_classes())
     return save_model(out / "dense" / "model.safetensors", net, spec,
                       meta={"source": model, "provenance": provenance("import", parent=model)})
