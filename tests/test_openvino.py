@@ -5,6 +5,7 @@ OpenVINO columns."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -123,6 +124,36 @@ def test_token_selection_model_verifies_with_openvinos_own_decisions(tmp_path_fa
     report = verify_onnx(dvt["onnx"], dvt["artifact"], backend="openvino", threads=1)
     assert report, report.summary()
     assert report.selection is not None and report.errors.max_abs <= 1e-4
+
+
+# ---- one process, several runners ------------------------------------------------------------------
+
+# Two runners opened one after the other and freed in the order they were made (as garbage collection may free
+# them), then a signal whose Python handler runs on the thread's alternate signal stack (CPython installs every
+# Python-level handler with SA_ONSTACK). Runs in a child process: the failure it guards against is a SIGSEGV.
+SIGNAL_AFTER_RUNNERS = """
+import os, signal, sys
+from vitc.backends.openvino_runner import OpenVinoRunner
+
+first = OpenVinoRunner(sys.argv[1], threads=1)
+second = OpenVinoRunner(sys.argv[1], threads=1)
+del first
+del second
+handled = []
+signal.signal(signal.SIGUSR1, lambda signum, frame: handled.append(signum))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled", *handled)
+"""
+
+
+def test_a_signal_after_runners_were_freed_is_handled_not_a_segfault(dense):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack for its own buffer and, freed out of order,
+    leaves it pointing at unmapped memory: with one plugin per runner, the next signal (Ctrl-C, a child's SIGCHLD
+    under torch's DataLoader handler) killed the process with SIGSEGV (the one-process test suite's crash)."""
+    run = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_RUNNERS, dense["onnx"]], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.split() == ["handled", str(int(signal.SIGUSR1))]
 
 
 # ---- build ---------------------------------------------------------------------------------------
