@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# One CPU thread for the libraries the tests run in this process (torch's OpenMP pool, ONNX Runtime and
+# OpenVINO read OMP_NUM_THREADS through vitc's defaults), as subprocess_env gives every vitc subprocess: the
+# models are tiny, and on a loaded 2-core machine libgomp's spinning workers made a 2-thread DynamicViT
+# compress ~5x slower than the same run on one thread (35 s vs 6.6 s). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 if TYPE_CHECKING:
     import torch
 
