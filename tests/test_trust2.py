@@ -454,7 +454,6 @@ main()
 """
 
 
-@pytest.mark.slow  # real SIGINTs timed against torch's import: failed under the final run's load (see the closing note)
 @pytest.mark.parametrize("swallow", ["0", "1"])
 def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path: Path, swallow: str) -> None:
     out = tmp_path / "t"
@@ -466,19 +465,36 @@ def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path: Path, sw
     assert not out.exists()
 
 
-@pytest.mark.slow  # timed against start-up, like the test above
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
-def test_ctrl_c_in_the_first_seconds_of_a_command_is_one_line_and_130(tmp_path: Path, delay: float) -> None:
-    """A real SIGINT at several moments of start-up (interpreter up, torch importing, data loading...)."""
-    import signal
+def _wait_for_mark(proc: subprocess.Popen, marks: Path, moment: str, timeout: float = 120) -> None:
+    """Until vitc, started with VITC_STARTUP_MARKS=marks, has written ``moment`` there (it reached that moment)."""
     import time
 
-    out = tmp_path / "t"
+    deadline = time.monotonic() + timeout
+    while not (marks.is_file() and moment in marks.read_text().split()):
+        assert proc.poll() is None, f"vitc exited (rc {proc.returncode}) before reaching {moment!r}"
+        assert time.monotonic() < deadline, f"vitc did not reach {moment!r} in {timeout:.0f} s"
+        time.sleep(0.005)
+
+
+# The moments vitc's start-up marks (vitc.cli: VITC_STARTUP_MARKS): its SIGINT handler is installed and nothing else
+# is imported yet; the subcommand's module (torch with it) starts importing; the command is about to run (then
+# loads its data, builds the model and trains). The interrupt is sent once the child reached the moment.
+@pytest.mark.parametrize("moment", ["handler", "importing", "imported"])
+def test_ctrl_c_in_the_first_seconds_of_a_command_is_one_line_and_130(tmp_path: Path, moment: str) -> None:
+    """A real SIGINT at several moments of start-up (interpreter up, torch importing, data loading...)."""
+    import signal
+
+    out, marks = tmp_path / "t", tmp_path / "marks"
     proc = subprocess.Popen([*VITC, "train", "--model", "vit-nano", "--data", "digits", "--epochs", "50", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(VITC_STARTUP_MARKS=str(marks)))
+    try:
+        _wait_for_mark(proc, marks, moment)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
     assert one_error_line(stderr) == "error: interrupted"
     assert temporaries(tmp_path) == [] and not (out / "model.safetensors").exists()
