@@ -8,10 +8,10 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import subprocess_env
 
 from benchmarks import gpu_check as gc
@@ -19,23 +19,22 @@ from benchmarks import gpu_check as gc
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the whole GPU check on the CPU: every method compressed, exported, benched and trained (~30 s)
 def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> None:
     from vitc.methods import METHODS
 
     out = tmp_path / "out"
-    t0 = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out), "--work", str(tmp_path / "work")],
                          capture_output=True, text=True, env=subprocess_env(), timeout=600, cwd=REPO)
-    wall = time.monotonic() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert wall < 300, f"the dry run took {wall:.0f} s (must stay under 5 minutes)"
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest.log"]
     d = json.loads((out / "gpu_check.json").read_text())
     assert d["format"] == gc.FORMAT and d["dry_run"] is True and d["finished"] is True and not d["errors"]
     assert all(p["status"] == "done" for p in d["parts"].values()), d["parts"]
     assert set(d["parts"]) == {"environment", "tests", "architectures", "inference", "training", "compile", "backends",
                                "speed_target"}
-    assert [r["backend"] for r in d["speed_target"]] == ["torch"] and d["speed_target"][0]["measured_speedup"] > 0
+    (target,) = d["speed_target"]
+    assert target["backend"] == "torch" and target["off_target"] == pytest.approx(target["measured_speedup"] / 2.0 - 1)
 
     tests = d["tests"]  # no CUDA here: every GPU test is collected and skipped, with its reason
     assert tests["returncode"] == 0 and not tests["timed_out"] and tests["counts"]["skipped"] >= 20
@@ -50,14 +49,16 @@ def test_dry_run_runs_every_cpu_path_and_writes_both_reports(tmp_path: Path) -> 
 
     rows = d["inference"]
     assert {(r["mode"], r["variant"], r["batch"]) for r in rows} == {("eager", n, b) for n in expected[1:] for b in (1, 8)}
-    assert all(r["speedup"] > 0 and 0 < r["macs_ratio"] < 1 and r["speedup_gpu"] is None for r in rows)
+    assert all(0 < r["macs_ratio"] < 1 and r["speedup_gpu"] is None for r in rows)
+    assert all(r["speedup"] == pytest.approx(r["dense_ms"] / r["variant_ms"]) for r in rows)  # median latency dense / variant
     assert all(r["speedup_vs_ideal"] == r["speedup"] * r["macs_ratio"] for r in rows)
     skipped = " | ".join(f"{s['what']}: {s['why']}" for s in d["skipped"])
     assert "inference cuda-graph: cuda-graph needs CUDA" in skipped and "inference compile: compile needs CUDA" in skipped
     assert "backend tensorrt" in skipped
 
     assert [t["step"] for t in d["training"]] == list(gc.TRAIN_KINDS)
-    assert all(t["images_per_s"] > 0 and t["amp"] is False for t in d["training"])
+    assert all(t["amp"] is False for t in d["training"])
+    assert all(t["images_per_s"] == pytest.approx(t["batch"] * t["steps"] / t["seconds"], rel=1e-2) for t in d["training"])
     assert {r["variant"] for r in d["backends"]} == {"uvc-0.5"} and all(r["backend"] == "onnxruntime" for r in d["backends"])
 
     assert len(d["acceptance"]) == 2 * len(expected[1:])
