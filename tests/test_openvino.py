@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,11 +20,6 @@ from vitc.backends.openvino_runner import INSTALL_HINT, OpenVinoRunner
 from vitc.checks.verify import verify_onnx
 from vitc.cli import cli
 from vitc.core.errors import UsageError
-
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return exported(tmp_path_factory, "dense")
 
 
 @pytest.fixture(scope="module")

@@ -10,28 +10,20 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import exported
 
 from vitc.backends import detect_backend, load_runner
 from vitc.backends.torch_runner import TorchRunner
 from vitc.checks.bench import BenchSettings, compare_report, synthetic_batch
 from vitc.cli import cli
-from vitc.core.artifacts import save_model
 from vitc.core.errors import UsageError
 from vitc.core.models import resolve_model
 
 
 @pytest.fixture(scope="module")
 def nano(tmp_path_factory):
-    """A vit-nano artifact and its ONNX export (dynamic batch, through vitc's own exporter)."""
-    from vitc.onnx.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("engines")
-    torch.manual_seed(0)
-    model, spec = resolve_model("vit-nano")
-    art = save_model(folder / "nano.safetensors", model, spec)
-    onnx_path = folder / "nano.onnx"
-    export_onnx(str(art), onnx_path, verify=False, check=False)
-    return {"artifact": str(art), "onnx": str(onnx_path), "folder": folder}
+    """A seeded vit-nano artifact and its ONNX export (dynamic batch, through vitc's own exporter): the session's."""
+    return exported(tmp_path_factory, "dense")
 
 
 def test_torch_runner_returns_the_models_logits_for_numpy_and_tensor_input():

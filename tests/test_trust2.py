@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import VITC, one_error_line, subprocess_env
+from conftest import VITC, one_error_line, subprocess_env, uvc_nano_artifact
 
 from vitc.cli import cli
 from vitc.core.artifacts import save_model
@@ -160,19 +160,6 @@ def test_every_atomic_write_of_a_command_refuses_its_inputs(tmp_path: Path) -> N
 FAST = ["--data", "synthetic:64", "--batch-size", "32", "--device", "cpu"]
 
 
-def _uvc_nano(path: Path) -> Path:
-    """A UVC artifact of vit-nano (one of two heads and half the MLP neurons kept), made without a search."""
-    from vitc.methods.uvc.compress import save_uvc
-    from vitc.methods.uvc.model import UVCViT, apply_masks, masks_from_counts
-
-    torch.manual_seed(0)
-    vit, spec = resolve_model("vit-nano")
-    net = UVCViT(vit, gate_mode="hard")
-    masks = masks_from_counts(net.vit, spec, torch.tensor([[1.0, 32.0]] * spec.depth), None)
-    apply_masks(net.vit, masks)
-    return save_uvc(path, net, spec, masks, {"method": "uvc", "budget": 0.6})
-
-
 @pytest.mark.parametrize("method, first, changed, message", [
     ("dynamicvit", ["--keep-ratio", "0.7"], ["--keep-ratio", "0.5"],
      "checkpoint.pt was made with keep_ratio 0.7; this run asks keep_ratio 0.5 (start afresh without --resume, or keep 0.7)"),
@@ -198,7 +185,7 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path: Path, method: str, f
     elif method == "uvc":  # the search does not reach the budget in 2 epochs; its checkpoint is kept all the same
         base = ["compress", "uvc", "vit-nano", *FAST, "--epochs", "2", "--gate-warmup-epochs", "1", "--finetune-epochs", "1"]
     else:
-        model = str(_uvc_nano(tmp_path / "uvc.safetensors")) if method == "uvc+dynamicvit" else "vit-nano"
+        model = str(uvc_nano_artifact(tmp_path / "uvc.safetensors")) if method == "uvc+dynamicvit" else "vit-nano"
         base = ["compress", method, model, *FAST, "--freeze-epochs", "0"]
     epochs: list[str] = [] if method == "uvc" else ["--epochs", "1"]
     invoke(*base, *first, *epochs, "--out", out)
@@ -226,11 +213,6 @@ def test_resume_may_add_epochs_and_move_device(tmp_path: Path) -> None:
 
 
 # ---- 3. teachers that do not fit -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def uvc_nano(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _uvc_nano(tmp_path_factory.mktemp("uvc") / "uvc.safetensors")
 
 
 def _dense_like(path: Path, **changes: Any) -> Path:
