@@ -436,6 +436,7 @@ main()
 """
 
 
+@pytest.mark.usefixtures("sigint_reaches_children")
 @pytest.mark.parametrize("swallow", ["0", "1"])
 def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path: Path, swallow: str) -> None:
     out = tmp_path / "t"
@@ -445,6 +446,20 @@ def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path: Path, sw
     assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
     assert one_error_line(run.stderr) == "error: interrupted"
     assert not out.exists()
+
+
+@pytest.fixture()
+def sigint_reaches_children() -> Any:
+    """A child inherits an ignored SIGINT (pytest started under nohup or as a background job of a script), and
+    Python, then vitc, rightly leave it ignored: for these tests the children get the default disposition (a
+    handler set here in the parent is reset to the default by exec)."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_mark(proc: subprocess.Popen, marks: Path, moment: str, timeout: float = 120) -> None:
@@ -461,6 +476,7 @@ def _wait_for_mark(proc: subprocess.Popen, marks: Path, moment: str, timeout: fl
 # The moments vitc's start-up marks (vitc.cli: VITC_STARTUP_MARKS): its SIGINT handler is installed and nothing else
 # is imported yet; the subcommand's module (torch with it) starts importing; the command is about to run (then
 # loads its data, builds the model and trains). The interrupt is sent once the child reached the moment.
+@pytest.mark.usefixtures("sigint_reaches_children")
 @pytest.mark.parametrize("moment", ["handler", "importing", "imported"])
 def test_ctrl_c_in_the_first_seconds_of_a_command_is_one_line_and_130(tmp_path: Path, moment: str) -> None:
     """A real SIGINT at several moments of start-up (interpreter up, torch importing, data loading...)."""
