@@ -36,13 +36,11 @@ typecheck: $(VENV)/.installed-dev
 	$(PY) tools/trt_stubs.py $(TRT_STUBS_DIR)
 	MYPYPATH=$(TRT_STUBS_DIR) $(PY) -m mypy --config-file pyproject.toml vitc tools benchmarks
 
-# Three pytest processes: the whole suite in one process segfaulted (exit 139) at the same test on this
-# build machine, deep into the run (at test 556 of 699, tests/test_trust.py's in-process YAML checks; again on
-# 2026-12-02 after the CLI's audit hook was made once-per-process, so that was not it), while every part passes.
+# One pytest process, as a long `vitc run` is one process (torch's OpenMP, ONNX Runtime and OpenVINO side by side).
+# It once segfaulted deep into the run (exit 139): OpenVINO's CPU plugins, one per Core, left the main thread's
+# alternate signal stack unmapped when freed out of order; vitc now keeps one Core (vitc.backends.openvino_runner).
 test: $(VENV)/.installed-dev lint typecheck
-	$(PY) -m pytest -q tests/test_[a-k]*.py
-	$(PY) -m pytest -q tests/test_[l-r]*.py
-	$(PY) -m pytest -q tests/test_[s-z]*.py
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs demo-out .pytest_cache .mypy_cache

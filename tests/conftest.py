@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# One CPU thread for the libraries the tests run in this process (torch's OpenMP pool, ONNX Runtime and
+# OpenVINO read OMP_NUM_THREADS through vitc's defaults), as subprocess_env gives every vitc subprocess: the
+# models are tiny, and on a loaded 2-core machine libgomp's spinning workers made a 2-thread DynamicViT
+# compress ~5x slower than the same run on one thread (35 s vs 6.6 s). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 if TYPE_CHECKING:
     import torch
 
@@ -51,6 +58,31 @@ def nano_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(tmp_path_factory.mktemp("nano") / "nano.safetensors", model, spec)
 
 
+def uvc_nano_artifact(path: Path, skip: tuple[int, ...] = ()) -> Path:
+    """A UVC artifact of vit-nano made without a search: blocks ``skip`` skipped, one of two heads and half the MLP
+    neurons removed."""
+    import torch
+
+    from vitc.core.models import resolve_model
+    from vitc.methods.uvc.compress import save_uvc
+    from vitc.methods.uvc.model import UVCViT, apply_masks, masks_from_counts
+
+    torch.manual_seed(0)
+    vit, spec = resolve_model("vit-nano")
+    net = UVCViT(vit, gate_mode="hard")
+    for i in skip:
+        net.gate_logits.data[i] = torch.tensor([0.3, -0.2])  # skip > keep
+    masks = masks_from_counts(net.vit, spec, torch.tensor([[1.0, 32.0]] * spec.depth), None)
+    apply_masks(net.vit, masks)
+    return save_uvc(path, net, spec, masks, {"method": "uvc", "budget": 0.6})
+
+
+@pytest.fixture(scope="session")
+def uvc_nano(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`uvc_nano_artifact`, written once per session (test_combined, test_trust2)."""
+    return uvc_nano_artifact(tmp_path_factory.mktemp("uvc") / "uvc.safetensors")
+
+
 DVT_RATIO = 0.7
 
 
@@ -71,7 +103,7 @@ def dvt_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
-# shared exports (test_export, test_verify, test_quantize, test_ort_runner)
+# shared exports (test_export, test_verify, test_quantize, test_ort_runner, test_runners, test_openvino, test_pipeline_preflight)
 # ------------------------------------------------------------------------------------------------
 
 def dvt_spec() -> ViTSpec:
@@ -135,13 +167,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, A
     return {"artifact": str(art), "onnx": str(onnx_path), "result": json.loads(result_path.read_text())}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dense(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A seeded vit-nano artifact and its verified ONNX (exported through the CLI)."""
     return exported(tmp_path_factory, "dense")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dvt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A heterogeneous (UVC-like) token-selection model and its verified ONNX."""
     return exported(tmp_path_factory, "dvt")

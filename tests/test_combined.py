@@ -6,38 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import one_error_line
+from conftest import one_error_line, uvc_nano_artifact
 
 from vitc.cli import cli
 from vitc.core.artifacts import read_header, save_model
 from vitc.core.flops import model_macs
 from vitc.core.models import SMALL_CONFIGS, resolve_model
 from vitc.methods import METHODS
-from vitc.methods.uvc.compress import save_uvc
-from vitc.methods.uvc.model import UVCViT, apply_masks, masks_from_counts
 from vitc.pipeline.config import config_from_dict
 from vitc.pipeline.run import Pipeline
 
 
-def _uvc_nano(path: Path, skip: tuple[int, ...] = ()) -> Path:
-    """A UVC artifact of vit-nano: blocks ``skip`` skipped, one of two heads and half the MLP neurons removed."""
-    torch.manual_seed(0)
-    vit, spec = resolve_model("vit-nano")
-    net = UVCViT(vit, gate_mode="hard")
-    for i in skip:
-        net.gate_logits.data[i] = torch.tensor([0.3, -0.2])  # skip > keep
-    counts = torch.tensor([[1.0, 32.0]] * spec.depth)
-    masks = masks_from_counts(net.vit, spec, counts, None)
-    apply_masks(net.vit, masks)
-    return save_uvc(path, net, spec, masks, {"method": "uvc", "budget": 0.6})
-
-
 @pytest.fixture(scope="module")
-def combined(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def combined(tmp_path_factory: pytest.TempPathFactory, uvc_nano: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("combined")
-    uvc = _uvc_nano(root / "uvc.safetensors")
+    uvc = uvc_nano
     out = root / "run"
     r = CliRunner().invoke(cli, ["compress", "uvc+dynamicvit", str(uvc), "--data", "digits", "--keep-ratio", "0.7",
                                  "--epochs", "1", "--freeze-epochs", "0", "--batch-size", "128", "--out", str(out),
@@ -107,7 +91,7 @@ def test_bad_inputs_are_one_line(combined: dict, tmp_path: Path) -> None:
 @pytest.mark.parametrize("skip, expect", [((0, 3), [1]), ((0, 1, 3), None)])
 def test_a_shallow_uvc_model_gets_fewer_stages_or_one_line(tmp_path: Path, skip: tuple[int, ...],
                                                            expect: list[int] | None) -> None:
-    uvc = _uvc_nano(tmp_path / "uvc.safetensors", skip=skip)
+    uvc = uvc_nano_artifact(tmp_path / "uvc.safetensors", skip=skip)
     r = CliRunner().invoke(cli, ["compress", "uvc+dynamicvit", str(uvc), "--data", "digits", "--epochs", "1",
                                  "--batch-size", "128", "--out", str(tmp_path / "o"), "--json"])
     if expect is None:  # one block left: no place between two blocks for a predictor

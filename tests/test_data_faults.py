@@ -80,6 +80,21 @@ def test_loader_names_the_broken_file(tmp_path: Path, workers: int) -> None:
     assert str(bad) in str(e.value) and "\n" not in str(e.value) and "Traceback" not in str(e.value)
 
 
+def test_the_workers_have_stopped_when_their_error_reaches_the_caller(tmp_path: Path) -> None:
+    """torch re-raises a worker's error inside a reference cycle that held the loader's iterator, so its worker
+    processes lived on until a garbage collection, whose teardown then waited 5 s per worker."""
+    import multiprocessing
+
+    root = _folder(tmp_path / "ds", {"train": {"a": 1, "b": 1}, "val": {"a": 2, "b": 2}})
+    (root / "val" / "a" / "0.jpg").write_bytes(BROKEN["truncated"]())
+    val = parse_data(f"imagefolder:{root}").dataset(NANO, "val")
+    before = set(multiprocessing.active_children())  # any other test's processes
+    with pytest.raises(DataFileError):
+        for _ in make_loader(val, 2, shuffle=False, num_workers=2):
+            pass
+    assert set(multiprocessing.active_children()) <= before
+
+
 def test_cli_train_with_a_broken_image_read_in_a_worker(tmp_path: Path) -> None:
     """vitc train on an image folder reads it in DataLoader worker processes: still one line, exit 2."""
     from vitc.cli import cli

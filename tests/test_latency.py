@@ -288,12 +288,31 @@ TINY = ["--token-points", "2", "--head-points", "2", "--mlp-points", "2", "--min
 
 
 def _profile(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vitc profile ARGS`` run in ``tmp_path`` through the console script."""
     return subprocess.run([*VITC, "profile", *args], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+
+
+def _profile_in_process(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vitc profile ARGS`` run in ``tmp_path`` through Click's runner, in this process (no interpreter and torch
+    start-up per call); the same result object as :func:`_profile`."""
+    import os
+
+    from click.testing import CliRunner
+
+    from vitc.cli import cli
+
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(cli, ["profile", *args])
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["vitc", "profile", *args], r.exit_code, r.stdout, r.stderr)
 
 
 def test_cli_profile_torch_writes_the_model_with_its_provenance_and_resumes(tmp_path, nano_artifact):
     out = tmp_path / "lat.json"
-    res = _profile(tmp_path, "vit-nano", "--backend", "torch", "--batch-size", "2", *TINY, "-o", str(out), "--json")
+    res = _profile_in_process(tmp_path, "vit-nano", "--backend", "torch", "--batch-size", "2", *TINY, "-o", str(out), "--json")
     assert res.returncode == 0, res.stderr
     d = json.loads(out.read_text())
     assert d["target"] == {"backend": "torch", "device": "cpu", "precision": "fp32", "batch_size": 2, "threads": None}
@@ -319,7 +338,7 @@ def test_cli_profile_torch_writes_the_model_with_its_provenance_and_resumes(tmp_
     spec = resolve_spec("vit-nano")
     fp = _fingerprint(spec, settings, Grid([1, 4], [1, 2], [8, 64]))
     partial.write_text(json.dumps(json.loads(json.dumps({"fingerprint": fp, "measurements": keep}))))
-    res = _profile(tmp_path, "vit-nano", "--backend", "torch", "--batch-size", "2", *TINY, "-o", "again.json")
+    res = _profile_in_process(tmp_path, "vit-nano", "--backend", "torch", "--batch-size", "2", *TINY, "-o", "again.json")
     assert res.returncode == 0, res.stderr
     assert "resuming the profile: 6 probe(s) already measured" in res.stderr
     resumed = {m["key"]: m for m in json.loads((tmp_path / "again.json").read_text())["measurements"]}
@@ -328,7 +347,7 @@ def test_cli_profile_torch_writes_the_model_with_its_provenance_and_resumes(tmp_
                for m in keep) and len(resumed) == 11
 
     # predictions: the profiled model itself is 1.0x; an artifact of the same architecture too
-    res = _profile(tmp_path, "--predict", str(out), "vit-nano", str(nano_artifact), "--json")
+    res = _profile_in_process(tmp_path, "--predict", str(out), "vit-nano", str(nano_artifact), "--json")
     assert res.returncode == 0, res.stderr
     preds = json.loads(res.stdout)["predictions"]
     assert [p["speedup"] for p in preds] == [pytest.approx(1.0), pytest.approx(1.0)]

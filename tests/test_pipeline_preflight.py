@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import one_error_line
+from conftest import exported, one_error_line
 
 from vitc.cli import cli
 from vitc.core.artifacts import save_model
@@ -26,14 +26,11 @@ def invoke(*args: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 32-px dense artifact (vit-micro, the student is 16-px vit-nano) and a real ONNX of vit-nano."""
-    from vitc.onnx.export import export_onnx
-
+    """A 32-px dense artifact (vit-micro, the student is 16-px vit-nano) and a real ONNX of vit-nano (the session's)."""
     folder = tmp_path_factory.mktemp("teachers")
     micro = save_model(folder / "micro.safetensors", *resolve_model("vit-micro"))
-    nano = save_model(folder / "nano.safetensors", *resolve_model("vit-nano"))
-    export_onnx(str(nano), folder / "nano.onnx")
-    return {"micro": micro, "onnx": folder / "nano.onnx", "nano": nano}
+    nano = exported(tmp_path_factory, "dense")
+    return {"micro": micro, "onnx": Path(nano["onnx"]), "nano": Path(nano["artifact"])}
 
 
 BAD = [

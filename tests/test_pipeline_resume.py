@@ -46,6 +46,7 @@ def _kill_when(proc: subprocess.Popen, path: Path, timeout: float = 300.0) -> bo
     return False
 
 
+@pytest.mark.slow  # three whole `vitc run`s (killed, resumed, resumed again); tests/test_trust.py keeps the default run's smoke pipeline
 def test_run_resume_after_kill_mid_compress_skips_finished_stages(tmp_path: Path) -> None:
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(PIPELINE))

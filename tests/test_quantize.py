@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import exported
 from onnx import numpy_helper
 
 from vitc.checks.verify import verify_onnx
@@ -21,11 +20,6 @@ from vitc.onnx.graph import token_score_nodes
 from vitc.onnx.io import load_onnx, metadata, onnx_spec
 from vitc.onnx.quantize import quantize_onnx
 from vitc.onnx.readiness import check_trt_ready
-
-
-@pytest.fixture(scope="module")
-def dvt(tmp_path_factory):
-    return exported(tmp_path_factory, "dvt")
 
 
 @pytest.fixture(scope="module")

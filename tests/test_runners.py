@@ -10,28 +10,20 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import exported
 
 from vitc.backends import detect_backend, load_runner
 from vitc.backends.torch_runner import TorchRunner
 from vitc.checks.bench import BenchSettings, bench, synthetic_batch
 from vitc.cli import cli
-from vitc.core.artifacts import save_model
 from vitc.core.errors import UsageError
 from vitc.core.models import resolve_model
 
 
 @pytest.fixture(scope="module")
 def nano(tmp_path_factory):
-    """A vit-nano artifact and its ONNX export (dynamic batch, through vitc's own exporter)."""
-    from vitc.onnx.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("engines")
-    torch.manual_seed(0)
-    model, spec = resolve_model("vit-nano")
-    art = save_model(folder / "nano.safetensors", model, spec)
-    onnx_path = folder / "nano.onnx"
-    export_onnx(str(art), onnx_path, verify=False, check=False)
-    return {"artifact": str(art), "onnx": str(onnx_path), "folder": folder}
+    """A seeded vit-nano artifact and its ONNX export (dynamic batch, through vitc's own exporter): the session's."""
+    return exported(tmp_path_factory, "dense")
 
 
 def test_torch_runner_returns_the_models_logits_for_numpy_and_tensor_input():
@@ -102,7 +94,8 @@ def test_bench_cli_on_an_onnx_file(nano):
     assert [x["batch"] for x in report["results"]] == [1, 4]
     for res in report["results"]:
         (x,) = res["rows"]
-        assert x["iterations"] == 3 and x["images_per_s"] > 0 and x["gpu_compute_ms"] is None
+        assert x["iterations"] == 3 and x["gpu_compute_ms"] is None
+        assert x["images_per_s"] == pytest.approx(x["batch"] * x["iterations"] / x["seconds"])
         assert x["latency_ms"]["min"] <= x["latency_ms"]["median"] <= x["latency_ms"]["p99"] <= x["latency_ms"]["max"]
         assert x["peak_fraction"] == pytest.approx(x["gflops"] / res["peaks"][0]["gflops"])  # of the fp32 GEMM, same rounds
     assert report["environment"]["versions"]["onnxruntime"] and target["runner"]["providers"] == ["CPUExecutionProvider"]
@@ -117,4 +110,5 @@ def test_compare_accepts_two_precisions_and_labels_each_side():
                                                                   peak=False))
     assert [t.label for t in report.targets] == ["torch fp32 on cpu", "torch bf16 on cpu"]
     assert any("torch bf16, torch fp32" in w for w in report.warnings)
-    assert report.row(1, 1).speedup_paired is not None
+    row = report.row(1, 1)
+    assert row.speedup == pytest.approx(report.row(0, 1).latency_ms.median / row.latency_ms.median)

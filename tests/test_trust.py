@@ -312,10 +312,11 @@ def test_materialize_ratios_that_round_alike_do_not_overwrite(tmp_path: Path, dv
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished tiny pipeline run (dense only)."""
+    """One finished tiny pipeline run (dense only): the default run's one smoke test of a whole `vitc run`."""
     root = tmp_path_factory.mktemp("run")
     r = invoke("run", write_yaml(root / "p.yaml", BASE), "--out", root / "run", "--json")
     assert r.exit_code == 0, r.output
+    assert (root / "run" / "report.md").is_file() and json.loads(r.stdout)["stages_skipped"] == []
     return root
 
 
@@ -356,6 +357,7 @@ def test_a_live_lock_keeps_a_second_run_out(small_run: Path) -> None:
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # two more whole `vitc run`s; small_run above is the default run's one smoke pipeline
 def test_a_failed_check_fails_the_run_and_names_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vitc.checks import verify
 

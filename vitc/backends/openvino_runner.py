@@ -18,10 +18,13 @@ writes) with vitc's metadata in its ``rt_info``, and fills the compiled-model ca
 * ``cache_dir``: OpenVINO's compiled-model cache (``CACHE_DIR``); an IR from ``vitc build`` uses the
   cache its build filled, unless told otherwise.
 * A static-batch file runs any batch in chunks of its batch, the last one padded.
+* **One ``openvino.Core`` per process** (:func:`ov_core`), never one per runner: see its docstring (a
+  SIGSEGV at the next signal otherwise).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -58,6 +61,24 @@ def unavailable() -> str | None:
     return None if openvino_version() is not None else INSTALL_HINT
 
 
+@functools.cache
+def ov_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until the interpreter exits.
+
+    OpenVINO's CPU plugin (one instance per Core) points the calling thread's alternate signal stack at an
+    mmap'ed buffer of its own when it is created (``SigAltStackSetup``, for AMX), and when destroyed puts back
+    the stack it found only if its own is still the current one, then unmaps its buffer. Two plugins destroyed
+    in the order they were made (a runner's Core, then a later one's, as garbage collection frees them) leave
+    the thread's alternate stack pointing at unmapped memory; the next signal whose handler runs there —
+    CPython installs every Python-level handler with SA_ONSTACK: vitc's Ctrl-C handler, torch's DataLoader
+    SIGCHLD handler — cannot be delivered and the kernel kills the process with SIGSEGV (si_code SI_KERNEL).
+    One Core means one plugin, set up once and never torn down while vitc runs.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def require_openvino() -> str:
     version = openvino_version()
     if version is None:
@@ -86,10 +107,8 @@ def read_source(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     else:
         raise UsageError(f"OpenVINO opens an ONNX file (.onnx) or an OpenVINO IR (.xml + .bin), not {path}")
     require_openvino()
-    import openvino as ov
-
     try:
-        model = ov.Core().read_model(str(path))
+        model = ov_core().read_model(str(path))
     except RuntimeError as e:
         raise UsageError(f"OpenVINO cannot read {path}: {_reason(e)}") from None
     if suffix == IR_SUFFIX:
@@ -168,7 +187,6 @@ class OpenVinoRunner(HostArrayRunner):
             raise UsageError(f"vitc runs OpenVINO on the CPU; --device {device} does not apply (use cpu or auto)")
         self.path = Path(path)
         model, meta = read_source(self.path)
-        import openvino as ov
         import openvino.properties.hint as hints
 
         from vitc.onnx.io import META_KEEP_RATIO, META_PRECISION
@@ -193,7 +211,7 @@ class OpenVinoRunner(HostArrayRunner):
             beside = self.path.parent / meta["vitc.openvino_cache"]
             cache_dir = beside if beside.is_dir() else None
         self.cache_dir = None if cache_dir is None else str(cache_dir)
-        self.core = ov.Core()
+        self.core = ov_core()
         self.config = compile_config(hint, self.threads, self.cache_dir)
         try:
             self.compiled = self.core.compile_model(model, "CPU", self.config)

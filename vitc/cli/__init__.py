@@ -9,10 +9,17 @@ subcommand imports lazily and which takes seconds), so an interrupt at any momen
 importing included — is ``error: interrupted`` and exit 130, never a traceback. An interrupt that
 some library swallows while importing surfaces again at the next import (an audit hook of the console
 script), so the command stops instead of going on to fail oddly.
+
+``VITC_STARTUP_MARKS=FILE`` (read for this purpose only, by the tests of the above): vitc appends a line to FILE
+at each moment of start-up it reaches — ``handler`` (the SIGINT handler is installed; nothing else of vitc or
+Click is imported yet), ``importing`` (a subcommand's module, and with it torch, starts importing) and
+``imported`` (the subcommand is about to parse its options and run) — so a test sends its Ctrl-C once that
+moment is reached instead of after a guessed delay.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -20,10 +27,14 @@ _interrupted = threading.Event()  # set by the handler: an interrupt arrived (ev
 _unhandled = threading.Event()  # an interrupt not yet turned into `error: interrupted`
 
 
+_importing = [True]  # this module is still importing: an interrupt is recorded, and main() reports it on entry
+
+
 def _on_sigint(signum: int, frame: object) -> None:
     _interrupted.set()
     _unhandled.set()
-    raise KeyboardInterrupt
+    if not _importing:  # raised inside this module's own imports it would escape as a traceback, before main()
+        raise KeyboardInterrupt
 
 
 def _resurface(event: str, args: tuple[object, ...]) -> None:
@@ -51,10 +62,21 @@ def _install_interrupt_handler() -> None:
         signal.signal(signal.SIGINT, _on_sigint)
 
 
+STARTUP_MARKS = "VITC_STARTUP_MARKS"
+
+
+def _mark(moment: str) -> None:
+    """Append ``moment`` to the file named by $VITC_STARTUP_MARKS, when set (see the module docstring)."""
+    path = os.environ.get(STARTUP_MARKS)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(moment + "\n")
+
+
 _install_interrupt_handler()  # before every other import of the command line
+_mark("handler")
 
 import importlib  # noqa: E402
-import os  # noqa: E402
 from typing import Any  # noqa: E402
 
 import click  # noqa: E402
@@ -76,6 +98,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_subcommands:
             module_name, attr = self.lazy_subcommands[cmd_name].split(":")
+            _mark("importing")
             try:
                 module = importlib.import_module(module_name)
             except ImportError as e:  # not written yet, or an optional dependency is missing
@@ -86,7 +109,9 @@ class LazyGroup(click.Group):
                 raise KeyboardInterrupt
             from vitc.cli.common import guard_inputs
 
-            return guard_inputs(getattr(module, attr))
+            command = guard_inputs(getattr(module, attr))
+            _mark("imported")
+            return command
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -174,6 +199,10 @@ def main() -> None:
 
     _install_interrupt_handler()
     _add_resurface_hook()
+    if _unhandled.is_set():  # Ctrl-C while this module imported (Click, vitc's own modules)
+        _unhandled.clear()
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
     set_command(sys.argv[1:])
     try:
         code = cli.main(prog_name="vitc", standalone_mode=False)  # returns ctx.exit's code in this mode
@@ -200,6 +229,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
+
+_importing.clear()  # from here on the handler raises KeyboardInterrupt at once
 
 if __name__ == "__main__":  # pragma: no cover
     main()

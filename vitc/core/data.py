@@ -18,15 +18,16 @@ are read when a split's dataset is built, and a malformed file is one line namin
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vitc.core.errors import UsageError
+from vitc.core.errors import UsageError, VitcError
 from vitc.core.spec import ViTSpec
 
 SPLITS = ("train", "val")
@@ -409,6 +410,28 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.used, self.world))
 
 
+class Loader(DataLoader):
+    """A ``DataLoader`` whose worker processes stop as soon as a worker's one-line error reaches the caller.
+
+    torch re-raises a worker's exception from a frame that holds it (``ExceptionWrapper.reraise``), so the
+    traceback, its frames and the loader's iterator form a reference cycle that only the cyclic garbage
+    collector frees — at some later moment, and then in an order that lets the iterator's shutdown wait
+    ``MP_STATUS_CHECK_INTERVAL`` (5 s) for each worker. A :class:`VitcError` is one line without a traceback
+    (an unreadable data file), so it is raised without torch's frames, after the iterator has shut its
+    workers down.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        batches = super().__iter__()
+        try:
+            yield from batches
+            return
+        except VitcError as e:
+            error = e.with_traceback(None)
+        del batches  # the last reference: its workers are stopped now, not when some traceback is collected
+        raise error from None
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -433,7 +456,7 @@ def make_loader(
         num_workers = 0 if not hasattr(dataset, "samples") else min(8, os.cpu_count() or 1)
     sampler = ShardSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world,  # type: ignore[arg-type]
                            multiple=batch_size * world if drop_last else 1)
-    return DataLoader(
+    return Loader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
         worker_init_fn=worker_init, persistent_workers=False,
     )
