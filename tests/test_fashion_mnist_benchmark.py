@@ -45,7 +45,7 @@ def test_full_pipeline_plans_the_published_table(tmp_path: Path) -> None:
         for step in ("eval-torch-fp32", "eval-onnxruntime-fp32", "eval-onnxruntime-int8", "bench-onnxruntime-fp32",
                      "bench-onnxruntime-int8", "quantize", "eval-openvino-fp32", "eval-openvino-int8", "bench-openvino-int8"):
             assert f"{v}/{step}" in stages, (v, step)
-        assert stages[f"{v}/quantize"]["samples"] == 512
+        assert stages[f"{v}/quantize"]["quantize"]["num_samples"] == 512
         assert stages[f"{v}/bench-onnxruntime-int8"]["batch_sizes"] == [32]
         assert f"{v}/export-fp16" not in stages and f"{v}/bench-torch-fp32" not in stages
     assert plan["targets"] == ["dense top1 >= 88", "uvc-0.50 top1 >= dense - 1.5", "dynamicvit-keep0.70 top1 >= dense - 1.0"]

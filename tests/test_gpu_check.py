@@ -52,7 +52,9 @@ def test_the_gpu_pipeline_plans_with_the_sets_of_every_step(tmp_path: Path, monk
         c.data["steps"][step] = {"stage_seconds": {"dense/bench-torch-fp32": 10.0}}
 
     def profile(cmd: list[str], limit: float, log: Path | None = None) -> tuple[int, list[str]]:
-        Path(cmd[cmd.index("-o") + 1]).write_text("{}")
+        from tests.test_latency import synthetic_model  # a valid profile of the run's dense model (not measured here)
+
+        Path(cmd[cmd.index("-o") + 1]).write_text(json.dumps(synthetic_model("deit_small_patch16_224").to_dict()))
         return 0, []
 
     (c.work / "run" / "dense").mkdir(parents=True)

@@ -56,7 +56,7 @@ def test_eval_json_matches_the_training_validation(trained: tuple[Path, dict]) -
     assert scores["top1"] == pytest.approx(result["val_top1"]) and scores["top5"] == pytest.approx(result["val_top5"])
     assert scores["top1"] <= scores["top5"] <= 100
     human = CliRunner().invoke(cli, ["eval", str(out / "model.safetensors"), "--data", "digits", "--split", "train"])
-    assert human.exit_code == 0 and "images 1437" in human.stdout
+    assert human.exit_code == 0 and "(train, 1437 images)" in human.stdout
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path, trained: tuple[Path, dict]) -> None:

