@@ -75,6 +75,9 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
             f"(S {s.target_speedup:g}, tolerance {s.tolerance:.0%})")
         if within or r == s.rounds:
             break
+        if not trial.plan:  # the dense model itself: nothing to re-land
+            rounds[-1]["note"] = "the dense model on this backend and precision: nothing to re-land"
+            break
         latency = str(recalibrate(latency, str(trial.artifact), speedup / primary.gain, out / "profiles" /
                                   f"{Path(primary.profile).stem}-r{r}.json"))
         rounds[-1]["recalibrated"] = latency
