@@ -210,3 +210,8 @@ def test_every_shipped_yaml_plans_with_the_new_keys_and_old_spellings_still_work
     assert plan(a) == plan(b)
     with pytest.raises(UsageError, match="'bench.backends' and 'deploy.backends' are the same setting"):
         config_from_dict({**new, "bench": {"backends": ["onnxruntime"]}}, "both.yaml")
+
+
+def test_a_tune_section_that_cannot_run_here_is_refused_before_any_stage(tmp_path: Path) -> None:
+    r = _dry_run(tmp_path, {**BASE, "tune": {"target_speedup": 3, "backends": ["tensorrt"]}})
+    assert r.returncode == 2 and "p.yaml: 'tune.backends' lists tensorrt, which cannot run here" in r.stderr, r.stderr

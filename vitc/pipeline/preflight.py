@@ -50,6 +50,11 @@ def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None
             if stage.method.token_selection:
                 check_token_selection(cfg, stage, spec)
             check_speed(cfg, stage, spec)
+    if cfg.tune is not None:  # what the tune may try must run here (a backend it lists, say)
+        from vitc.core.settings import yaml_label
+        from vitc.tune.device import candidate_pairs, device_name
+
+        candidate_pairs(cfg.tune, device_name(cfg.tune.device), yaml_label(cfg.source, "tune."))
     plan.build()
     check_planned(cfg.targets, [(r.variant, r.format) for r in plan.rows], f"{cfg.source}: 'targets'")
 

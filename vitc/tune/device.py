@@ -50,8 +50,12 @@ def device_name(name: str) -> str:
     return name
 
 
-def candidate_pairs(settings: TuneSettings, device: str) -> list[tuple[str, str]]:
-    """(backend, precision) to try: those asked for (or the device's defaults) that can run here; the reference first."""
+def candidate_pairs(settings: TuneSettings, device: str, label: Any = None) -> list[tuple[str, str]]:
+    """(backend, precision) to try: those asked for (or the device's defaults) that can run here; the reference first.
+    ``label`` names the settings' fields in errors (default: the command's flags)."""
+    from vitc.core.settings import cli_label
+
+    label = label or cli_label(type(settings))
     gpu = device.startswith("cuda")
     backends = settings.backends or ([b for b, x in BACKENDS.items() if x.reads != ARTIFACT and x.unavailable() is None
                                       and (gpu or x.builder is None or x.runs_at("fp32", "cpu"))]
@@ -64,7 +68,7 @@ def candidate_pairs(settings: TuneSettings, device: str) -> list[tuple[str, str]
         why = backend.unavailable()
         if why is not None:
             if settings.backends:
-                raise UsageError(f"--backends lists {b}, which cannot run here: {why}")
+                raise UsageError(f"{label('backends')} lists {b}, which cannot run here: {why}")
             continue
         for p in precisions:
             if backend.runs_at(p, device if backend.reads == ARTIFACT or gpu else "cpu") and (b, p) not in out:
