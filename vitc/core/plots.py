@@ -40,12 +40,17 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def place_labels(fig: Any, ax: Any, labels: list[Any]) -> None:
+def place_labels(fig: Any, ax: Any, labels: list[Any], points: Sequence[tuple[float, float]] = (), radius: float = 7.0) -> None:
     """Move each label to the first offset whose box is inside the axes and overlaps neither an earlier label nor
-    a marker."""
+    a marker (``points``, in data coordinates, each a box of ``radius`` pixels)."""
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
     area = ax.get_window_extent(renderer)
     placed: list[Any] = []
+    for x, y in points:
+        px, py = ax.transData.transform((x, y))
+        placed.append(Bbox.from_extents(px - radius, py - radius, px + radius, py + radius))
     for text in labels:
         best = None
         for dx, dy in OFFSETS:
@@ -73,7 +78,7 @@ def scatter_png(points: Sequence[Point], *, xlabel: str, ylabel: str, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.5, 6), dpi=120)
+    fig, ax = plt.subplots(figsize=(10.5, 6), dpi=120)
     seen: set[str] = set()
     for p in points:
         ax.scatter(p.x, p.y, s=p.size, marker=p.marker, color=p.color, edgecolor="black", linewidth=0.6, zorder=3,
@@ -91,12 +96,12 @@ def scatter_png(points: Sequence[Point], *, xlabel: str, ylabel: str, title: str
     ax.set_title(title, pad=12)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.12, y=0.15)  # room for labels inside the plot area
-    if seen or front or xline:
-        ax.legend(fontsize=7, loc="lower left")
+    if seen or front or xline:  # beside the plot: inside, it covers points and labels
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     texts = [ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(6, 6), fontsize=8)
              for p in points if p.label]
-    place_labels(fig, ax, texts)
+    place_labels(fig, ax, texts, [(p.x, p.y) for p in points])
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
