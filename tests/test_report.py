@@ -64,10 +64,15 @@ def test_point_labels_stay_apart_and_inside_the_plot():
     labels = [ax.annotate(name, (50 + i, 99), textcoords="offset points", xytext=(6, 6)) for i, name in enumerate(names)]
     renderer = fig.canvas.get_renderer()
     assert labels[0].get_window_extent(renderer).overlaps(labels[1].get_window_extent(renderer))
-    place_labels(fig, ax, labels)
+    points = [(50 + i, 99) for i in range(len(names))] + [(56, 97)]  # one more marker where a label would go
+    place_labels(fig, ax, labels, points)
     boxes = [t.get_window_extent(renderer) for t in labels]
     area, title = ax.get_window_extent(renderer), ax.title.get_window_extent(renderer)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    from matplotlib.transforms import Bbox
+
+    markers = [Bbox.from_extents(*(ax.transData.transform(p) - 7), *(ax.transData.transform(p) + 7)) for p in points]
+    assert not any(b.overlaps(m) for b in boxes for m in markers)  # no label over a marker
     assert all(area.y1 >= b.y1 and not b.overlaps(title) for b in boxes)  # points at the top edge: labels go below
     plt.close(fig)
 
