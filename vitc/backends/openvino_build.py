@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vitc import __version__
 from vitc.core.errors import UsageError
 from vitc.core.fileio import check_output_file, file_sha256
 from vitc.core.progress import log
 from vitc.core.settings import Settings, setting
+from vitc.core.version import __version__
 
 DEFAULT_CACHE = "ov_cache"
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitc import __version__
 from vitc.backends import BACKENDS
 from vitc.backends.base import Runner
 from vitc.core.device import cpu_model, gpu_info
+from vitc.core.version import __version__
 
 PACKAGES = ("timm", "onnx", "onnxscript", "triton")  # versions recorded beside each backend's
 

@@ -81,8 +81,8 @@ from typing import Any  # noqa: E402
 
 import click  # noqa: E402
 
-from vitc import __version__  # noqa: E402
 from vitc.core.errors import VitcError  # noqa: E402
+from vitc.core.version import __version__  # noqa: E402
 
 
 class LazyGroup(click.Group):

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitc import __version__
 from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.fileio import atomic_path
 from vitc.core.filetype import PLAIN
 from vitc.core.spec import ViTSpec, build_model
+from vitc.core.version import __version__
 
 META_SPEC = "vitc.spec"
 META_KIND = "vitc.kind"

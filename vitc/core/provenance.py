@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc import __version__
+from vitc.core.version import __version__
 
 if TYPE_CHECKING:  # the command line imports this module before any command: it must not import torch
     from vitc.core.spec import ViTSpec

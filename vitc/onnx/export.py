@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from vitc import __version__
 from vitc.core.artifacts import META_KIND, META_SPEC
 from vitc.core.errors import CheckFailed, UsageError, VitcError
 from vitc.core.fileio import atomic_path, check_output_file
 from vitc.core.progress import log
+from vitc.core.version import __version__
 from vitc.onnx.graph import name_nodes
 from vitc.onnx.io import META_KEEP_RATIO, META_ORIGIN, META_PRECISION, META_SOURCE, META_VERSION, dims, stamp, write_onnx
 from vitc.onnx.settings import ExportSettings

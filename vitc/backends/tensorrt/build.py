@@ -25,12 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitc import __version__
 from vitc.backends.tensorrt.common import make_logger, require_tensorrt
 from vitc.core.errors import CheckFailed, UsageError, VitcError
 from vitc.core.fileio import atomic_path, check_output_file, file_sha256, write_json
 from vitc.core.progress import log
 from vitc.core.settings import Label, Settings, setting
+from vitc.core.version import __version__
 from vitc.onnx.profile import BatchProfile, OnnxInfo, batch_profile, read_onnx
 
 if TYPE_CHECKING:
