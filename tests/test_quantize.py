@@ -34,7 +34,7 @@ def int8(dvt, tmp_path_factory):
 def test_qdq_is_symmetric_int8_with_per_channel_weights(int8):
     r = int8["result"]
     assert r["trt_ready"] and r["precision"] == "int8" and r["quantize_linear"] > 0
-    from vitc.core.device import cpu_has_int8_dot
+    from vitc.core.host import cpu_has_int8_dot
 
     bits = 8 if cpu_has_int8_dot() else 7  # --reduce-range auto: 7-bit weights where u8 x s8 kernels would saturate
     assert r["calibration"] == {"method": "minmax", "data": "digits", "split": "train", "num_samples": 96, "batch_size": 32,

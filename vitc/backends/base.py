@@ -77,7 +77,7 @@ class Runner(ABC):
         """The CPU threads this runner computes with (None on a GPU): the bench's GEMM peak uses as many."""
         if self.device != "cpu":
             return None
-        from vitc.core.device import cpu_cores
+        from vitc.core.host import cpu_cores
 
         return getattr(self, "threads", None) or cpu_cores()
 

@@ -13,7 +13,8 @@ import torch
 
 from vitc.backends import BACKENDS
 from vitc.backends.base import Runner
-from vitc.core.device import cpu_model, gpu_info
+from vitc.core.device import gpu_info
+from vitc.core.host import cpu_model
 from vitc.core.version import __version__
 
 PACKAGES = ("timm", "onnx", "onnxscript", "triton")  # versions recorded beside each backend's

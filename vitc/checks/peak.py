@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vitc.core.device import cpu_cores
+from vitc.core.host import cpu_cores
 
 CPU_N = 512
 CUDA_N = 8192

@@ -98,7 +98,7 @@ def _remove_stale_probe_folders(folder: Path) -> None:
     made them is gone; the next profile in that folder removes them (its own host's only)."""
     import re
 
-    from vitc.core.device import process_running
+    from vitc.core.host import process_running
 
     for d in folder.glob(".vitc-profile-*"):
         m = re.fullmatch(r"\.vitc-profile-(\d+)@(.+)-[^-]+", d.name)

@@ -107,7 +107,7 @@ class LazyGroup(click.Group):
                 return _unavailable(cmd_name, str(e) or type(e).__name__)
             if _interrupted.is_set():  # an interrupt during the import that some module swallowed
                 raise KeyboardInterrupt
-            from vitc.cli.common import guard_inputs
+            from vitc.cli.guard import guard_inputs
 
             command = guard_inputs(getattr(module, attr))
             _mark("imported")

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from vitc.cli.common import data_option, emit, guard_inputs, json_option, model_options, out_option, resume_option
+from vitc.cli.common import data_option, emit, json_option, model_options, out_option, resume_option
+from vitc.cli.guard import guard_inputs
 from vitc.cli.options import collect, settings_options
 from vitc.core.fileio import check_output_dir
 from vitc.methods import METHODS

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitc.core.device import process_running
 from vitc.core.errors import UsageError
 from vitc.core.fileio import check_output_dir, write_json
+from vitc.core.host import process_running
 
 STATE_NAME = "stages.json"
 LOCK_NAME = ".vitc-run.lock"

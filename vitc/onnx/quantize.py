@@ -76,7 +76,7 @@ def quantize_onnx(
                                   percentile=percentile, attention=attention, per_channel=per_channel,
                                   reduce_range=reduce_range, check=check, seed=seed,
                                   float_blocks=float_blocks).validate().percentile
-    from vitc.core.device import cpu_has_int8_dot
+    from vitc.core.host import cpu_has_int8_dot
 
     seven_bit = reduce_range == "yes" or (reduce_range == "auto" and not cpu_has_int8_dot())
     out, onnx_path = Path(out), Path(onnx_path)

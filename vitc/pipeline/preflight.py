@@ -52,7 +52,7 @@ def preflight(cfg: PipelineConfig, plan: Plan, *, dry_run: bool = False) -> None
             check_speed(cfg, stage, spec)
     if cfg.tune is not None:  # what the tune may try must run here (a backend it lists, say)
         from vitc.core.settings import yaml_label
-        from vitc.tune.device import candidate_pairs, device_name
+        from vitc.tune.candidates import candidate_pairs, device_name
 
         candidate_pairs(cfg.tune, device_name(cfg.tune.device), yaml_label(cfg.source, "tune."))
     plan.build()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from vitc.core.device import process_running
 from vitc.core.errors import VitcError
+from vitc.core.host import process_running
 
 
 class PeerLost(VitcError):

@@ -1,8 +1,9 @@
 """``vitc tune``: the fastest file this device runs within an accuracy tolerance, chosen by measurement.
 
-1. **What the device gives** (:mod:`vitc.tune.device`): the dense model deployed on every backend × precision that
-   runs here, each profiled (a latency model) and benched paired against the reference (the dense model on
-   ``--reference``, default ONNX Runtime fp32); the compression speedup each still needs is S over its gain.
+1. **What the device gives** (:mod:`vitc.tune.candidates`, :mod:`vitc.tune.device`): the dense model deployed on
+   every backend × precision that runs here, each profiled (a latency model) and benched paired against the reference
+   (the dense model on ``--reference``, default ONNX Runtime fp32); the compression speedup each still needs is S
+   over its gain.
 2. **The method split, measured** (:mod:`vitc.tune.trials`): on the candidate with the largest gain, each split —
    structure alone, tokens alone, the combination at each ``--splits`` share — trained briefly at its speed target on
    that candidate's latency model, materialized and scored on held-out train images (never trained on, never the
@@ -30,7 +31,8 @@ from typing import Any
 from vitc.core.errors import UsageError
 from vitc.core.progress import log
 from vitc.tune.answer import deliver, measure_all, winner_of
-from vitc.tune.device import Candidate, candidate_pairs, device_name, measure_device
+from vitc.tune.candidates import Candidate, candidate_pairs, device_name
+from vitc.tune.device import measure_device
 from vitc.tune.journal import Journal
 from vitc.tune.loop import close_loop
 from vitc.tune.result import TUNE_FORMAT, Entry, TuneResult

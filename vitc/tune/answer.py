@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.tune import loop
-from vitc.tune.device import Candidate
+from vitc.tune.candidates import Candidate
 from vitc.tune.journal import Journal
 from vitc.tune.result import Entry
 from vitc.tune.settings import TuneSettings

@@ -11,7 +11,7 @@ from typing import Any
 
 from vitc.backends import BACKENDS, ONNX, REFERENCE_BACKEND
 from vitc.core.progress import log
-from vitc.tune.device import Candidate, device_name
+from vitc.tune.candidates import Candidate, device_name
 from vitc.tune.journal import Journal
 from vitc.tune.settings import TuneSettings
 from vitc.tune.trials import Trial, reland, run_trial

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.core.tables import cell, markdown_table
-from vitc.tune.device import Candidate
+from vitc.tune.candidates import Candidate
 from vitc.tune.trials import Trial
 
 TUNE_FORMAT = "vitc.tune/1"
