@@ -152,3 +152,18 @@ def test_a_bad_tune_is_one_line_and_leaves_no_folder(tmp_path: Path, trained: Pa
     r = CliRunner().invoke(cli, ["tune", model, "--data", "digits", "--target-speedup", "2", *args, "-o", str(out)])
     assert r.exit_code == 2 and message in one_error_line(r.stderr), r.output
     assert not out.exists()
+
+
+def test_a_runs_tune_row_takes_both_speedups_from_the_tunes_paired_bench() -> None:
+    """The report row of a pipeline's tune: over the reference, and over the dense file on its own backend and
+    precision — both from the tune's one round-robin, never images/s of another run."""
+    from vitc.pipeline.run import tune_row
+
+    entry = {"backend": "openvino", "precision": "int8", "file": "t.int8.onnx", "artifact": "t.safetensors", "params": 1,
+             "top1": 87.9, "images_per_s": 3700.0, "predicted": 3.0}
+    result = {"target_speedup": 3.0, "batch_size": 32, "met": True, "winner": "pick", "why": "w", "report": {},
+              "entries": [{**entry, "name": "dense openvino:int8", "kind": "dense", "measured": 2.0, "macs": 30},
+                          {**entry, "name": "pick", "kind": "trial", "measured": 2.8, "macs": 15}]}
+    row = tune_row(result, dense_macs=30, batches=[32])
+    assert row["variant"] == "tune-x3" and row["macs_ratio"] == 0.5
+    assert row["stacked_speedup_measured"] == {"32": 2.8} and row["speedup"] == {"32": pytest.approx(1.4)}

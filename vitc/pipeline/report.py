@@ -114,7 +114,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "'top-1 via' on the validation split. Throughput is images/s on synthetic inputs; speedup is over the "
         "dense model with the same backend and precision, measured alternately with it in one paired run (the "
         "`vitc bench --compare` protocol). 'vs dense ORT fp32' is the stacked speedup over the dense fp32 model on "
-        "ONNX Runtime (method × precision × backend; images/s of separate runs). GFLOP/s is 2 · MACs · images/s, "
+        "ONNX Runtime (method × precision × backend; images/s of separate runs; a tune row's speedups are its own "
+        "paired measurements against the dense files in the tune's bench). GFLOP/s is 2 · MACs · images/s, "
         "with its share of a GEMM of the same precision timed in the same bench rounds. 'verified' is the "
         "parity check of each exported ONNX against its PyTorch artifact.",
     ]

@@ -160,6 +160,11 @@ def tune_row(result: dict[str, Any], dense_macs: int, batches: list[int]) -> dic
 
     batch = str(result["batch_size"])
     macs = chosen.get("macs") or dense_macs
+    # over the dense file on its own backend and precision: both measured paired with the reference in the tune's bench
+    same = next((e for e in entries if e.get("kind") == "dense" and (e["backend"], e["precision"]) ==
+                 (chosen["backend"], chosen["precision"])), None)
+    speedup = {batch: chosen["measured"] / same["measured"]} if same and same.get("measured") and chosen.get("measured") \
+        else {}
     return {
         "variant": f"tune-x{result['target_speedup']:g}" + ("" if result.get("met") else " (not met)"), "method": "tune",
         "format": BACKENDS[chosen["backend"]].format_label(chosen["precision"]), "backend": chosen["backend"],
@@ -167,7 +172,7 @@ def tune_row(result: dict[str, Any], dense_macs: int, batches: list[int]) -> dic
         "params": chosen.get("params"), "macs": macs, "macs_ratio": macs / dense_macs, "macs_ratio_origin": macs / dense_macs,
         "top1": chosen.get("top1"), "top5": None, "top1_backend": f"{chosen['backend']} {chosen['precision']}",
         "throughput": {batch: chosen.get("images_per_s")} if chosen.get("images_per_s") else {},
-        "speedup": {}, "stacked_speedup_measured": {batch: chosen.get("measured")},
+        "speedup": speedup, "stacked_speedup_measured": {batch: chosen.get("measured")},
         "target_speedup": result["target_speedup"], "predicted_speedup": chosen.get("predicted"),
         "tune": {"winner": result.get("winner"), "why": result.get("why"), "report": result.get("report")},
     }

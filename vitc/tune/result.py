@@ -103,11 +103,11 @@ def tables(r: TuneResult) -> list[str]:
                                    ",".join(map(str, x["float_blocks"] or [])) or "-",
                                    Path(x["recalibrated"]).name if x.get("recalibrated") else "-"] for x in r.rounds])]
     lines += ["", f"## Every candidate, round-robin with the reference at batch {r.batch_size}", "",
-              markdown_table(["candidate", "runs as", "predicted", "measured (IQR)", "meets S", "top-1 val (%)",
+              markdown_table(["candidate", "runs as", "predicted", "measured (IQR)", "meets S", "within max drop", "top-1 val (%)",
                               "held-out top-1 (%)", "MACs (M)", "params (M)", "float blocks", "verified"],
                              [[e.name + (" ★" if e.name == r.winner else ""), f"{e.backend} {e.precision}", _x(e.predicted),
                                _x(e.measured) + (f" ({e.measured_iqr[0]:.2f}-{e.measured_iqr[1]:.2f})" if e.measured_iqr else ""),
-                               e.meets and e.within_drop, _pct(e.top1), _pct(e.holdout_top1),
+                               e.meets, e.within_drop, _pct(e.top1), _pct(e.holdout_top1),
                                cell(e.macs / 1e6 if e.macs else None), cell(e.params / 1e6 if e.params else None),
                                ",".join(map(str, e.float_blocks or [])) or "-",
                                "-" if e.verified is None else ("PASS" if e.verified else "FAIL")] for e in r.entries])]
