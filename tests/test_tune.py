@@ -137,6 +137,9 @@ def test_a_killed_tune_resumes_where_it_stopped(tmp_path: Path, trained: Path) -
     assert resumed.returncode in (0, 1), resumed.stderr[-3000:]
     assert "[skip] tune step 1/" in resumed.stderr and "device/gains (done before)" in resumed.stderr
     assert "[run] tune step" in resumed.stderr and (out / "report.json").is_file()
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert again.returncode == resumed.returncode and "[run] tune step" not in again.stderr, again.stderr[-3000:]
+    # a finished tune resumed runs nothing again: no file it keyed a step on (a trial's materialized model) is remade
 
 
 @pytest.mark.parametrize("model, args, message", [

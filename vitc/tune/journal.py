@@ -2,7 +2,8 @@
 
 ``Journal.step(name, options, fn)`` runs ``fn`` unless the journal (``DIR/tune.json``) holds a finished step of
 that name with the same options, in which case its recorded result is returned; a step whose options changed
-runs again. Results are JSON. Training steps also resume mid-way from their own checkpoints (their ``--resume``).
+runs again, and so does one whose output file (its ``artifact``, ``file`` or ``profile``) is gone. Results are
+JSON. Training steps also resume mid-way from their own checkpoints (their ``--resume``).
 Every step says what it does and, from the steps timed so far, about how long the rest takes.
 """
 
@@ -19,6 +20,7 @@ from vitc.core.fileio import write_json
 from vitc.core.progress import log
 
 JOURNAL_NAME = "tune.json"
+OUTPUTS = ("artifact", "file", "profile")  # result keys that name a step's output file
 
 
 def _key(options: dict[str, Any]) -> str:
@@ -42,9 +44,12 @@ class Journal:
 
     def recorded(self, name: str, options: dict[str, Any]) -> dict[str, Any] | None:
         entry = self.state.get(name)
-        if isinstance(entry, dict) and entry.get("key") == _key(options) and "result" in entry:
-            return dict(entry["result"])
-        return None
+        if not (isinstance(entry, dict) and entry.get("key") == _key(options) and isinstance(entry.get("result"), dict)):
+            return None
+        result = dict(entry["result"])
+        if any(isinstance(result.get(k), str) and not Path(result[k]).exists() for k in OUTPUTS):
+            return None  # its file is gone: made again
+        return result
 
     def step(self, name: str, options: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The result of step ``name`` (recorded, or run now and recorded)."""
