@@ -93,10 +93,11 @@ def _speedup_row(row: Any) -> dict[str, Any]:
 
 def winner_of(entries: list[Entry], s: TuneSettings) -> tuple[Entry | None, str]:
     """The most accurate on the held-out images among those that meet S (within --max-drop, verified against PyTorch);
-    None and why if none."""
+    None and why if none. Equal accuracy (as on synthetic data) goes to the file measured closest to S: no more
+    compression than asked."""
     ok = [e for e in entries if e.meets and e.within_drop and e.verified is not False]
     if ok:
-        best = max(ok, key=lambda e: (e.holdout_top1 or 0.0, e.measured or 0.0))
+        best = max(ok, key=lambda e: (round(e.holdout_top1 or 0.0, 2), -abs((e.measured or 0.0) - s.target_speedup)))
         others = len(ok) - 1
         return best, (f"{best.name} on {best.backend} {best.precision} measured {best.measured:.2f}x (S {s.target_speedup:g}, "
                       f"at least {s.target_speedup * (1 - s.tolerance):.2f}x), held-out top-1 {best.holdout_top1:.2f}%: the "

@@ -83,10 +83,10 @@ def run_trial(name: str, steps: list[tuple[Method, float]], dense: Path, source:
             return trial
         compressed = result["artifact"]
         if i < len(steps) - 1:
-            model = _materialized(compressed, work / "materialized.safetensors", journal)
+            model = _materialized(compressed, work / "materialized.safetensors")
     assert compressed is not None
     trial.compressed = compressed
-    trial.artifact = _materialized(compressed, folder / "materialized.safetensors", journal)
+    trial.artifact = _materialized(compressed, folder / "materialized.safetensors")
     return score(trial, source, latency, journal)
 
 
@@ -136,11 +136,13 @@ def _compress(method: Method, target: float, model: str, work: Path, source: Any
             log(f"{e}; continuing to {epochs} epochs")
 
 
-def _materialized(compressed: str, out: Path, journal: Journal) -> str:
-    """``compressed`` materialized at ``out``, once per compressed file: a resumed tune keeps the file, and with it
-    every later step keyed on its mtime (held-out scores, deployed files, per-block precision, measurements)."""
-    options = {"compressed": compressed, "mtime": Path(compressed).stat().st_mtime_ns}
-    return str(journal.step(f"materialize/{out}", options, lambda: {"artifact": _materialize(compressed, out)})["artifact"])
+def _materialized(compressed: str, out: Path) -> str:
+    """``compressed`` materialized at ``out``, once: a file there written after ``compressed`` (writes are atomic) is
+    its materialization and is kept, so a resumed tune keeps every later step keyed on its mtime (held-out scores,
+    deployed files, per-block precision, measurements); a retrained ``compressed`` is materialized again."""
+    if out.is_file() and out.stat().st_mtime_ns >= Path(compressed).stat().st_mtime_ns:
+        return str(out)
+    return _materialize(compressed, out)
 
 
 def _materialize(compressed: str, out: Path) -> str:
