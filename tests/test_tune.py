@@ -170,3 +170,19 @@ def test_a_runs_tune_row_takes_both_speedups_from_the_tunes_paired_bench() -> No
     row = tune_row(result, dense_macs=30, batches=[32])
     assert row["variant"] == "tune-x3" and row["macs_ratio"] == 0.5
     assert row["stacked_speedup_measured"] == {"32": 2.8} and row["speedup"] == {"32": pytest.approx(1.4)}
+
+
+def test_equal_accuracy_goes_to_the_file_closest_to_s_not_the_fastest() -> None:
+    """On synthetic data every file scores the same: the pick is then the one measured nearest S (no more compression
+    than asked), and a more accurate file still wins however far above S it runs."""
+    from vitc.tune.answer import winner_of
+    from vitc.tune.result import Entry
+    from vitc.tune.settings import TuneSettings
+
+    def entry(name: str, measured: float, top1: float) -> Entry:
+        return Entry(name, "trial", "openvino", "int8", f"{name}.onnx", f"{name}.safetensors", measured=measured,
+                     holdout_top1=top1, meets=measured >= 3.6)
+
+    s = TuneSettings(target_speedup=4.0)
+    assert winner_of([entry("fast", 6.25, 0.0), entry("near", 3.88, 0.0), entry("slow", 3.0, 0.0)], s)[0].name == "near"
+    assert winner_of([entry("fast", 6.25, 80.0), entry("near", 3.88, 79.0)], s)[0].name == "fast"
