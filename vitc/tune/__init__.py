@@ -130,7 +130,9 @@ def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: Tun
     result = TuneResult(target_speedup=s.target_speedup, reference=s.reference, batch_size=s.batch_size,
                         candidates=candidates, trials=trials, rounds=rounds, entries=entries,
                         winner=winner.name if winner else None, why=why, deployed=deployed, dense_holdout_top1=dense_top1,
-                        settings=s.summary(), environment=environment(), seconds=round(time.perf_counter() - t0, 1))
+                        settings=s.summary(), environment=environment(),
+                        seconds=round(time.perf_counter() - t0 + journal.resumed_seconds, 1),
+                        resumed_seconds=round(journal.resumed_seconds, 1))
     from vitc.tune.report import write_report
 
     result.report = write_report(result, out)

@@ -51,6 +51,11 @@ class Journal:
             return None  # its file is gone: made again
         return result
 
+    @property
+    def resumed_seconds(self) -> float:
+        """The time the steps taken from the journal took when they ran (in earlier runs of this tune)."""
+        return sum(float(self.state[n].get("seconds") or 0.0) for n in self.resumed if isinstance(self.state.get(n), dict))
+
     def step(self, name: str, options: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The result of step ``name`` (recorded, or run now and recorded)."""
         self.done += 1

@@ -21,7 +21,8 @@ def render_markdown(r: TuneResult) -> str:
               "times the compression its latency model predicts. Top-1 val is through the candidate's own backend; the "
               "choice is made on the held-out train images.", ""]
     parts += tables(r)
-    parts += ["", f"Took {r.seconds / 60:.1f} min."]
+    parts += ["", f"Took {r.seconds / 60:.1f} min" + (f" ({r.resumed_seconds / 60:.1f} of them in earlier runs, resumed)."
+                                                       if r.resumed_seconds else ".")]
     return "\n".join(parts) + "\n"
 
 

@@ -55,7 +55,8 @@ class TuneResult:
     dense_holdout_top1: float
     settings: dict[str, Any]
     environment: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # every step's time, those of earlier runs a resumed tune took from its journal included
+    resumed_seconds: float = 0.0
     report: dict[str, str] = field(default_factory=dict)
     format: str = TUNE_FORMAT
 
@@ -69,7 +70,8 @@ class TuneResult:
                 "deployed": self.deployed, "dense_holdout_top1": self.dense_holdout_top1,
                 "candidates": [c.to_dict() for c in self.candidates], "trials": [t.to_dict() for t in self.trials],
                 "rounds": self.rounds, "entries": [dataclasses.asdict(e) for e in self.entries],
-                "settings": self.settings, "environment": self.environment, "seconds": self.seconds, "report": self.report}
+                "settings": self.settings, "environment": self.environment, "seconds": self.seconds,
+                "resumed_seconds": self.resumed_seconds, "report": self.report}
 
     def to_text(self) -> str:
         head = (f"tune {self.target_speedup:g}x over {self.reference} at batch {self.batch_size}: "
