@@ -137,9 +137,9 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
          latencies: tuple[str, ...]) -> None:
     """DeiT-S shapes x {ONNX Runtime, OpenVINO} x {fp32, INT8}, stacked on dense ONNX Runtime fp32."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # both runners default to it; the peak follows the runners
+    from benchmarks import write_results
     from vitc.checks.bench import bench_targets
     from vitc.core.errors import VitcError
-    from vitc.core.fileio import write_json, write_text
     from vitc.core.progress import log
     from vitc.core.validation import parse_int_list
 
@@ -164,9 +164,8 @@ def main(model: str, batches: str, threads: int, out: Path, warmup_ms: float, mi
     report["variants"] = names
     report["calibration"] = {"data": CALIB_DATA, "num_samples": CALIB_SAMPLES, "batch_size": CALIB_BATCH}
     report["time_budget"] = budgets
-    write_json(out / "cpu_runtimes.json", report)
     table = "\n".join([markdown(report, names), *(budget_markdown(b) for b in budgets)])
-    write_text(out / "cpu_runtimes.md", table)
+    write_results(out, "cpu_runtimes", report, table)
     click.echo(table)
 
 

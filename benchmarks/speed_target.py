@@ -110,13 +110,13 @@ def main(out: Path, model: str, batches: str, targets: str, threads: int, min_se
 
 def run(out: Path, model: str, batches: list[int], targets: list[float], threads: int, min_seconds: float,
         smoke: bool) -> dict[str, Any]:
+    from benchmarks import write_results
     from vitc.checks.bench import bench_targets
     from vitc.checks.environment import environment
     from vitc.checks.profile import ProfileSettings, profile_latency
     from vitc.checks.settings import BenchSettings
     from vitc.core.artifacts import read_header
     from vitc.core.errors import UsageError
-    from vitc.core.fileio import write_json, write_text
     from vitc.core.flops import model_macs
     from vitc.core.latency import load_latency
     from vitc.core.progress import log
@@ -204,9 +204,7 @@ def run(out: Path, model: str, batches: list[int], targets: list[float], threads
                                     "calibration": latency[b].calibration, "probes": len(latency[b].measurements)}
                            for b in batches},
               "environment": environment(), "smoke": smoke}
-    write_json(out / "speed_target.json", result)
-    write_text(out / "speed_target.md", markdown(result))
-    return result
+    return write_results(out, "speed_target", result, markdown(result))
 
 
 def markdown(result: dict[str, Any]) -> str:

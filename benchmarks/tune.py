@@ -23,9 +23,9 @@ from benchmarks.shapes import DENSE_MODEL, SHORT_SEARCH_DATA
 
 
 def run(out: Path, model: str, cases: list[tuple[int, float]], threads: int, smoke: bool) -> dict[str, Any]:
+    from benchmarks import write_results
     from vitc.checks.environment import environment
     from vitc.core.errors import CheckFailed
-    from vitc.core.fileio import write_json, write_text
     from vitc.tune import tune
 
     short: dict[str, Any] = {"epochs": 4, "finetune_epochs": 0, "train_batch_size": 4,
@@ -43,9 +43,7 @@ def run(out: Path, model: str, cases: list[tuple[int, float]], threads: int, smo
             results.append({"target_speedup": target, "batch_size": batch, "met": False, "why": str(e), "entries": []})
     summary = {"benchmark": "tune", "model": model, "threads": threads, "smoke": smoke, "tunes": results,
                "environment": environment()}
-    write_json(out / "tune.json", summary)
-    write_text(out / "tune.md", markdown(summary))
-    return summary
+    return write_results(out, "tune", summary, markdown(summary))
 
 
 def markdown(summary: dict[str, Any]) -> str:
