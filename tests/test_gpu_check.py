@@ -178,7 +178,7 @@ def test_dry_run_runs_every_step_a_cpu_can_and_writes_both_reports(tmp_path: Pat
     tests = d["tests"]  # no CUDA here: every GPU test is collected and skipped, with its reason
     assert tests["returncode"] == 0 and set(tests["counts"]) == {"skipped"} and tests["counts"]["skipped"] >= 20
 
-    assert list(d["steps"]) == ["eager", "speed-target"] and all(s["returncode"] == 0 for s in d["steps"].values())
+    assert list(d["steps"]) == ["eager", "speed-target", "tune"] and all(s["returncode"] == 0 for s in d["steps"].values())
     rows: list[dict[str, Any]] = d["steps"]["speed-target"]["report"]["rows"]
     variants = {r["variant"] for r in rows}
     assert variants == {"dense", "uvc-0.50", "dynamicvit-keep0.70", "dynamicvit-keep0.50", "uvc-0.50+dynamicvit-keep0.70",
