@@ -7,7 +7,7 @@ round-robin with the dense model on ONNX Runtime fp32. The latency profiles are 
 (``--profiles``), so the 6x tune reuses the 4x tune's. Writes OUT/tune.json and OUT/tune.md (the tables of
 benchmarks/README.md, "vitc tune").
 
-    python -m benchmarks.tune --out runs/tune_deits                 # ~2-3 h on 2 idle CPU cores
+    python -m benchmarks.tune --out runs/tune_deits                 # ~1 h on 2 idle CPU cores (measured 58 min)
     python -m benchmarks.tune --smoke --out runs/tune_smoke         # vit-micro, minutes
 """
 

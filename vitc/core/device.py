@@ -50,12 +50,6 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
-
-
-
-
-
-
 def gpu_info(index: int = 0) -> dict[str, Any]:
     """Name, compute capability, memory (GiB), CUDA runtime, and driver/clocks (MHz) from nvidia-smi if present."""
     import torch
