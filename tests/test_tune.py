@@ -116,6 +116,39 @@ def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Pat
     assert winner.verified is True  # checked against PyTorch before it could win
 
 
+def test_the_pick_is_trained_again_with_the_full_recipe(tmp_path: Path, trained: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--final-finetune-epochs: the short tries choose, then the pick is trained again from the dense model with the
+    full recipe (same plan and target), deployed, measured and verified like any candidate of the answer."""
+    import vitc.tune as tune_module
+    from vitc.tune import loop
+
+    def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:  # every file meets S: no re-landing
+        rows = [SimpleNamespace(speedup_paired=1.0 if i == 0 else 1.5, speedup_paired_iqr=[1.5, 1.5], images_per_s=100.0)
+                for i in range(len(targets))]
+        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
+
+    monkeypatch.setattr(loop, "measure", fake)
+    out = tmp_path / "tune"
+    result = tune_module.tune(str(trained), "digits", out, target_speedup=1.5, methods=["uvc"], precisions=["fp32"],
+                              backends=["onnxruntime"], threads=1, batch_size=8, epochs=1, finetune_epochs=0,
+                              final_finetune_epochs=1, token_points=2, probe_seconds=0.0, bench_seconds=0.05,
+                              calib_samples=32)
+    journal = json.loads((out / "tune.json").read_text())
+    short, full = journal["trial/uvc/r0/uvc"], journal["trial/uvc-final/r0/uvc"]
+    assert [short["key"] != full["key"], len(result.rounds)] == [True, 1]
+    tuned = json.loads((out / "trials" / "uvc-final" / "0-uvc" / "finetune" / "metrics.json").read_text())
+    assert len(tuned["epochs"]) == 1  # the final fine-tuning ran its 1 epoch (the tries ran none)
+    assert not (out / "trials" / "uvc" / "0-uvc" / "finetune" / "metrics.json").is_file()
+    final = next(e for e in result.entries if e.kind == "final")
+    trial = next(e for e in result.entries if e.kind == "trial")
+    assert final.name == "uvc (final)" and final.artifact != trial.artifact and final.verified is True
+    assert final.macs == trial.macs  # the same search landed the same structure: only the training differs
+    assert any(t.final and t.label == "uvc (final)" for t in result.trials)
+    assert "uvc (final)" in (out / "report.md").read_text()
+    assert result.winner in {final.name, trial.name}  # whichever is more accurate on the held-out images
+
+
 def test_a_killed_tune_resumes_where_it_stopped(tmp_path: Path, trained: Path) -> None:
     out = tmp_path / "tune"
     cmd = [*VITC, "tune", str(trained), "--data", "digits", "--target-speedup", "1.5", "--methods", "uvc", "--precisions",

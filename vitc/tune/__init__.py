@@ -12,7 +12,9 @@
    this device or costs accuracy; the Q/DQ placement follows.
 4. **Close the loop**: the pick is deployed and benched paired against the reference. Off S by more than
    ``--tolerance``: the latency model is recalibrated with the measured point, the pick re-landed on it (a new keep
-   ratio, or a new brief search) and measured again, at most ``--rounds`` times.
+   ratio, or a new brief search) and measured again, at most ``--rounds`` times. With ``--final-epochs`` /
+   ``--final-finetune-epochs`` the pick is then trained again from the dense model with that full recipe (same plan,
+   split and target, on the latency model the loop ended on): short tries choose, the answer gets the training.
 5. **The answer** (:mod:`vitc.tune.report`): every candidate deployed and benched round-robin with the reference
    (measured speedup, top-1 through its own backend on the val split, held-out top-1, MACs, params), the Pareto
    front, the winner — the most accurate on the held-out images among those that meet S — copied to
@@ -34,7 +36,7 @@ from vitc.tune.answer import deliver, measure_all, winner_of
 from vitc.tune.candidates import Candidate, candidate_pairs, device_name
 from vitc.tune.device import measure_device
 from vitc.tune.journal import Journal
-from vitc.tune.loop import close_loop
+from vitc.tune.loop import close_loop, train_final
 from vitc.tune.result import TUNE_FORMAT, Entry, TuneResult
 from vitc.tune.settings import TuneSettings
 from vitc.tune.trials import Trial, holdout_top1, plans, run_trial
@@ -103,7 +105,8 @@ def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: Tun
     source = base.with_holdout(s.holdout)
     calib_text = str(base) if base.kind != "synthetic" else "digits"
     calib = source if base.kind != "synthetic" else parse_data(calib_text)  # random pixels give no activation ranges
-    journal = Journal(out, resume, planned=2 + 2 * len(pairs) + 2 * (3 + len(s.splits)) + 2 * s.rounds + 2)
+    journal = Journal(out, resume, planned=2 + 2 * len(pairs) + 2 * (3 + len(s.splits)) + 2 * s.rounds + 2
+                      + (3 if s.trains_final else 0))
     dense = journal.step("dense", {"model": model, "pretrained": pretrained, "checkpoint": checkpoint, "data": str(base)},
                          lambda: {"artifact": str(_dense_artifact(model, out, base, pretrained, checkpoint))})["artifact"]
     deploy_settings = DeploySettings(export=ExportSettings(verify=False),
@@ -120,6 +123,9 @@ def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: Tun
     if reachable:
         rounds, picks = close_loop(_ranked(reachable, dense_top1, s)[0], primary, candidates, Path(dense), source, calib,
                                     s, deploy_settings, out, journal, train_device)
+        if s.trains_final and picks[-1].plan:
+            picks.append(train_final(picks[-1], rounds[-1]["latency"], primary, Path(dense), source, s, out, journal,
+                                     train_device))
     entries = measure_all(candidates, reachable, picks, primary, source, calib, s, deploy_settings, dense_top1, device,
                            out, journal, dense)
     winner, why = winner_of(entries, s)
@@ -128,7 +134,7 @@ def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: Tun
                 + "; ".join(f"{t.name}: {t.unreachable}" for t in trials))
     deployed = deliver(winner, out) if winner is not None else None
     result = TuneResult(target_speedup=s.target_speedup, reference=s.reference, batch_size=s.batch_size,
-                        candidates=candidates, trials=trials, rounds=rounds, entries=entries,
+                        candidates=candidates, trials=trials + [p for p in picks if p.final], rounds=rounds, entries=entries,
                         winner=winner.name if winner else None, why=why, deployed=deployed, dense_holdout_top1=dense_top1,
                         settings=s.summary(), environment=environment(),
                         seconds=round(time.perf_counter() - t0 + journal.resumed_seconds, 1),

@@ -37,7 +37,7 @@ def measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[Tr
             continue
         seen.add(t.artifact)
         file, float_blocks, _ = loop.deploy_pick(t, primary, candidates, source, calib, s, deploy_settings, journal)
-        entries.append(Entry(t.name + (f" (round {t.round})" if t.round else ""), "round" if t.round else "trial",
+        entries.append(Entry(t.label, "final" if t.final else "round" if t.round else "trial",
                              primary.backend, primary.precision, file, t.artifact,
                              predicted=primary.gain * (t.predicted or 1.0), holdout_top1=t.holdout_top1,
                              float_blocks=float_blocks))

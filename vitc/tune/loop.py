@@ -95,12 +95,36 @@ def _reland(trial: Trial, latency: str, primary: Candidate, dense: Path, source:
     last = METHODS[trial.plan[-1]] if trial.plan else None
     if last is not None and last.token_selection and trial.compressed:
         return reland(trial, latency, primary.needed, out / "trials" / trial.name, source, journal, r)
-    steps = [(METHODS[k], primary.needed) for k in trial.plan]
-    if len(steps) > 1:  # the combination keeps its split: structure C^a, then tokens to C
+    return run_trial(trial.name, _steps(trial, primary.needed), dense, source, latency,
+                     out / "trials" / f"{trial.name}-r{r}", s, device, journal, round_=r)
+
+
+def _steps(trial: Trial, needed: float) -> list[tuple[Any, float]]:
+    """The trial's plan at compression ``needed``; the combination keeps its split: structure C^a, then tokens to C."""
+    from vitc.methods import METHODS
+
+    steps = [(METHODS[k], needed) for k in trial.plan]
+    if len(steps) > 1:
         share = float(trial.name.rsplit("-a", 1)[-1])
-        steps[0] = (steps[0][0], primary.needed**share)
-    return run_trial(trial.name, steps, dense, source, latency, out / "trials" / f"{trial.name}-r{r}", s, device, journal,
-                     round_=r)
+        steps[0] = (steps[0][0], needed**share)
+    return steps
+
+
+def train_final(trial: Trial, latency: str, primary: Candidate, dense: Path, source: Any, s: TuneSettings, out: Path,
+                journal: Journal, device: str) -> Trial:
+    """The pick trained again from the dense model with the full recipe (``--final-epochs``,
+    ``--final-finetune-epochs``), same plan, split and target, on the latency model the loop ended on: the short tries
+    choose, the answer gets the training. A dense pick has nothing to train."""
+    if not trial.plan:
+        return trial
+    full = dataclasses.replace(s, epochs=s.final_epochs or s.epochs,
+                               finetune_epochs=s.finetune_epochs if s.final_finetune_epochs is None else s.final_finetune_epochs)
+    log(f"tune: training the pick {trial.label} with the full recipe ({full.epochs} epochs, {full.finetune_epochs} "
+        "fine-tuning)")
+    final = run_trial(f"{trial.name}-final", _steps(trial, primary.needed), dense, source, latency,
+                      out / "trials" / f"{trial.name}-final", full, device, journal, round_=trial.round)
+    final.name, final.final = trial.name, True
+    return final
 
 
 def recalibrate(latency: str, artifact: str, measured_compression: float, out: Path) -> Path:

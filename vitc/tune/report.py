@@ -29,7 +29,7 @@ def render_markdown(r: TuneResult) -> str:
 def pareto_png(r: TuneResult) -> bytes:
     from vitc.core.plots import Point, scatter_png
 
-    colors = {"dense": "black", "trial": "tab:blue", "round": "tab:orange"}
+    colors = {"dense": "black", "trial": "tab:blue", "round": "tab:orange", "final": "tab:purple"}
     points = [Point(e.measured, e.top1, label=e.name, legend=f"{e.kind} · {e.backend} {e.precision}",
                     color="tab:green" if e.name == r.winner else colors[e.kind], marker="*" if e.kind == "dense" else "o",
                     size=160 if e.name == r.winner else 60)

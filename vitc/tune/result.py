@@ -19,7 +19,7 @@ class Entry:
     """One row of the answer: a file this device runs, measured against the reference."""
 
     name: str
-    kind: str  # "dense", "trial" or "round"
+    kind: str  # "dense", "trial", "round" or "final"
     backend: str
     precision: str
     file: str
@@ -95,7 +95,7 @@ def tables(r: TuneResult) -> list[str]:
              "## Method split (trained briefly on the largest gain's latency model)", "",
              markdown_table(["trial", "methods", "predicted compression", "held-out top-1 (%)", "MACs (M)", "blocks",
                              "keep ratio", "note"],
-                            [[t.name + (f" (round {t.round})" if t.round else ""), " then ".join(t.plan) or "-",
+                            [[t.label, " then ".join(t.plan) or "-",
                               _x(t.predicted), _pct(t.holdout_top1), cell(t.macs / 1e6 if t.macs else None), t.blocks,
                               t.keep_ratio, t.unreachable or ""] for t in r.trials])]
     if r.rounds:

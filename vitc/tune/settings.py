@@ -46,6 +46,13 @@ class TuneSettings(Settings):
                                        "selection's): 0.67 means UVC takes C^0.67 of a compression speedup C.")
     epochs: int = setting(4, min=1, help="Training epochs of each try: UVC's search, DynamicViT's training.")
     finetune_epochs: int = setting(2, min=0, help="UVC's fine-tuning epochs of each try (stage 2).")
+    final_epochs: int | None = setting(None, min=1,
+                                       help="Train the pick again, after the short tries chose it, with this many epochs "
+                                            "(UVC's search, DynamicViT's training) for the answer: the full recipe [default: "
+                                            "--epochs; no final training unless this or --final-finetune-epochs is given].")
+    final_finetune_epochs: int | None = setting(None, min=0,
+                                                help="UVC's fine-tuning epochs of that final training [default: "
+                                                     "--finetune-epochs].")
     train_batch_size: int = setting(64, min=1, help="Training batch of every try.")
     lr: float | None = setting(None, min=0, min_open=True, help="Peak learning rate of every try [default: each method's].")
     holdout: float = setting(0.1, min=0, max=1, min_open=True, max_open=True,
@@ -78,6 +85,11 @@ class TuneSettings(Settings):
                 raise UsageError(f"{label(key)} lists {dup} twice")
         if not self.methods:
             raise UsageError(f"{label('methods')} must list at least one method")
+
+    @property
+    def trains_final(self) -> bool:
+        """Whether the pick is trained again with the full recipe before the answer."""
+        return self.final_epochs is not None or self.final_finetune_epochs is not None
 
     @property
     def reference_pair(self) -> tuple[str, str]:

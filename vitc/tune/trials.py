@@ -34,6 +34,12 @@ class Trial:
     blocks: int | None = None
     unreachable: str | None = None  # why this split cannot reach the target (said, not an error)
     round: int = 0
+    final: bool = False  # the pick trained again with the full recipe (--final-epochs / --final-finetune-epochs)
+
+    @property
+    def label(self) -> str:
+        """Its name in the report: ``uvc (round 1)``, ``uvc (final)``."""
+        return self.name + (" (final)" if self.final else f" (round {self.round})" if self.round else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
