@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vitc.backends import BACKENDS, ONNX, REFERENCE_BACKEND
+from vitc.core.errors import CheckFailed, UsageError
 from vitc.core.progress import log
 from vitc.tune.candidates import Candidate, device_name
 from vitc.tune.journal import Journal
@@ -63,13 +64,14 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
     for r in range(1, s.rounds + 1):
         file, float_blocks, decision = deploy_pick(trial, primary, candidates, source, calib, s, deploy_settings, journal)
         measured = journal.step(f"loop/r{r}/measure", {"file": file, "mtime": Path(file).stat().st_mtime_ns,
-                                                        "reference": reference.target},
+                                                        "reference": reference.target, "tries": MEASURE_TRIES},
                                 partial(_measured, [reference.target, f"{primary.backend}:{file}"], s))
         speedup = measured["speedup"]
         predicted = primary.gain * (trial.predicted or 1.0)
         within = abs(speedup / s.target_speedup - 1) <= s.tolerance
         rounds.append({"round": r, "trial": trial.name, "artifact": trial.artifact, "file": file, "latency": latency,
-                       "predicted": predicted, "measured": speedup, "within_tolerance": within,
+                       "predicted": predicted, "measured": speedup, "measured_iqr": measured.get("iqr"),
+                       "noisy_tries": measured.get("noisy_tries", []), "within_tolerance": within,
                        "float_blocks": float_blocks, "precision_decision": decision})
         log(f"loop round {r}: {trial.name} on {primary.name} predicted {predicted:.2f}x, measured {speedup:.2f}x "
             f"(S {s.target_speedup:g}, tolerance {s.tolerance:.0%})")
@@ -81,7 +83,12 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
         latency = str(recalibrate(latency, str(trial.artifact), speedup / primary.gain, out / "profiles" /
                                   f"{Path(primary.profile).stem}-r{r}.json"))
         rounds[-1]["recalibrated"] = latency
-        trial = _reland(trial, latency, primary, dense, source, s, out, journal, r, train_device)
+        try:
+            trial = _reland(trial, latency, primary, dense, source, s, out, journal, r, train_device)
+        except (UsageError, CheckFailed) as e:  # the recalibrated model puts S out of this pick's reach: say so, stop
+            rounds[-1]["note"] = f"not re-landed: {e}"
+            log(f"loop round {r}: not re-landed: {e}")
+            break
         picks.append(trial)
     return rounds, picks
 
@@ -150,8 +157,29 @@ def recalibrate(latency: str, artifact: str, measured_compression: float, out: P
     return out
 
 
+MEASURE_TRIES = 3  # a loop measurement whose IQR is wider than the tolerance band is taken again, this many times at most
+
+
 def _measured(targets: list[str], s: TuneSettings) -> dict[str, Any]:
-    return _speedup(measure(targets, s))
+    """The paired speedup the loop acts on. A measurement whose IQR spans more than the tolerance band (another
+    process took the cores for part of it) is taken again, up to :data:`MEASURE_TRIES` times; the tightest counts,
+    and the noisy ones are recorded."""
+    tries: list[dict[str, Any]] = []
+    for _ in range(MEASURE_TRIES):
+        got = _speedup(measure(targets, s))
+        tries.append(got)
+        if _spread(got) <= 2 * s.tolerance:
+            break
+        log(f"noisy measurement: {got['speedup']:.2f}x, IQR {got['iqr'][0]:.2f}-{got['iqr'][1]:.2f} (wider than "
+            f"±{s.tolerance:.0%}); measuring again")
+    best = min(tries, key=_spread)
+    return {**best, "noisy_tries": [t for t in tries if t is not best]}
+
+
+def _spread(m: dict[str, Any]) -> float:
+    """The IQR's width relative to the median (0 when there is no IQR)."""
+    iqr = m.get("iqr")
+    return (iqr[1] - iqr[0]) / m["speedup"] if iqr and m["speedup"] > 0 else 0.0
 
 
 def _speedup(result: Any) -> dict[str, Any]:

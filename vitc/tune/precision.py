@@ -58,7 +58,7 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
             others = [j for j in range(depth) if j != i]
             options = {"onnx": fp32_onnx, "block": i, "backend": backend, "calib": str(calib),
                        "samples": settings.calib_samples, "mtime": Path(fp32_onnx).stat().st_mtime_ns}
-            top1 = journal.step(f"precision/{Path(fp32_onnx).name}/block{i}", options,
+            top1 = journal.step(f"precision/{fp32_onnx}/block{i}", options,
                                 partial(_alone, fp32_onnx, Path(tmp) / f"block{i}.int8.onnx", others, backend, source, calib,
                                         settings))["top1"]
             out.drop[i] = base - top1

@@ -88,6 +88,15 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
+def _iqr(iqr: list[float] | None) -> str:
+    return f" ({iqr[0]:.2f}-{iqr[1]:.2f})" if iqr else ""
+
+
+def _round_note(x: dict[str, Any]) -> str:
+    noisy = [f"{t['speedup']:.2f}x{_iqr(t.get('iqr'))}" for t in x.get("noisy_tries") or []]
+    return "; ".join(([f"measured again after {', '.join(noisy)}"] if noisy else []) + ([x["note"]] if x.get("note") else []))
+
+
 def tables(r: TuneResult) -> list[str]:
     lines = [f"## Device: what each backend and precision gives (dense, paired against {r.reference})", "",
              markdown_table(["candidate", "dense speedup", "compression still needed", "latency model"],
@@ -100,15 +109,17 @@ def tables(r: TuneResult) -> list[str]:
                               t.keep_ratio, t.unreachable or ""] for t in r.trials])]
     if r.rounds:
         lines += ["", "## The loop: the pick deployed and measured", "",
-                  markdown_table(["round", "pick", "predicted", "measured", "within tolerance", "float blocks", "recalibrated"],
-                                 [[x["round"], x["trial"], _x(x["predicted"]), _x(x["measured"]), x["within_tolerance"],
-                                   ",".join(map(str, x["float_blocks"] or [])) or "-",
-                                   Path(x["recalibrated"]).name if x.get("recalibrated") else "-"] for x in r.rounds])]
+                  markdown_table(["round", "pick", "predicted", "measured (IQR)", "within tolerance", "float blocks",
+                                  "recalibrated", "note"],
+                                 [[x["round"], x["trial"], _x(x["predicted"]), _x(x["measured"]) + _iqr(x.get("measured_iqr")),
+                                   x["within_tolerance"], ",".join(map(str, x["float_blocks"] or [])) or "-",
+                                   Path(x["recalibrated"]).name if x.get("recalibrated") else "-", _round_note(x)]
+                                  for x in r.rounds])]
     lines += ["", f"## Every candidate, round-robin with the reference at batch {r.batch_size}", "",
               markdown_table(["candidate", "runs as", "predicted", "measured (IQR)", "meets S", "within max drop", "top-1 val (%)",
                               "held-out top-1 (%)", "MACs (M)", "params (M)", "float blocks", "verified"],
                              [[e.name + (" ★" if e.name == r.winner else ""), f"{e.backend} {e.precision}", _x(e.predicted),
-                               _x(e.measured) + (f" ({e.measured_iqr[0]:.2f}-{e.measured_iqr[1]:.2f})" if e.measured_iqr else ""),
+                               _x(e.measured) + _iqr(e.measured_iqr),
                                e.meets, e.within_drop, _pct(e.top1), _pct(e.holdout_top1),
                                cell(e.macs / 1e6 if e.macs else None), cell(e.params / 1e6 if e.params else None),
                                ",".join(map(str, e.float_blocks or [])) or "-",
