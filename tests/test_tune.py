@@ -70,6 +70,10 @@ def test_a_block_stays_float_where_int8_does_not_pay(tmp_path: Path, nano_artifa
     assert decision.float_blocks == list(range(spec.depth))
     assert all("INT8 does not pay here" in decision.reasons[b] for b in decision.float_blocks)
     assert all(i > f for i, f in zip(decision.int8_ms, decision.float_ms))  # from the two latency models
+    # the mixed file is predicted from each block's own precision: here every block float, so the float file's latency
+    whole_int8 = decision.fixed_ms + sum(decision.int8_ms)  # type: ignore[arg-type]
+    whole_float = decision.fixed_ms + sum(decision.float_ms)  # type: ignore[arg-type]
+    assert decision.mixed_factor == pytest.approx(whole_int8 / whole_float) and decision.mixed_factor > 1.2
     assert journal.state == {}  # decided from the device's latency models alone: nothing quantized or evaluated
 
 

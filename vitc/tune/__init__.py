@@ -124,8 +124,8 @@ def _tune(model: str, base: Any, pairs: list[tuple[str, str]], out: Path, s: Tun
         rounds, picks = close_loop(_ranked(reachable, dense_top1, s)[0], primary, candidates, Path(dense), source, calib,
                                     s, deploy_settings, out, journal, train_device)
         if s.trains_final and picks[-1].plan:
-            picks.append(train_final(picks[-1], rounds[-1]["latency"], primary, Path(dense), source, s, out, journal,
-                                     train_device))
+            picks.append(train_final(picks[-1], rounds[-1]["latency"], rounds[-1]["compression_target"], Path(dense),
+                                     source, s, out, journal, train_device))
     entries = measure_all(candidates, reachable, picks, primary, source, calib, s, deploy_settings, dense_top1, device,
                            out, journal, dense)
     winner, why = winner_of(entries, s)

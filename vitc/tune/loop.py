@@ -60,19 +60,21 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
     reference = reference_of(candidates, s)
     rounds: list[dict[str, Any]] = []
     picks = [trial]
-    latency = primary.profile
+    latency, needed = primary.profile, primary.needed
     for r in range(1, s.rounds + 1):
         file, float_blocks, decision = deploy_pick(trial, primary, candidates, source, calib, s, deploy_settings, journal)
+        factor = float((decision or {}).get("mixed_factor") or 1.0)  # float blocks where INT8 does not pay run faster
         measured = journal.step(f"loop/r{r}/measure", {"file": file, "mtime": Path(file).stat().st_mtime_ns,
                                                         "reference": reference.target, "tries": MEASURE_TRIES},
                                 partial(_measured, [reference.target, f"{primary.backend}:{file}"], s))
         speedup = measured["speedup"]
-        predicted = primary.gain * (trial.predicted or 1.0)
+        predicted = primary.gain * (trial.predicted or 1.0) * factor
         within = abs(speedup / s.target_speedup - 1) <= s.tolerance
         rounds.append({"round": r, "trial": trial.name, "artifact": trial.artifact, "file": file, "latency": latency,
                        "predicted": predicted, "measured": speedup, "measured_iqr": measured.get("iqr"),
                        "noisy_tries": measured.get("noisy_tries", []), "within_tolerance": within,
-                       "float_blocks": float_blocks, "precision_decision": decision})
+                       "float_blocks": float_blocks, "mixed_factor": factor, "compression_target": needed,
+                       "precision_decision": decision})
         log(f"loop round {r}: {trial.name} on {primary.name} predicted {predicted:.2f}x, measured {speedup:.2f}x "
             f"(S {s.target_speedup:g}, tolerance {s.tolerance:.0%})")
         if within or r == s.rounds:
@@ -80,11 +82,14 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
         if not trial.plan:  # the dense model itself: nothing to re-land
             rounds[-1]["note"] = "the dense model on this backend and precision: nothing to re-land"
             break
-        latency = str(recalibrate(latency, str(trial.artifact), speedup / primary.gain, out / "profiles" /
+        # the latency model describes the all-INT8 file: the measured point, less the float blocks' share, calibrates it,
+        # and compression lands what the backend, precision and float blocks do not give
+        latency = str(recalibrate(latency, str(trial.artifact), speedup / (primary.gain * factor), out / "profiles" /
                                   f"{Path(primary.profile).stem}-r{r}.json"))
         rounds[-1]["recalibrated"] = latency
+        needed = primary.needed / factor
         try:
-            trial = _reland(trial, latency, primary, dense, source, s, out, journal, r, train_device)
+            trial = _reland(trial, latency, needed, dense, source, s, out, journal, r, train_device)
         except (UsageError, CheckFailed) as e:  # the recalibrated model puts S out of this pick's reach: say so, stop
             rounds[-1]["note"] = f"not re-landed: {e}"
             log(f"loop round {r}: not re-landed: {e}")
@@ -93,16 +98,16 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
     return rounds, picks
 
 
-def _reland(trial: Trial, latency: str, primary: Candidate, dense: Path, source: Any, s: TuneSettings, out: Path,
+def _reland(trial: Trial, latency: str, needed: float, dense: Path, source: Any, s: TuneSettings, out: Path,
             journal: Journal, r: int, device: str) -> Trial:
-    """The pick again on the recalibrated latency model: a token-selection pick at a new keep ratio; a pruned one by
-    a new brief search at the same target."""
+    """The pick again on the recalibrated latency model at compression ``needed``: a token-selection pick at a new
+    keep ratio; a pruned one by a new brief search."""
     from vitc.methods import METHODS
 
     last = METHODS[trial.plan[-1]] if trial.plan else None
     if last is not None and last.token_selection and trial.compressed:
-        return reland(trial, latency, primary.needed, out / "trials" / trial.name, source, journal, r)
-    return run_trial(trial.name, _steps(trial, primary.needed), dense, source, latency,
+        return reland(trial, latency, needed, out / "trials" / trial.name, source, journal, r)
+    return run_trial(trial.name, _steps(trial, needed), dense, source, latency,
                      out / "trials" / f"{trial.name}-r{r}", s, device, journal, round_=r)
 
 
@@ -117,10 +122,10 @@ def _steps(trial: Trial, needed: float) -> list[tuple[Any, float]]:
     return steps
 
 
-def train_final(trial: Trial, latency: str, primary: Candidate, dense: Path, source: Any, s: TuneSettings, out: Path,
+def train_final(trial: Trial, latency: str, needed: float, dense: Path, source: Any, s: TuneSettings, out: Path,
                 journal: Journal, device: str) -> Trial:
     """The pick trained again from the dense model with the full recipe (``--final-epochs``,
-    ``--final-finetune-epochs``), same plan, split and target, on the latency model the loop ended on: the short tries
+    ``--final-finetune-epochs``), same plan, split and compression ``needed``, on the latency model the loop ended on: the short tries
     choose, the answer gets the training. A dense pick has nothing to train."""
     if not trial.plan:
         return trial
@@ -128,7 +133,7 @@ def train_final(trial: Trial, latency: str, primary: Candidate, dense: Path, sou
                                finetune_epochs=s.finetune_epochs if s.final_finetune_epochs is None else s.final_finetune_epochs)
     log(f"tune: training the pick {trial.label} with the full recipe ({full.epochs} epochs, {full.finetune_epochs} "
         "fine-tuning)")
-    final = run_trial(f"{trial.name}-final", _steps(trial, primary.needed), dense, source, latency,
+    final = run_trial(f"{trial.name}-final", _steps(trial, needed), dense, source, latency,
                       out / "trials" / f"{trial.name}-final", full, device, journal, round_=trial.round)
     final.name, final.final = trial.name, True
     return final

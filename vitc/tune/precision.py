@@ -23,19 +23,30 @@ class BlockPrecision:
     int8_ms: list[float | None] = field(default_factory=list)  # per block, from the INT8 latency model
     float_ms: list[float | None] = field(default_factory=list)  # per block, from the float one
     drop: list[float | None] = field(default_factory=list)  # per block: top-1 points lost with it alone in INT8
+    fixed_ms: float = 0.0  # what is not a block (patch embedding, head), from the INT8 latency model
+    mixed_factor: float = 1.0  # all-INT8 latency over the mixed file's (float blocks at their float latency): models
+
+    def mixed(self) -> float:
+        """How much faster the mixed file runs than the all-INT8 one, per the two latency models (each float block at
+        its float latency): the all-INT8 prediction times this is the mixed file's."""
+        chosen = [f if i in self.float_blocks and f is not None else q for i, (q, f) in enumerate(zip(self.int8_ms, self.float_ms))]
+        int8 = self.fixed_ms + sum(q for q in self.int8_ms if q is not None)
+        mixed = self.fixed_ms + sum(c for c in chosen if c is not None)
+        return int8 / mixed if mixed > 0 else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reasons": {str(k): v for k, v in self.reasons.items()}}
 
 
-def block_latencies(artifact: str, latency: str) -> list[float]:
-    """Each block's modelled latency (ms, calibrated) of ``artifact``'s architecture on ``latency``'s device."""
+def block_latencies(artifact: str, latency: str) -> tuple[list[float], float]:
+    """Each block's modelled latency (ms, calibrated) of ``artifact``'s architecture on ``latency``'s device, and the
+    rest's (patch embedding, head)."""
     from vitc.core.artifacts import read_header
     from vitc.core.latency import load_latency
 
     spec = read_header(artifact, verify=False)[0]
     pred = load_latency(latency).predict(spec, artifact)
-    return [b["block_ms"] + b["selection_ms"] for b in pred["blocks"]]
+    return [b["block_ms"] + b["selection_ms"] for b in pred["blocks"]], float(pred["fixed_ms"])
 
 
 def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float_profile: str | None, source: Any,
@@ -44,8 +55,9 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
     from vitc.core.artifacts import read_header
 
     depth = read_header(artifact, verify=False)[0].depth
-    out = BlockPrecision(int8_ms=list(block_latencies(artifact, int8_profile)),
-                         float_ms=list(block_latencies(artifact, float_profile)) if float_profile else [None] * depth,
+    int8_ms, fixed_ms = block_latencies(artifact, int8_profile)
+    out = BlockPrecision(int8_ms=list(int8_ms), fixed_ms=fixed_ms,
+                         float_ms=list(block_latencies(artifact, float_profile)[0]) if float_profile else [None] * depth,
                          drop=[None] * depth)
     for i in range(depth):
         fast, slow = out.int8_ms[i], out.float_ms[i]
@@ -65,6 +77,7 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
             if out.drop[i] > settings.block_drop:
                 out.reasons[i] = f"INT8 costs {out.drop[i]:.2f} top-1 points on the held-out images (> {settings.block_drop:g})"
     out.float_blocks = sorted(out.reasons)
+    out.mixed_factor = out.mixed()
     log(f"per-block precision: {depth - len(out.float_blocks)} of {depth} blocks INT8"
         + (f"; float: {', '.join(f'{b} ({r})' for b, r in out.reasons.items())}" if out.reasons else ""))
     return out
