@@ -125,8 +125,8 @@ def _steps(trial: Trial, needed: float) -> list[tuple[Any, float]]:
 def train_final(trial: Trial, latency: str, needed: float, dense: Path, source: Any, s: TuneSettings, out: Path,
                 journal: Journal, device: str) -> Trial:
     """The pick trained again from the dense model with the full recipe (``--final-epochs``,
-    ``--final-finetune-epochs``), same plan, split and compression ``needed``, on the latency model the loop ended on: the short tries
-    choose, the answer gets the training. A dense pick has nothing to train."""
+    ``--final-finetune-epochs``), same plan, split and compression ``needed``, on the latency model the loop ended
+    on: the short tries choose, the answer gets the training. A dense pick has nothing to train."""
     if not trial.plan:
         return trial
     full = dataclasses.replace(s, epochs=s.final_epochs or s.epochs,

@@ -29,7 +29,8 @@ class BlockPrecision:
     def mixed(self) -> float:
         """How much faster the mixed file runs than the all-INT8 one, per the two latency models (each float block at
         its float latency): the all-INT8 prediction times this is the mixed file's."""
-        chosen = [f if i in self.float_blocks and f is not None else q for i, (q, f) in enumerate(zip(self.int8_ms, self.float_ms))]
+        chosen = [f if i in self.float_blocks and f is not None else q
+                  for i, (q, f) in enumerate(zip(self.int8_ms, self.float_ms))]
         int8 = self.fixed_ms + sum(q for q in self.int8_ms if q is not None)
         mixed = self.fixed_ms + sum(c for c in chosen if c is not None)
         return int8 / mixed if mixed > 0 else 1.0
