@@ -54,6 +54,15 @@ def _profile(spec: Any, path: Path, precision: str, scale: float) -> str:
     return str(path)
 
 
+def _bench(targets: int, speedup: float, iqr: list[float] | None = None) -> Any:
+    """What ``vitc.tune.loop.measure`` returns for ``targets`` files: the reference at 1.0x, every other at ``speedup``
+    (IQR ``iqr``, default none to speak of)."""
+    rows = [SimpleNamespace(speedup_paired=1.0, speedup_paired_iqr=[1.0, 1.0], images_per_s=100.0)]
+    rows += [SimpleNamespace(speedup_paired=speedup, speedup_paired_iqr=iqr or [speedup, speedup], images_per_s=100.0)
+             for _ in range(targets - 1)]
+    return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
+
+
 def test_a_block_stays_float_where_int8_does_not_pay(tmp_path: Path, nano_artifact: Path) -> None:
     from vitc.core.artifacts import read_header
     from vitc.tune.journal import Journal
@@ -73,7 +82,7 @@ def test_a_block_stays_float_where_int8_does_not_pay(tmp_path: Path, nano_artifa
     # the mixed file is predicted from each block's own precision: here every block float, so the float file's latency
     whole_int8 = decision.fixed_ms + sum(decision.int8_ms)  # type: ignore[arg-type]
     whole_float = decision.fixed_ms + sum(decision.float_ms)  # type: ignore[arg-type]
-    assert decision.mixed_factor == pytest.approx(whole_int8 / whole_float) and decision.mixed_factor > 1.2
+    assert decision.mixed_factor() == pytest.approx(whole_int8 / whole_float) and decision.mixed_factor() > 1.2
     assert journal.state == {}  # decided from the device's latency models alone: nothing quantized or evaluated
 
 
@@ -99,10 +108,7 @@ def test_the_loop_relands_when_a_measurement_misses(tmp_path: Path, trained: Pat
     measured = iter([1.1, 1.5])  # round 1 misses 1.5x by 27%, round 2 meets it
 
     def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:
-        speedup = next(measured, 1.5)
-        rows = [SimpleNamespace(speedup_paired=1.0 if i == 0 else speedup, speedup_paired_iqr=[speedup, speedup],
-                                images_per_s=100.0) for i in range(len(targets))]
-        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
+        return _bench(len(targets), next(measured, 1.5))
 
     monkeypatch.setattr(loop, "measure", fake)  # the pick's measurements and the final one
     result = tune_module.tune(str(trained), "digits", tmp_path / "tune", target_speedup=1.5, methods=["uvc"],
@@ -130,9 +136,7 @@ def test_a_noisy_loop_measurement_is_taken_again(monkeypatch: pytest.MonkeyPatch
 
     def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:
         speedup, iqr = next(got)
-        rows = [SimpleNamespace(speedup_paired=1.0, speedup_paired_iqr=[1.0, 1.0], images_per_s=1.0),
-                SimpleNamespace(speedup_paired=speedup, speedup_paired_iqr=iqr, images_per_s=1.0)]
-        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
+        return _bench(len(targets), speedup, iqr)
 
     monkeypatch.setattr(loop, "measure", fake)
     m = loop._measured(["a", "b"], TuneSettings(target_speedup=3.0))
@@ -152,15 +156,10 @@ def test_a_reland_out_of_reach_ends_the_loop_with_a_note(tmp_path: Path, nano_ar
     from vitc.tune.settings import TuneSettings
     from vitc.tune.trials import Trial
 
-    def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:  # measured 1.1x: 27% short of 1.5x
-        rows = [SimpleNamespace(speedup_paired=1.0 if i == 0 else 1.1, speedup_paired_iqr=[1.1, 1.1], images_per_s=1.0)
-                for i in range(len(targets))]
-        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
-
     def unreachable(*args: Any, **kwargs: Any) -> Any:
         raise UsageError("no keep ratio makes it 1.5x faster than vit-nano on this profile")
 
-    monkeypatch.setattr(loop, "measure", fake)
+    monkeypatch.setattr(loop, "measure", lambda targets, *a, **k: _bench(len(targets), 1.1))  # 27% short of 1.5x
     monkeypatch.setattr(loop, "deploy_pick", lambda *a, **k: (str(nano_artifact), None, None))
     monkeypatch.setattr(loop, "_reland", unreachable)
     profile = _profile(read_header(nano_artifact)[0], tmp_path / "fp32.json", "fp32", scale=1.0)
@@ -180,12 +179,7 @@ def test_the_pick_is_trained_again_with_the_full_recipe(tmp_path: Path, trained:
     import vitc.tune as tune_module
     from vitc.tune import loop
 
-    def fake(targets: list[str], settings: Any, peak: bool = False) -> Any:  # every file meets S: no re-landing
-        rows = [SimpleNamespace(speedup_paired=1.0 if i == 0 else 1.5, speedup_paired_iqr=[1.5, 1.5], images_per_s=100.0)
-                for i in range(len(targets))]
-        return SimpleNamespace(results=[SimpleNamespace(rows=rows)])
-
-    monkeypatch.setattr(loop, "measure", fake)
+    monkeypatch.setattr(loop, "measure", lambda targets, *a, **k: _bench(len(targets), 1.5))  # all meet S: no re-land
     out = tmp_path / "tune"
     result = tune_module.tune(str(trained), "digits", out, target_speedup=1.5, methods=["uvc"], precisions=["fp32"],
                               backends=["onnxruntime"], threads=1, batch_size=8, epochs=1, finetune_epochs=0,

@@ -37,10 +37,9 @@ def measure_all(candidates: list[Candidate], trials: list[Trial], picks: list[Tr
             continue
         seen.add(t.artifact)
         file, float_blocks, decision = loop.deploy_pick(t, primary, candidates, source, calib, s, deploy_settings, journal)
-        mixed = float((decision or {}).get("mixed_factor") or 1.0)
         entries.append(Entry(t.label, "final" if t.final else "round" if t.round else "trial",
                              primary.backend, primary.precision, file, t.artifact,
-                             predicted=primary.gain * (t.predicted or 1.0) * mixed, holdout_top1=t.holdout_top1,
+                             predicted=primary.gain * (t.predicted or 1.0) * loop.mixed_factor(decision), holdout_top1=t.holdout_top1,
                              float_blocks=float_blocks))
     others = [e for e in entries if f"{e.backend}:{e.file}" != reference.target]  # the reference is row 0 (1.0x)
     targets = [reference.target] + [f"{e.backend}:{e.file}" for e in others]

@@ -44,6 +44,12 @@ def deploy_pick(trial: Trial, candidate: Candidate, candidates: list[Candidate],
     return file, decision.float_blocks, decision.to_dict()
 
 
+def mixed_factor(decision: dict[str, Any] | None) -> float:
+    """How much faster a pick's file runs than its all-INT8 prediction because of its float blocks (from
+    :func:`deploy_pick`'s decision; 1 for an all-INT8 or a float file)."""
+    return float((decision or {}).get("mixed_factor") or 1.0)
+
+
 def measure(targets: list[str], s: TuneSettings, peak: bool = False) -> Any:
     from vitc.checks.bench import bench_targets
     from vitc.checks.settings import BenchSettings
@@ -63,7 +69,7 @@ def close_loop(trial: Trial, primary: Candidate, candidates: list[Candidate], de
     latency, needed = primary.profile, primary.needed
     for r in range(1, s.rounds + 1):
         file, float_blocks, decision = deploy_pick(trial, primary, candidates, source, calib, s, deploy_settings, journal)
-        factor = float((decision or {}).get("mixed_factor") or 1.0)  # float blocks where INT8 does not pay run faster
+        factor = mixed_factor(decision)
         measured = journal.step(f"loop/r{r}/measure", {"file": file, "mtime": Path(file).stat().st_mtime_ns,
                                                         "reference": reference.target, "tries": MEASURE_TRIES},
                                 partial(_measured, [reference.target, f"{primary.backend}:{file}"], s))
@@ -197,4 +203,4 @@ def reference_of(candidates: list[Candidate], s: TuneSettings) -> Candidate:
     return next(c for c in candidates if (c.backend, c.precision) == (backend, precision))
 
 
-__all__ = ["close_loop", "deploy_pick", "measure", "recalibrate", "reference_of"]
+__all__ = ["close_loop", "deploy_pick", "measure", "mixed_factor", "recalibrate", "reference_of"]

@@ -24,9 +24,8 @@ class BlockPrecision:
     float_ms: list[float | None] = field(default_factory=list)  # per block, from the float one
     drop: list[float | None] = field(default_factory=list)  # per block: top-1 points lost with it alone in INT8
     fixed_ms: float = 0.0  # what is not a block (patch embedding, head), from the INT8 latency model
-    mixed_factor: float = 1.0  # all-INT8 latency over the mixed file's (float blocks at their float latency): models
 
-    def mixed(self) -> float:
+    def mixed_factor(self) -> float:
         """How much faster the mixed file runs than the all-INT8 one, per the two latency models (each float block at
         its float latency): the all-INT8 prediction times this is the mixed file's."""
         chosen = [f if i in self.float_blocks and f is not None else q
@@ -36,7 +35,7 @@ class BlockPrecision:
         return int8 / mixed if mixed > 0 else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": {str(k): v for k, v in self.reasons.items()}}
+        return {**asdict(self), "reasons": {str(k): v for k, v in self.reasons.items()}, "mixed_factor": self.mixed_factor()}
 
 
 def block_latencies(artifact: str, latency: str) -> tuple[list[float], float]:
@@ -78,7 +77,6 @@ def choose(artifact: str, fp32_onnx: str, backend: str, int8_profile: str, float
             if out.drop[i] > settings.block_drop:
                 out.reasons[i] = f"INT8 costs {out.drop[i]:.2f} top-1 points on the held-out images (> {settings.block_drop:g})"
     out.float_blocks = sorted(out.reasons)
-    out.mixed_factor = out.mixed()
     log(f"per-block precision: {depth - len(out.float_blocks)} of {depth} blocks INT8"
         + (f"; float: {', '.join(f'{b} ({r})' for b, r in out.reasons.items())}" if out.reasons else ""))
     return out
